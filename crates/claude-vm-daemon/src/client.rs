@@ -1,0 +1,72 @@
+//! A client of the daemon's socket, used inside the workspace.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use claude_vm_protocol::Health;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the daemon at {path}: {source}")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("daemon request failed: {0}")]
+    Http(String),
+    #[error("daemon sent an invalid answer: {0}")]
+    Invalid(String),
+}
+
+/// `GET /v1/health` once.
+pub async fn health(socket: &Path) -> Result<Health, ClientError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| ClientError::Connect {
+            path: socket.display().to_string(),
+            source: e,
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = Request::get("/v1/health")
+        .header("host", "daemon")
+        .body(Empty::<Bytes>::new())
+        .expect("valid request");
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let status = res.status();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(ClientError::Http(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    serde_json::from_slice(&body).map_err(|e| ClientError::Invalid(e.to_string()))
+}
+
+/// `GET /v1/health`, retrying until `wait` has passed (the daemon may be starting).
+pub async fn health_wait(socket: &Path, wait: Duration) -> Result<Health, ClientError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match health(socket).await {
+            Ok(h) => return Ok(h),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

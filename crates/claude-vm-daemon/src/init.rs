@@ -1,0 +1,121 @@
+//! PID 1 of a workspace container: reaper and supervisor of the daemon.
+
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+/// Signals PID 1 handles synchronously.
+fn handled() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+fn spawn_daemon(args: &[String]) -> std::io::Result<Pid> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    // The blocked mask is inherited across exec; give the daemon a clean one.
+    unsafe {
+        cmd.pre_exec(|| {
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd.spawn()?;
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
+fn log(msg: &str) {
+    eprintln!("claude-vm init: {msg}");
+}
+
+/// Run as PID 1: start `claude-vm <daemon_args>`, restart it when it dies (with backoff),
+/// reap every other child, and on SIGTERM/SIGINT stop the daemon and exit with it.
+pub fn run(daemon_args: &[String]) -> ExitCode {
+    let set = handled();
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        log(&format!("cannot block signals: {e}"));
+        return ExitCode::FAILURE;
+    }
+    let mut backoff = Duration::from_millis(250);
+    let mut started = Instant::now();
+    let mut daemon = match spawn_daemon(daemon_args) {
+        Ok(pid) => Some(pid),
+        Err(e) => {
+            log(&format!("cannot start the daemon: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut terminating = false;
+    loop {
+        let sig = match set.wait() {
+            Ok(s) => s,
+            Err(e) => {
+                log(&format!("sigwait failed: {e}"));
+                continue;
+            }
+        };
+        match sig {
+            Signal::SIGCHLD => {
+                let mut daemon_died = None;
+                loop {
+                    match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::StillAlive) | Err(_) => break,
+                        Ok(status) => {
+                            if status.pid() == daemon {
+                                daemon_died = Some(status);
+                            }
+                        }
+                    }
+                }
+                if let Some(status) = daemon_died {
+                    daemon = None;
+                    if terminating {
+                        return ExitCode::SUCCESS;
+                    }
+                    log(&format!(
+                        "daemon exited ({status:?}); restarting in {backoff:?}"
+                    ));
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = Duration::from_millis(250);
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    started = Instant::now();
+                    match spawn_daemon(daemon_args) {
+                        Ok(pid) => daemon = Some(pid),
+                        Err(e) => log(&format!("cannot restart the daemon: {e}")),
+                    }
+                }
+            }
+            Signal::SIGHUP => {
+                if let Some(pid) = daemon {
+                    let _ = kill(pid, Signal::SIGHUP);
+                }
+            }
+            _ => {
+                // SIGTERM, SIGINT, SIGQUIT: stop the daemon and leave with it.
+                terminating = true;
+                match daemon {
+                    Some(pid) => {
+                        let _ = kill(pid, Signal::SIGTERM);
+                    }
+                    None => return ExitCode::SUCCESS,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The in-workspace side of claude-vm, run from the same binary as the CLI:
+//!
+//! - [`init`]: the container's PID 1 (`claude-vm agent init`). Reaps every orphaned child,
+//!   starts the daemon and restarts it if it dies, forwards stop signals. It is tiny and has
+//!   no async runtime, so it is hard to kill by accident and never loses a child's status.
+//! - [`server`]: the daemon (`claude-vm agent serve`). Owns the workspace's state under
+//!   `/workspace/.claude-vm/`, listens on a root-only Unix socket and answers the versioned
+//!   API (`/v1/...`). It outlives every connection from the control side.
+//! - [`client`]: talks to the daemon over its socket (`claude-vm agent health`).
+
+pub mod client;
+pub mod init;
+pub mod server;

@@ -1,0 +1,193 @@
+//! The workspace daemon: state directory, Unix socket, versioned HTTP API.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use claude_vm_protocol::{Health, PROTOCOL_VERSION, VERSION};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::UnixListener;
+
+/// Where the daemon keeps things; overridable for tests.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            socket: PathBuf::from(claude_vm_protocol::SOCKET_PATH),
+            state_dir: PathBuf::from(claude_vm_protocol::STATE_DIR),
+        }
+    }
+}
+
+impl Paths {
+    pub fn log_file(&self) -> PathBuf {
+        self.state_dir.join("logs").join("daemon.log")
+    }
+}
+
+struct State {
+    health: Health,
+}
+
+/// Prepare the state directory (owned by root, on the volume) and give the volume's root to
+/// the agent user so agents can write next to the project.
+pub fn prepare_dirs(paths: &Paths) -> std::io::Result<()> {
+    std::fs::create_dir_all(paths.state_dir.join("logs"))?;
+    std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some(root) = paths.state_dir.parent()
+        && nix::unistd::geteuid().is_root()
+    {
+        let uid = nix::unistd::Uid::from_raw(claude_vm_protocol::AGENT_UID);
+        let gid = nix::unistd::Gid::from_raw(claude_vm_protocol::AGENT_UID);
+        let _ = nix::unistd::chown(root, Some(uid), Some(gid));
+        hand_over_trees(root, &paths.state_dir.join("chown-tree"), uid, gid);
+    }
+    Ok(())
+}
+
+/// Files copied in by the control side arrive owned by root; the marker file lists the
+/// top-level folders (one per line) to give to the agent user, once.
+fn hand_over_trees(root: &Path, marker: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
+    let Ok(list) = std::fs::read_to_string(marker) else {
+        return;
+    };
+    for name in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        // One plain path component: never `..`, never absolute.
+        let mut comps = Path::new(name).components();
+        let ok =
+            matches!(comps.next(), Some(std::path::Component::Normal(_))) && comps.next().is_none();
+        if !ok {
+            tracing::warn!("ignoring unsafe entry {name:?} in {}", marker.display());
+            continue;
+        }
+        chown_tree(&root.join(name), uid, gid);
+    }
+    let _ = std::fs::remove_file(marker);
+}
+
+fn chown_tree(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
+    let _ = std::os::unix::fs::lchown(path, Some(uid.as_raw()), Some(gid.as_raw()));
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir()
+        && let Ok(entries) = std::fs::read_dir(path)
+    {
+        for e in entries.flatten() {
+            chown_tree(&e.path(), uid, gid);
+        }
+    }
+}
+
+fn bind(socket: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket left by a previous run (the daemon was killed) is stale: nobody listens.
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(socket)?;
+    // Only root may talk to the daemon: it can run commands as anyone in the workspace, and
+    // agents run as an unprivileged user.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Prints one JSON line (`{"event":"ready",...}`) on
+/// stdout once it accepts connections: the control side waits for it after starting the
+/// container.
+pub async fn serve(paths: Paths) -> std::io::Result<()> {
+    let listener = bind(&paths.socket)?;
+    let (fingerprint, _, _, _) = claude_vm_protocol::own_fingerprint()?;
+    let health = Health {
+        name: "claude-vm".to_owned(),
+        version: VERSION.to_owned(),
+        protocol: PROTOCOL_VERSION,
+        fingerprint,
+        pid: std::process::id(),
+        started_at: jiff::Timestamp::now().to_string(),
+    };
+    let mut ready = serde_json::to_value(&health).expect("health serializes");
+    ready["event"] = "ready".into();
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ready}")?;
+        out.flush()?;
+    }
+    tracing::info!(socket = %paths.socket.display(), version = VERSION, "daemon ready");
+    let state = Arc::new(State { health });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        continue;
+                    }
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(route(&state, req)) }
+                    });
+                    if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                    {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                });
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("daemon stopping");
+    let _ = std::fs::remove_file(&paths.socket);
+    Ok(())
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("valid response")
+}
+
+fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/v1/health") => json(
+            StatusCode::OK,
+            serde_json::to_value(&state.health).expect("serializes"),
+        ),
+        (_, "/v1/health") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"error": "method not allowed"}),
+        ),
+        (_, path) => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("no such route: {path}")}),
+        ),
+    }
+}

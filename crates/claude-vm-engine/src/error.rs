@@ -1,0 +1,77 @@
+//! Engine errors: everything a use case can fail with, each with a remedy where one exists.
+
+use claude_vm_core::workspace::TransitionError;
+use claude_vm_provider::ProviderError;
+use claude_vm_store::{ConfigError, HomeError, StoreError};
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Pack(#[from] crate::pack::PackError),
+    #[error("no workspace matches {0:?}")]
+    UnknownWorkspace(String),
+    #[error("{query:?} matches several workspaces: {candidates}")]
+    AmbiguousWorkspace { query: String, candidates: String },
+    #[error("no workspace, folder or git URL matches {0:?}")]
+    UnknownTarget(String),
+    #[error("no provider named {0:?}")]
+    UnknownProvider(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("workspace {name}: {source}")]
+    Transition {
+        name: String,
+        source: TransitionError,
+    },
+    #[error("provider {name:?} still has workspaces: {workspaces}")]
+    ProviderInUse { name: String, workspaces: String },
+    #[error("workspace {name}: {message}")]
+    Workspace { name: String, message: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl EngineError {
+    /// A line telling the user what to do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            EngineError::Provider(p) => p.hint(),
+            EngineError::UnknownWorkspace(_) => {
+                Some("see your workspaces with `claude-vm workspace list`".to_owned())
+            }
+            EngineError::AmbiguousWorkspace { .. } => {
+                Some("type more of the id, or use the workspace's name".to_owned())
+            }
+            EngineError::UnknownTarget(_) => Some(
+                "give a workspace name or id, an existing folder, or a git URL (https://, ssh://, git@host:repo, file://)"
+                    .to_owned(),
+            ),
+            EngineError::UnknownProvider(_) => {
+                Some("see configured providers with `claude-vm provider list`".to_owned())
+            }
+            EngineError::ProviderInUse { .. } => {
+                Some("delete those workspaces first (`claude-vm workspace delete <ws>`)".to_owned())
+            }
+            EngineError::Transition { name, source: TransitionError::InError(_) } => Some(format!(
+                "remove it with `claude-vm workspace delete {name}` and create it again"
+            )),
+            EngineError::Transition { source: TransitionError::BeingCreated, .. } => {
+                Some("wait for `up` to finish, or interrupt it".to_owned())
+            }
+            EngineError::Transition { source: TransitionError::Unreachable(_), .. } => {
+                ProviderError::Unreachable { endpoint: String::new(), reason: String::new() }.hint()
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The use cases of claude-vm, shared by the CLI and (later) the server.
+//!
+//! The engine ties the domain core to the state store and the providers: it decides what to
+//! do with [`claude_vm_core`], records it with [`claude_vm_store`], and carries it out through
+//! [`claude_vm_provider::Provider`] trait objects. It prints nothing: progress goes through a
+//! [`Reporter`], results come back as plain data ([`WorkspaceView`]) that front ends render.
+
+mod error;
+pub mod pack;
+mod providers;
+mod report;
+mod workspaces;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use claude_vm_core::config::Config;
+use claude_vm_provider::Provider;
+use claude_vm_provider::docker::DockerProvider;
+use claude_vm_store::{Home, Store};
+
+pub use error::{EngineError, Result};
+pub use providers::ProviderView;
+pub use report::{NullReporter, Reporter};
+pub use tokio_util::sync::CancellationToken;
+pub use workspaces::{DownRequest, UpOutcome, UpRequest, WorkspaceView};
+
+/// The remedy to show when a provider cannot be reached.
+pub fn unreachable_hint() -> String {
+    claude_vm_provider::ProviderError::Unreachable {
+        endpoint: String::new(),
+        reason: String::new(),
+    }
+    .hint()
+    .unwrap_or_default()
+}
+
+/// An opened claude-vm home: config, state database, provider connections.
+pub struct Engine {
+    home: Home,
+    config: Config,
+    store: Mutex<Store>,
+    providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
+}
+
+impl Engine {
+    /// Open (creating on first use) the home, its config and its database. `config_path`
+    /// overrides `<home>/config.yaml`.
+    pub fn open(home: Home, config_path: Option<PathBuf>) -> Result<Engine> {
+        home.ensure()?;
+        let config_path = match config_path {
+            Some(p) => p,
+            None => {
+                let p = home.config_path();
+                claude_vm_store::write_default_config(&p)?;
+                p
+            }
+        };
+        let config = claude_vm_store::load_config(&config_path)?;
+        let store = Store::open(&home.db_path())?;
+        Ok(Engine {
+            home,
+            config,
+            store: Mutex::new(store),
+            providers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// Run `f` with the store. Never held across an await.
+    fn store<T>(
+        &self,
+        f: impl FnOnce(&Store) -> std::result::Result<T, claude_vm_store::StoreError>,
+    ) -> Result<T> {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(&store)?)
+    }
+
+    /// The provider client for a configured provider name.
+    fn provider_client(&self, name: &str) -> Result<Arc<dyn Provider>> {
+        if let Some(p) = self
+            .providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(p.clone());
+        }
+        let record = self
+            .store(|s| s.provider(name))?
+            .ok_or_else(|| EngineError::UnknownProvider(name.to_owned()))?;
+        let client: Arc<dyn Provider> = match record.kind {
+            claude_vm_core::provider::ProviderKind::Docker => {
+                Arc::new(DockerProvider::new(&record.options)?)
+            }
+        };
+        self.providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), client.clone());
+        Ok(client)
+    }
+}

@@ -1,0 +1,64 @@
+//! The contract between the control side and the in-workspace daemon.
+//!
+//! Both ends are the same `claude-vm` binary, but a workspace can outlive an upgrade of the
+//! control side, so every connection starts with a version check: the daemon reports its
+//! version, protocol number and binary fingerprint, and the control side replaces the binary
+//! in the workspace when they differ.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change of the daemon's API.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The version of this build of claude-vm.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the binary lives inside a workspace container.
+pub const BINARY_PATH: &str = "/opt/claude-vm/bin/claude-vm";
+
+/// Mount point of the workspace's persistent volume.
+pub const WORKSPACE_ROOT: &str = "/workspace";
+
+/// The daemon's state and logs, on the persistent volume.
+pub const STATE_DIR: &str = "/workspace/.claude-vm";
+
+/// The daemon's Unix socket. Not on the volume: it belongs to one run of the container.
+pub const SOCKET_PATH: &str = "/run/claude-vm/daemon.sock";
+
+/// uid/gid that owns the project files and runs agents: the first non-root user of most
+/// images (and of devcontainer images).
+pub const AGENT_UID: u32 = 1000;
+
+/// The daemon's answer to `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always "claude-vm".
+    pub name: String,
+    pub version: String,
+    pub protocol: u32,
+    /// [`fingerprint`] of the running binary.
+    pub fingerprint: String,
+    pub pid: u32,
+    /// RFC 3339 time the daemon started.
+    pub started_at: String,
+}
+
+/// Identifies a build of the binary cheaply: version plus the executable's size and mtime.
+/// The control side sets the mtime when it copies the binary in, so both ends compute the
+/// same string for the same file.
+pub fn fingerprint(size: u64, mtime_secs: i64) -> String {
+    format!("{VERSION}-{size}-{mtime_secs}")
+}
+
+/// Fingerprint of the running executable.
+pub fn own_fingerprint() -> std::io::Result<(String, std::path::PathBuf, u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::env::current_exe()?;
+    let meta = std::fs::metadata(&exe)?;
+    Ok((
+        fingerprint(meta.size(), meta.mtime()),
+        exe,
+        meta.size(),
+        meta.mtime(),
+    ))
+}

@@ -1,0 +1,616 @@
+//! The Docker provider: one container and one named volume per workspace, driven through
+//! the Docker Engine API (bollard). Works with any engine `DOCKER_HOST` or the `host` option
+//! points at; the API version is negotiated, so old and new engines both work.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, Mount, MountType, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, ContainerArchiveInfoOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use claude_vm_core::provider::parse_bytes;
+use claude_vm_core::{LiveState, WorkspaceId};
+use futures_util::StreamExt;
+use tokio::sync::OnceCell;
+
+use crate::{
+    CreateSpec, ExecOutput, ExecSpec, FileStat, Progress, ProgressFn, Provider, ProviderError,
+    TarStream,
+};
+
+/// Label present on every resource claude-vm creates.
+pub const LABEL_MANAGED: &str = "dev.claude-vm.managed";
+/// Label holding the workspace id.
+pub const LABEL_WORKSPACE: &str = "dev.claude-vm.workspace";
+/// Label holding the workspace name (informational: names can be reused after deletion).
+pub const LABEL_NAME: &str = "dev.claude-vm.name";
+
+const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// Name of the container and of the volume of a workspace.
+pub fn resource_name(id: &WorkspaceId) -> String {
+    format!("claude-vm-{id}")
+}
+
+/// Options of a Docker provider, parsed from its `--option`s.
+#[derive(Debug, Clone, Default)]
+struct Settings {
+    network: Option<String>,
+    nano_cpus: Option<i64>,
+    memory: Option<i64>,
+    credentials: Option<DockerCredentials>,
+}
+
+pub struct DockerProvider {
+    endpoint: String,
+    settings: Settings,
+    client: OnceCell<Docker>,
+}
+
+impl DockerProvider {
+    /// A provider for the engine named by `options["host"]`, else `$DOCKER_HOST`, else the
+    /// local socket. Connects lazily, on first use.
+    pub fn new(options: &BTreeMap<String, String>) -> Result<Self, ProviderError> {
+        let get = |k: &str| options.get(k).filter(|v| !v.is_empty()).cloned();
+        let endpoint = get("host")
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_owned());
+        let nano_cpus = match get("cpus") {
+            Some(c) => Some(
+                c.parse::<f64>()
+                    .ok()
+                    .filter(|n| *n > 0.0)
+                    .map(|n| (n * 1e9) as i64)
+                    .ok_or_else(|| ProviderError::Config(format!("invalid cpus {c:?}")))?,
+            ),
+            None => None,
+        };
+        let memory = match get("memory") {
+            Some(m) => Some(
+                parse_bytes(&m)
+                    .ok_or_else(|| ProviderError::Config(format!("invalid memory {m:?}")))?,
+            ),
+            None => None,
+        };
+        let credentials = get("registry_password").map(|password| DockerCredentials {
+            username: get("registry_user"),
+            password: Some(password),
+            ..Default::default()
+        });
+        Ok(DockerProvider {
+            endpoint,
+            settings: Settings {
+                network: get("network"),
+                nano_cpus,
+                memory,
+                credentials,
+            },
+            client: OnceCell::new(),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    async fn docker(&self) -> Result<&Docker, ProviderError> {
+        self.client
+            .get_or_try_init(|| async {
+                let unreachable = |reason: String| ProviderError::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    reason,
+                };
+                if let Some(path) = self.endpoint.strip_prefix("unix://")
+                    && !std::path::Path::new(path).exists()
+                {
+                    return Err(unreachable(format!("socket {path} does not exist")));
+                }
+                let docker = Docker::connect_with_host(&self.endpoint)
+                    .map_err(|e| unreachable(e.to_string()))?;
+                // Negotiation costs one round trip and makes every engine version work.
+                let negotiated =
+                    tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+                        .await
+                        .map_err(|_| unreachable("no answer within 10s".to_owned()))?
+                        .map_err(|e| unreachable(error_text(&e)))?;
+                Ok(negotiated)
+            })
+            .await
+    }
+
+    /// Turn a bollard error into ours; connection-level failures mean the engine is down.
+    fn err(&self, op: &'static str, e: BollardError) -> ProviderError {
+        match e {
+            BollardError::DockerResponseServerError { message, .. } => {
+                ProviderError::Api { op, message }
+            }
+            BollardError::JsonDataError { .. }
+            | BollardError::JsonSerdeError { .. }
+            | BollardError::DockerStreamError { .. } => ProviderError::Api {
+                op,
+                message: e.to_string(),
+            },
+            other => ProviderError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                reason: error_text(&other),
+            },
+        }
+    }
+}
+
+/// The innermost message of an error chain: "connection refused" rather than "client error".
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        msg = inner.to_string();
+        cur = inner.source();
+    }
+    msg
+}
+
+fn status_code(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Split `repo[:tag]` (leaving registry ports alone) for the pull API.
+fn split_image(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+#[async_trait]
+impl Provider for DockerProvider {
+    async fn ping(&self) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        docker.ping().await.map_err(|e| self.err("ping", e))?;
+        Ok(())
+    }
+
+    async fn ensure_image(
+        &self,
+        image: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        match docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(self.err("inspecting the image", e)),
+        }
+        let (repo, tag) = split_image(image);
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(repo)
+            .tag(tag)
+            .build();
+        let mut stream =
+            docker.create_image(Some(options), None, self.settings.credentials.clone());
+        let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
+        let unavailable = |reason: String| ProviderError::ImageUnavailable {
+            image: image.to_owned(),
+            reason: format!("it is not present on the engine and pulling it failed: {reason}"),
+        };
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(BollardError::DockerStreamError { error }) => return Err(unavailable(error)),
+                Err(e) if status_code(&e).is_some() => {
+                    return Err(unavailable(match e {
+                        BollardError::DockerResponseServerError { message, .. } => message,
+                        other => other.to_string(),
+                    }));
+                }
+                Err(e) => return Err(self.err("pulling the image", e)),
+            };
+            if let Some(detail) = info.error_detail {
+                return Err(unavailable(detail.message.unwrap_or_default()));
+            }
+            if let (Some(id), Some(d)) = (info.id.clone(), info.progress_detail) {
+                let entry = layers.entry(id).or_default();
+                if let Some(c) = d.current {
+                    entry.0 = c.max(0) as u64;
+                }
+                if let Some(t) = d.total {
+                    entry.1 = t.max(0) as u64;
+                }
+            }
+            let (current, total) = layers
+                .values()
+                .fold((0, 0), |(c, t), (lc, lt)| (c + lc, t + lt));
+            progress(Progress {
+                message: format!("pulling {image}: {}", info.status.unwrap_or_default()),
+                current,
+                total,
+            });
+        }
+        // A pull that "succeeded" without producing the image is still a failure.
+        docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| unavailable(error_text(&e)))?;
+        Ok(())
+    }
+
+    async fn create(&self, spec: &CreateSpec) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        let name = resource_name(&spec.id);
+        let mut labels: HashMap<String, String> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
+        labels.insert(LABEL_WORKSPACE.to_owned(), spec.id.to_string());
+        labels.insert(LABEL_NAME.to_owned(), spec.name.clone());
+        docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.clone()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.err("creating the volume", e))?;
+        let host_config = HostConfig {
+            mounts: Some(vec![Mount {
+                target: Some(claude_vm_protocol::WORKSPACE_ROOT.to_owned()),
+                source: Some(name.clone()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
+            nano_cpus: self.settings.nano_cpus,
+            memory: self.settings.memory,
+            network_mode: self.settings.network.clone(),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            hostname: Some(spec.name.clone()),
+            entrypoint: Some(spec.entrypoint.clone()),
+            cmd: Some(vec![]),
+            working_dir: Some(spec.workdir.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            user: Some("0:0".to_owned()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| self.err("creating the container", e))?;
+        Ok(())
+    }
+
+    async fn upload(
+        &self,
+        id: &WorkspaceId,
+        dest_dir: &str,
+        tar: TarStream,
+    ) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(dest_dir)
+            .build();
+        docker
+            .upload_to_container(
+                &resource_name(id),
+                Some(options),
+                bollard::body_try_stream(tar),
+            )
+            .await
+            .map_err(|e| self.err("copying files into the workspace", e))
+    }
+
+    async fn stat(&self, id: &WorkspaceId, path: &str) -> Result<Option<FileStat>, ProviderError> {
+        let docker = self.docker().await?;
+        let options = ContainerArchiveInfoOptionsBuilder::default()
+            .path(path)
+            .build();
+        match docker
+            .get_container_archive_info(&resource_name(id), Some(options))
+            .await
+        {
+            Ok(s) => Ok(Some(FileStat {
+                size: s.size.max(0) as u64,
+                mtime: s.modification_time,
+            })),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.err("reading file metadata", e)),
+        }
+    }
+
+    async fn start(&self, id: &WorkspaceId) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        match docker.start_container(&resource_name(id), None).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(304) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Err(ProviderError::NotFound {
+                id: id.to_string(),
+                what: "container",
+            }),
+            Err(e) => Err(self.err("starting the container", e)),
+        }
+    }
+
+    async fn start_and_wait(
+        &self,
+        id: &WorkspaceId,
+        timeout: Duration,
+    ) -> Result<String, ProviderError> {
+        let docker = self.docker().await?;
+        let name = resource_name(id);
+        // Attach before starting (as `docker start -a` does) so the first line we read is
+        // this run's announcement, never an old one from the logs.
+        let options = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdout(true)
+            .build();
+        let mut attached = docker
+            .attach_container(&name, Some(options))
+            .await
+            .map_err(|e| match status_code(&e) {
+                Some(404) => ProviderError::NotFound {
+                    id: id.to_string(),
+                    what: "container",
+                },
+                _ => self.err("attaching to the container", e),
+            })?;
+        self.start(id).await?;
+        let read_line = async {
+            let mut buf = Vec::new();
+            while let Some(chunk) = attached.output.next().await {
+                match chunk {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        buf.extend_from_slice(&message);
+                        if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                            return Some(String::from_utf8_lossy(&buf[..pos]).into_owned());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(timeout, read_line).await {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => Err(ProviderError::Api {
+                op: "starting the workspace daemon",
+                message: format!(
+                    "the container exited before its daemon started; its last output:\n{}",
+                    self.logs_tail(id, 20).await
+                ),
+            }),
+            Err(_) => Err(ProviderError::Api {
+                op: "starting the workspace daemon",
+                message: format!(
+                    "no answer within {}s; its last output:\n{}",
+                    timeout.as_secs(),
+                    self.logs_tail(id, 20).await
+                ),
+            }),
+        }
+    }
+
+    async fn stop(&self, id: &WorkspaceId, grace: Duration) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        let options = StopContainerOptionsBuilder::default()
+            .t(grace.as_secs() as i32)
+            .build();
+        match docker
+            .stop_container(&resource_name(id), Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(304) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Err(ProviderError::NotFound {
+                id: id.to_string(),
+                what: "container",
+            }),
+            Err(e) => Err(self.err("stopping the container", e)),
+        }
+    }
+
+    async fn kill(&self, id: &WorkspaceId) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        match docker
+            .kill_container(&resource_name(id), None::<KillContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // 409: not running, which is what we want.
+            Err(e) if status_code(&e) == Some(409) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Err(ProviderError::NotFound {
+                id: id.to_string(),
+                what: "container",
+            }),
+            Err(e) => Err(self.err("killing the container", e)),
+        }
+    }
+
+    async fn remove(&self, id: &WorkspaceId) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        let name = resource_name(id);
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(false)
+            .build();
+        match docker.remove_container(&name, Some(options)).await {
+            Ok(()) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(self.err("removing the container", e)),
+        }
+        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+        match docker.remove_volume(&name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(self.err("removing the volume", e)),
+        }
+    }
+
+    async fn states(&self) -> Result<HashMap<WorkspaceId, LiveState>, ProviderError> {
+        let docker = self.docker().await?;
+        let mut filters = HashMap::new();
+        filters.insert("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.err("listing containers", e))?;
+        let mut out = HashMap::new();
+        for c in containers {
+            let Some(id) = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_WORKSPACE))
+                .and_then(|s| s.parse::<WorkspaceId>().ok())
+            else {
+                continue;
+            };
+            use ContainerSummaryStateEnum as S;
+            let state = match c.state {
+                Some(S::RUNNING) => LiveState::Running,
+                Some(S::CREATED | S::EXITED | S::STOPPING) => LiveState::Stopped,
+                Some(S::RESTARTING) => {
+                    LiveState::Broken("its container keeps restarting".to_owned())
+                }
+                Some(S::PAUSED) => {
+                    LiveState::Broken("its container is paused (`docker unpause` it)".to_owned())
+                }
+                Some(S::DEAD) => LiveState::Broken("its container is dead".to_owned()),
+                Some(S::REMOVING) => LiveState::Broken("its container is being removed".to_owned()),
+                Some(S::EMPTY) | None => LiveState::Broken(format!(
+                    "unknown container state {:?}",
+                    c.status.unwrap_or_default()
+                )),
+            };
+            out.insert(id, state);
+        }
+        Ok(out)
+    }
+
+    async fn exec(&self, id: &WorkspaceId, spec: &ExecSpec) -> Result<ExecOutput, ProviderError> {
+        let docker = self.docker().await?;
+        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let created = docker
+            .create_exec(
+                &resource_name(id),
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(spec.cmd.clone()),
+                    user: spec.user.clone(),
+                    working_dir: spec.workdir.clone(),
+                    env: Some(env),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match status_code(&e) {
+                Some(404) => ProviderError::NotFound {
+                    id: id.to_string(),
+                    what: "container",
+                },
+                _ => self.err("running a command in the workspace", e),
+            })?;
+        let started = docker
+            .start_exec(&created.id, Some(StartExecOptions::default()))
+            .await
+            .map_err(|e| self.err("running a command in the workspace", e))?;
+        let mut out = ExecOutput {
+            exit_code: -1,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(|e| self.err("reading command output", e))? {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        out.stdout.extend_from_slice(&message)
+                    }
+                    LogOutput::StdErr { message } => out.stderr.extend_from_slice(&message),
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+        }
+        let inspected = docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| self.err("reading the command's exit code", e))?;
+        out.exit_code = inspected.exit_code.unwrap_or(-1);
+        Ok(out)
+    }
+}
+
+impl DockerProvider {
+    /// The last lines a workspace's container printed, for error messages.
+    async fn logs_tail(&self, id: &WorkspaceId, lines: usize) -> String {
+        let Ok(docker) = self.docker().await else {
+            return String::new();
+        };
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = docker.logs(&resource_name(id), Some(options));
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_for_pulling() {
+        assert_eq!(split_image("debian"), ("debian", "latest"));
+        assert_eq!(
+            split_image("debian:bookworm-slim"),
+            ("debian", "bookworm-slim")
+        );
+        assert_eq!(
+            split_image("localhost:5000/img"),
+            ("localhost:5000/img", "latest")
+        );
+        assert_eq!(
+            split_image("localhost:5000/img:1"),
+            ("localhost:5000/img", "1")
+        );
+        assert_eq!(split_image("img@sha256:abc"), ("img@sha256:abc", ""));
+    }
+}

@@ -1,0 +1,133 @@
+//! Providers: where workspaces run.
+//!
+//! A provider creates, starts, stops and removes a workspace's resources (for Docker: one
+//! container plus one named volume mounted at `/workspace`), copies archives into them and
+//! runs commands in them. Everything richer travels over that command primitive. The
+//! [`Provider`] trait is object-safe so the engine holds `Arc<dyn Provider>` and never sees
+//! a provider SDK type: bollard stays inside [`docker`].
+
+pub mod docker;
+mod error;
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use claude_vm_core::{LiveState, WorkspaceId};
+use futures_util::Stream;
+
+pub use error::ProviderError;
+
+/// A tar archive as a stream of chunks.
+pub type TarStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Callback for progress of long steps (image pulls).
+pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
+
+/// Progress of an image pull, aggregated over layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub message: String,
+    pub current: u64,
+    pub total: u64,
+}
+
+/// What a workspace needs from its provider at creation.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub image: String,
+    /// Working directory of the container (the project folder).
+    pub workdir: String,
+    /// Command the container runs for its whole life (the workspace daemon).
+    pub entrypoint: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Extra labels besides the ones identifying the workspace.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A command to run inside a workspace, its output captured.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    /// `uid[:gid]` or a user name; the image's default when `None`.
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The result of a captured command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// A file's metadata inside a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    /// RFC 3339.
+    pub mtime: Option<String>,
+}
+
+/// Where workspaces run. Implementations must be idempotent where noted: lifecycle calls
+/// are retried after partial failures.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Check the backend answers. Errors with [`ProviderError::Unreachable`] otherwise.
+    async fn ping(&self) -> Result<(), ProviderError>;
+
+    /// Make `image` available, pulling it (with progress) when the backend can.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<(), ProviderError>;
+
+    /// Create the workspace's resources without starting it.
+    async fn create(&self, spec: &CreateSpec) -> Result<(), ProviderError>;
+
+    /// Extract a tar archive under `dest_dir` (which must exist) in the workspace; works
+    /// on a stopped workspace.
+    async fn upload(
+        &self,
+        id: &WorkspaceId,
+        dest_dir: &str,
+        tar: TarStream,
+    ) -> Result<(), ProviderError>;
+
+    /// Metadata of a file in the workspace, `None` if absent; works on a stopped workspace.
+    async fn stat(&self, id: &WorkspaceId, path: &str) -> Result<Option<FileStat>, ProviderError>;
+
+    /// Start; a no-op if running.
+    async fn start(&self, id: &WorkspaceId) -> Result<(), ProviderError>;
+
+    /// Start a stopped workspace and return the first line its long-lived process prints
+    /// (the daemon's announcement), waiting at most `timeout`.
+    async fn start_and_wait(
+        &self,
+        id: &WorkspaceId,
+        timeout: Duration,
+    ) -> Result<String, ProviderError>;
+
+    /// Ask the workspace to stop, killing it after `grace`; a no-op if stopped.
+    async fn stop(&self, id: &WorkspaceId, grace: Duration) -> Result<(), ProviderError>;
+
+    /// Stop at once; a no-op if stopped.
+    async fn kill(&self, id: &WorkspaceId) -> Result<(), ProviderError>;
+
+    /// Remove every resource of the workspace, data included; a no-op for what is gone.
+    async fn remove(&self, id: &WorkspaceId) -> Result<(), ProviderError>;
+
+    /// The state of every workspace this provider holds, keyed by id. Workspaces it does
+    /// not know are absent from the map.
+    async fn states(&self) -> Result<HashMap<WorkspaceId, LiveState>, ProviderError>;
+
+    /// Run a command in a running workspace and capture its output.
+    async fn exec(&self, id: &WorkspaceId, spec: &ExecSpec) -> Result<ExecOutput, ProviderError>;
+}

@@ -1,0 +1,98 @@
+//! The home directory and its permissions.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("cannot create claude-vm home {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot find the home directory: set HOME or CLAUDE_VM_HOME")]
+    NoHome,
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: io::Error },
+}
+
+/// `$CLAUDE_VM_HOME` and the files in it.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// The home named by `$CLAUDE_VM_HOME`, else `~/.claude-vm`.
+    pub fn from_env() -> Result<Home, HomeError> {
+        if let Some(p) = std::env::var_os("CLAUDE_VM_HOME").filter(|p| !p.is_empty()) {
+            return Ok(Home {
+                root: PathBuf::from(p),
+            });
+        }
+        let home = std::env::home_dir().ok_or(HomeError::NoHome)?;
+        Ok(Home {
+            root: home.join(".claude-vm"),
+        })
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    /// Create the directory tree (owner-only) if missing.
+    pub fn ensure(&self) -> Result<(), HomeError> {
+        let mk = |p: &Path| -> Result<(), HomeError> {
+            match fs::DirBuilder::new().recursive(true).mode(0o700).create(p) {
+                Ok(()) => {}
+                Err(e) => {
+                    return Err(HomeError::Create {
+                        path: p.to_owned(),
+                        source: e,
+                    });
+                }
+            }
+            // An existing directory keeps whatever mode it had; tighten it.
+            let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+            Ok(())
+        };
+        mk(&self.root)?;
+        mk(&self.root.join("locks"))?;
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("state.db")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.yaml")
+    }
+
+    /// Take the advisory lock of one workspace, waiting for other holders. Held until the
+    /// returned file is dropped (or the process dies).
+    pub fn lock_workspace(&self, id: &str) -> Result<File, HomeError> {
+        let path = self.root.join("locks").join(format!("{id}.lock"));
+        let lock_err = |e| HomeError::Lock {
+            path: path.clone(),
+            source: e,
+        };
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(lock_err)?;
+        f.lock().map_err(lock_err)?;
+        Ok(f)
+    }
+
+    /// Remove a workspace's lock file (after it is deleted).
+    pub fn remove_lock(&self, id: &str) {
+        let _ = fs::remove_file(self.root.join("locks").join(format!("{id}.lock")));
+    }
+}

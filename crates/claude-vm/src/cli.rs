@@ -1,0 +1,198 @@
+//! The command-line interface: every command, flag and help text, and nothing else.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "claude-vm",
+    version,
+    about = "Run coding agents in isolated workspaces that keep working while your laptop sleeps",
+    long_about = None,
+    after_help = "Examples:\n  claude-vm workspace up .                 # copy this folder into a new workspace\n  claude-vm workspace up https://github.com/org/repo.git --branch fix\n  claude-vm workspace list --long\n  claude-vm workspace down bold-fire-1234\n  claude-vm workspace up bold-fire-1234     # resume it, files intact\n\nState lives in $CLAUDE_VM_HOME (default ~/.claude-vm). Set CLAUDE_VM_LOG=debug for logs."
+)]
+pub struct Cli {
+    /// Config file to use instead of $CLAUDE_VM_HOME/config.yaml
+    #[arg(long, global = true, value_name = "FILE", env = "CLAUDE_VM_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print only data and errors (no progress)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage providers: where workspaces run
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+
+    /// Create, list, stop, resume and delete workspaces
+    #[command(subcommand, visible_alias = "ws")]
+    Workspace(WorkspaceCommand),
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// The in-workspace side of claude-vm (run inside workspaces, not by hand)
+    #[command(subcommand, hide = true)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Add a provider
+    #[command(
+        after_help = "Examples:\n  claude-vm provider add gpu-box --type docker --option host=tcp://10.0.0.5:2375 --option cpus=8\n  claude-vm provider add small --type docker --option memory=2g\n\nDocker options: host, network, cpus, memory, image, registry_user, registry_password."
+    )]
+    Add {
+        /// Name to refer to it by
+        name: String,
+        /// Provider type [default: the name, when it is a type]
+        #[arg(long = "type", short = 't', value_name = "TYPE")]
+        kind: Option<String>,
+        /// Set an option (repeatable)
+        #[arg(long = "option", short = 'o', value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        /// Print the provider as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List providers
+    #[command(visible_alias = "ls")]
+    List {
+        /// Show options (secrets are masked)
+        #[arg(short, long)]
+        verbose: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set or change options of a provider (an empty value removes the option)
+    SetOptions {
+        name: String,
+        /// Set an option (repeatable)
+        #[arg(
+            long = "option",
+            short = 'o',
+            value_name = "KEY=VALUE",
+            required = true
+        )]
+        options: Vec<String>,
+        /// Print the provider as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a provider that has no workspaces
+    #[command(visible_alias = "rm")]
+    Delete {
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace from a folder or git URL, or resume an existing one
+    #[command(
+        after_help = "TARGET is, in this order: a workspace id or name (resume it), a git URL (clone it inside the workspace), a folder (copy it: tracked and untracked files and .git, not ignored files), or a unique prefix of a workspace id. Without TARGET, the current folder."
+    )]
+    Up(UpArgs),
+    /// List workspaces with their live status
+    #[command(visible_alias = "ls")]
+    List {
+        /// Show more columns (image, branch, source, reason)
+        #[arg(short, long)]
+        long: bool,
+        /// Only workspaces with this status
+        #[arg(long, value_enum)]
+        status: Option<StatusFilter>,
+        /// Print JSON (an array of workspace objects)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a workspace; `up` resumes it with its files intact
+    #[command(visible_alias = "stop")]
+    Down {
+        /// Workspace id, name or unique id prefix
+        workspace: String,
+        /// Kill it at once instead of stopping gracefully
+        #[arg(short, long)]
+        force: bool,
+        /// Seconds to wait for a graceful stop before killing
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        timeout: u64,
+        /// Print the workspace as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a workspace: its container and its volume, with every file in it
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Workspace id, name or unique id prefix
+        workspace: String,
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        yes: bool,
+        /// Print the deleted workspace as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Workspace id/name, git URL, or folder [default: .]
+    pub target: Option<String>,
+    /// Provider to create the workspace on [default: default_provider in config.yaml]
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Container image [default: the provider's `image` option, then default_image]
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Check out this branch, creating it if it does not exist
+    #[arg(long, short = 'b')]
+    pub branch: Option<String>,
+    /// Name of the new workspace [default: a generated one like bold-fire-1234]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusFilter {
+    Running,
+    Stopped,
+    Error,
+    Creating,
+    Unknown,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// PID 1 of a workspace: reap children, run and restart the daemon
+    Init {
+        /// Ignored (an image's CMD may be appended)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
+    /// The workspace daemon
+    Serve,
+    /// Ask the daemon for its version and health; prints JSON
+    Health {
+        /// Keep trying for this many seconds while the daemon starts
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+}

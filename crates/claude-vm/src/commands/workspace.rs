@@ -1,0 +1,228 @@
+//! `claude-vm workspace ...`
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use claude_vm_core::Status;
+use claude_vm_engine::{
+    CancellationToken, DownRequest, Engine, UpOutcome, UpRequest, WorkspaceView,
+};
+
+use super::{print_json, runtime};
+use crate::cli::{StatusFilter, UpArgs, WorkspaceCommand};
+use crate::output::{self, CliReporter, Style};
+
+pub fn run(engine: &Engine, cmd: &WorkspaceCommand, quiet: bool) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let reporter = CliReporter::new(quiet);
+    match cmd {
+        WorkspaceCommand::Up(args) => rt.block_on(up(engine, args, &reporter)),
+        WorkspaceCommand::List { long, status, json } => {
+            rt.block_on(list(engine, *long, *status, *json))
+        }
+        WorkspaceCommand::Down {
+            workspace,
+            force,
+            timeout,
+            json,
+        } => {
+            let req = DownRequest {
+                target: workspace.clone(),
+                force: *force,
+                grace: Duration::from_secs(*timeout),
+            };
+            let (view, stopped) = rt.block_on(engine.down(&req, &reporter))?;
+            if *json {
+                print_json(&view)?;
+            } else if !quiet {
+                let what = if stopped {
+                    "stopped"
+                } else {
+                    "was already stopped"
+                };
+                eprintln!("{} {} {what}", output::paint("✓", Style::Good), view.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        WorkspaceCommand::Delete {
+            workspace,
+            yes,
+            json,
+        } => {
+            if !yes {
+                let w = engine.find_workspace(workspace)?;
+                let q = format!(
+                    "Delete workspace {} ({})? Its container and volume, with every file in it, will be removed.",
+                    w.name, w.id
+                );
+                match output::confirm(&q) {
+                    Some(true) => {}
+                    Some(false) => bail!("not deleted"),
+                    None => bail!(
+                        "refusing to delete {} without confirmation: pass -y/--yes",
+                        w.name
+                    ),
+                }
+            }
+            let view = rt.block_on(engine.delete(workspace, &reporter))?;
+            if *json {
+                print_json(&view)?;
+            } else if !quiet {
+                eprintln!(
+                    "{} deleted {} ({})",
+                    output::paint("✓", Style::Good),
+                    view.name,
+                    view.id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Cancel on Ctrl-C, SIGTERM or a closed terminal, so a half-done `up` cleans up.
+fn cancel_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+            _ = hup.recv() => {},
+        }
+        t.cancel();
+    });
+    token
+}
+
+async fn up(engine: &Engine, args: &UpArgs, reporter: &CliReporter) -> Result<ExitCode> {
+    let req = UpRequest {
+        target: args.target.clone(),
+        provider: args.provider.clone(),
+        image: args.image.clone(),
+        branch: args.branch.clone(),
+        name: args.name.clone(),
+    };
+    let cancel = cancel_on_signals();
+    let outcome = engine.up(&req, reporter, &cancel).await?;
+    let w = outcome.workspace();
+    if args.json {
+        print_json(&outcome)?;
+    } else {
+        let what = match outcome {
+            UpOutcome::Created(_) => "created",
+            UpOutcome::Resumed(_) => "resumed",
+            UpOutcome::AlreadyRunning(_) => "already running",
+        };
+        use claude_vm_engine::Reporter;
+        reporter.step(&format!(
+            "{} {} ({}) {what}; project at {}",
+            output::paint("✓", Style::Good),
+            w.name,
+            w.id,
+            w.project_dir
+        ));
+        println!("{}", w.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn matches(filter: StatusFilter, s: Status) -> bool {
+    matches!(
+        (filter, s),
+        (StatusFilter::Running, Status::Running)
+            | (StatusFilter::Stopped, Status::Stopped)
+            | (StatusFilter::Error, Status::Error)
+            | (StatusFilter::Creating, Status::Creating)
+            | (StatusFilter::Unknown, Status::Unknown)
+    )
+}
+
+async fn list(
+    engine: &Engine,
+    long: bool,
+    status: Option<StatusFilter>,
+    json: bool,
+) -> Result<ExitCode> {
+    let (views, unreachable) = engine.list().await?;
+    let views: Vec<WorkspaceView> = views
+        .into_iter()
+        .filter(|v| status.is_none_or(|f| matches(f, v.status)))
+        .collect();
+    if json {
+        print_json(&views)?;
+    } else {
+        print_table(&views, long)?;
+    }
+    for (provider, why) in &unreachable {
+        eprintln!(
+            "{} provider {provider} could not be reached: {why}",
+            output::paint("warning:", Style::Warn)
+        );
+    }
+    if !unreachable.is_empty() {
+        eprintln!(
+            "{} {}",
+            output::paint("hint:", Style::Hint),
+            claude_vm_engine::unreachable_hint()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_cell(v: &WorkspaceView) -> String {
+    let style = match v.status {
+        Status::Running => Style::Good,
+        Status::Stopped => Style::Dim,
+        Status::Error => Style::Error,
+        Status::Creating | Status::Unknown => Style::Warn,
+    };
+    output::paint_out(v.status.as_str(), style)
+}
+
+fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if views.is_empty() {
+        eprintln!("no workspaces; create one with `claude-vm workspace up <folder|git-url>`");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            let mut row = vec![
+                output::paint_out(&v.name, Style::Bold),
+                v.id.clone(),
+                status_cell(v),
+                v.provider.clone(),
+                v.project.clone(),
+                output::ago(&v.created_at),
+            ];
+            if long {
+                row.push(v.image.clone());
+                row.push(v.branch.clone().unwrap_or_else(|| "-".into()));
+                row.push(v.source.location().to_owned());
+                row.push(v.status_reason.clone().unwrap_or_default());
+            } else if let Some(r) = &v.status_reason {
+                row[2] = format!("{} ({r})", row[2]);
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["NAME", "ID", "STATUS", "PROVIDER", "PROJECT", "CREATED"];
+    if long {
+        header.extend(["IMAGE", "BRANCH", "SOURCE", "REASON"]);
+    }
+    out.write_all(output::table(&header, &rows).as_bytes())?;
+    Ok(())
+}
