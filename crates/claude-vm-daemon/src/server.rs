@@ -108,10 +108,30 @@ fn bind(socket: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Run the daemon until SIGTERM/SIGINT. Prints one JSON line (`{"event":"ready",...}`) on
-/// stdout once it accepts connections: the control side waits for it after starting the
+/// Resolves on SIGTERM or SIGINT: how the daemon is asked to stop.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Run the daemon until `shutdown` resolves. Prints one JSON line (`{"event":"ready",...}`)
+/// on stdout once it accepts connections: the control side waits for it after starting the
 /// container.
-pub async fn serve(paths: Paths) -> std::io::Result<()> {
+pub async fn serve(
+    paths: Paths,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let listener = bind(&paths.socket)?;
     let (fingerprint, _, _, _) = claude_vm_protocol::own_fingerprint()?;
     let health = Health {
@@ -132,8 +152,7 @@ pub async fn serve(paths: Paths) -> std::io::Result<()> {
     tracing::info!(socket = %paths.socket.display(), version = VERSION, "daemon ready");
     let state = Arc::new(State { health });
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -158,8 +177,7 @@ pub async fn serve(paths: Paths) -> std::io::Result<()> {
                     }
                 });
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = &mut shutdown => break,
         }
     }
     tracing::info!("daemon stopping");

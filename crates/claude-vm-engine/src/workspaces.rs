@@ -26,6 +26,8 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Marker file (on the volume) listing folders the daemon must hand to the agent user.
 const CHOWN_MARKER: &str = ".claude-vm/chown-tree";
+/// Where a local repository is copied to be cloned from (outside the volume).
+const CLONE_SCRATCH: &str = "/tmp/claude-vm-clone-source";
 
 /// What `workspace up` was asked.
 #[derive(Debug, Clone, Default)]
@@ -175,7 +177,7 @@ fn validate_branch(branch: &str) -> Result<()> {
 
 /// What the argument of `up` turned out to be.
 enum Target {
-    Existing(WorkspaceRecord),
+    Existing(Box<WorkspaceRecord>),
     New(Source),
 }
 
@@ -218,15 +220,15 @@ impl Engine {
                 .iter()
                 .find(|w| w.id.as_str() == arg || w.name.as_str() == arg)
         {
-            return Ok(Target::Existing(w.clone()));
+            return Ok(Target::Existing(Box::new(w.clone())));
         }
         if Path::new(arg).exists() {
             return Ok(Target::New(Source::Path(arg.to_owned())));
         }
         if !pathish {
             match resolve(arg, &all) {
-                Resolution::Found(w) => return Ok(Target::Existing(w.clone())),
-                Resolution::Ambiguous(_) => return self.find_workspace(arg).map(Target::Existing),
+                Resolution::Found(w) => return Ok(Target::Existing(Box::new(w.clone()))),
+                Resolution::Ambiguous(_) => return self.find_workspace(arg).map(|w| Target::Existing(Box::new(w))),
                 Resolution::NotFound => {}
             }
         }
@@ -316,7 +318,7 @@ impl Engine {
                         )));
                     }
                 }
-                self.resume(w, reporter, cancel).await
+                self.resume(*w, reporter, cancel).await
             }
             Target::New(source) => self.create(req, source, reporter, cancel).await,
         }
@@ -602,8 +604,10 @@ impl Engine {
             record.name, record.id
         ));
         let provider = self.provider_client(&record.provider)?;
+        let touched = std::sync::atomic::AtomicBool::new(false);
         let steps = self.create_steps(
             provider.as_ref(),
+            &touched,
             &record,
             local_root.as_deref(),
             local_clone_source.as_deref(),
@@ -611,11 +615,9 @@ impl Engine {
             reporter,
             cancel,
         );
-        let result = tokio::select! {
-            r = steps => r,
-            _ = cancel.cancelled() => Err(EngineError::Interrupted),
-        };
-        match result {
+        // Cancellation is honoured between steps and during long waits inside them, never
+        // in the middle of a provider call that creates something (its result would leak).
+        match steps.await {
             Ok(()) => {
                 self.store(|s| s.set_status(&record.id, Status::Running, None))?;
                 let fresh = self.store(|s| s.workspace(&record.id))?.unwrap_or(record);
@@ -626,6 +628,12 @@ impl Engine {
                         reason: None,
                     },
                 )))
+            }
+            Err(e) if !touched.load(Ordering::SeqCst) => {
+                // Nothing exists on the provider yet: forgetting the record is enough.
+                self.store(|s| s.delete_workspace(&record.id))?;
+                self.home.remove_lock(record.id.as_str());
+                Err(e)
             }
             Err(e) => {
                 reporter.step(&format!("cleaning up after the failed `up`: {e}"));
@@ -670,6 +678,7 @@ impl Engine {
     async fn create_steps(
         &self,
         provider: &dyn Provider,
+        touched: &std::sync::atomic::AtomicBool,
         w: &WorkspaceRecord,
         local_root: Option<&Path>,
         clone_source: Option<&Path>,
@@ -677,6 +686,13 @@ impl Engine {
         reporter: &dyn Reporter,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        let check = || {
+            if cancel.is_cancelled() {
+                Err(EngineError::Interrupted)
+            } else {
+                Ok(())
+            }
+        };
         provider.ping().await?;
         let progress = |p: claude_vm_provider::Progress| {
             if p.total > 0 {
@@ -685,10 +701,19 @@ impl Engine {
                 reporter.step(&p.message);
             }
         };
-        provider.ensure_image(&w.image, &progress).await?;
+        tokio::select! {
+            r = provider.ensure_image(&w.image, &progress) => r?,
+            _ = cancel.cancelled() => return Err(EngineError::Interrupted),
+        }
+        check()?;
         let dir = project_dir(&w.project);
         let mut labels = BTreeMap::new();
         labels.insert("dev.claude-vm.project".to_owned(), w.project.clone());
+        labels.insert(
+            "dev.claude-vm.home".to_owned(),
+            self.home.root().display().to_string(),
+        );
+        touched.store(true, Ordering::SeqCst);
         provider
             .create(&CreateSpec {
                 id: w.id.clone(),
@@ -704,6 +729,7 @@ impl Engine {
                 labels,
             })
             .await?;
+        check()?;
 
         // One archive: the binary, the state folder, and the project (or an empty folder
         // for a clone), extracted at / so it lands in the image and in the volume at once.
@@ -765,7 +791,7 @@ impl Engine {
                             EngineError::InvalidInput(format!("reading the repository failed: {e}"))
                         })??;
                     let tar = pack::stream(
-                        Some((plan, PathBuf::from("tmp/claude-vm-clone-source"))),
+                        Some((plan, PathBuf::from(CLONE_SCRATCH.trim_start_matches('/')))),
                         vec![],
                         counter.clone(),
                     );
@@ -782,6 +808,7 @@ impl Engine {
         loop {
             tokio::select! {
                 r = &mut upload => { r?; break; }
+                _ = cancel.cancelled() => return Err(EngineError::Interrupted),
                 _ = tick.tick() => if total > 0 { reporter.progress(counter.load(Ordering::Relaxed), total) },
             }
         }
@@ -790,14 +817,26 @@ impl Engine {
             reporter.progress_end();
         }
 
+        check()?;
         reporter.step("starting the workspace");
         self.start_verified(provider, w, bin, reporter, cancel)
             .await?;
 
+        check()?;
         if let Source::Git(url) = &w.source {
             reporter.step(&format!("cloning {url}"));
             let from = if clone_source.is_some() {
-                "/tmp/claude-vm-clone-source".to_owned()
+                // The scratch copy arrives owned by root, and git refuses to read a
+                // repository owned by someone else.
+                self.run_checked(
+                    provider,
+                    w,
+                    &["chown", "-R", "1000:1000", CLONE_SCRATCH],
+                    None,
+                    "preparing the clone",
+                )
+                .await?;
+                CLONE_SCRATCH.to_owned()
             } else {
                 url.clone()
             };
@@ -822,11 +861,7 @@ impl Engine {
                     .exec(
                         &w.id,
                         &ExecSpec {
-                            cmd: vec![
-                                "rm".into(),
-                                "-rf".into(),
-                                "/tmp/claude-vm-clone-source".into(),
-                            ],
+                            cmd: vec!["rm".into(), "-rf".into(), CLONE_SCRATCH.into()],
                             ..Default::default()
                         },
                     )
@@ -840,11 +875,11 @@ b="$1"
 if git rev-parse --verify --quiet "refs/heads/$b" >/dev/null; then git checkout --quiet "$b"
 elif git rev-parse --verify --quiet "refs/remotes/origin/$b" >/dev/null; then git checkout --quiet -b "$b" --track "origin/$b"
 else git checkout --quiet -b "$b"; fi"#;
-            self.run_as_agent(
+            self.run_checked(
                 provider,
                 w,
-                &dir,
                 &["sh", "-c", script, "sh", branch],
+                Some(&dir),
                 "checking out the branch",
             )
             .await?;
@@ -862,57 +897,56 @@ else git checkout --quiet -b "$b"; fi"#;
     ) -> Result<()> {
         let mut cmd = vec!["git"];
         cmd.extend_from_slice(args);
-        self.run_as_agent(provider, w, dir, &cmd, what).await
+        self.run_checked(provider, w, &cmd, Some(dir), what).await
     }
 
-    async fn run_as_agent(
+    /// Run a command in the workspace; as the agent user when `agent_dir` is given (in that
+    /// folder), as root otherwise. Fails with the command's stderr.
+    async fn run_checked(
         &self,
         provider: &dyn Provider,
         w: &WorkspaceRecord,
-        dir: &str,
         cmd: &[&str],
+        agent_dir: Option<&str>,
         what: &str,
     ) -> Result<()> {
         let uid = protocol::AGENT_UID;
-        let out = provider
-            .exec(
-                &w.id,
-                &ExecSpec {
-                    cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
-                    user: Some(format!("{uid}:{uid}")),
-                    workdir: Some(
-                        if cmd.first() == Some(&"git") && cmd.get(1) == Some(&"clone") {
-                            "/".to_owned()
-                        } else {
-                            dir.to_owned()
-                        },
-                    ),
-                    env: vec![
-                        ("GIT_TERMINAL_PROMPT".into(), "0".into()),
-                        ("HOME".into(), protocol::WORKSPACE_ROOT.into()),
-                    ],
-                },
-            )
-            .await?;
-        if out.exit_code == 127 {
-            return Err(EngineError::Workspace {
-                name: w.name.to_string(),
-                message: format!(
-                    "{what} failed: {} is not installed in image {}",
-                    cmd[0], w.image
-                ),
-            });
-        }
-        if out.exit_code != 0 {
-            return Err(EngineError::Workspace {
-                name: w.name.to_string(),
-                message: format!(
-                    "{what} failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
-        }
-        Ok(())
+        let spec = match agent_dir {
+            Some(dir) => ExecSpec {
+                cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+                user: Some(format!("{uid}:{uid}")),
+                // A clone creates its target folder; run it from outside.
+                workdir: Some(if cmd.contains(&"clone") {
+                    "/".to_owned()
+                } else {
+                    dir.to_owned()
+                }),
+                env: vec![
+                    ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+                    ("HOME".into(), protocol::WORKSPACE_ROOT.into()),
+                ],
+            },
+            None => ExecSpec {
+                cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+                ..Default::default()
+            },
+        };
+        let out = provider.exec(&w.id, &spec).await?;
+        let message = match out.exit_code {
+            0 => return Ok(()),
+            127 => format!(
+                "{what} failed: {} is not installed in image {}",
+                cmd[0], w.image
+            ),
+            _ => format!(
+                "{what} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        };
+        Err(EngineError::Workspace {
+            name: w.name.to_string(),
+            message,
+        })
     }
 
     /// `workspace down`.

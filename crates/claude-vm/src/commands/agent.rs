@@ -17,7 +17,7 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
             server::prepare_dirs(&paths).context("preparing the state directory")?;
             log_to_file(&paths.log_file());
             super::runtime()?
-                .block_on(server::serve(paths))
+                .block_on(server::serve(paths, server::stop_signal()))
                 .context("daemon failed")?;
             Ok(ExitCode::SUCCESS)
         }
