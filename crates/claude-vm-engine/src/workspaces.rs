@@ -228,7 +228,11 @@ impl Engine {
         if !pathish {
             match resolve(arg, &all) {
                 Resolution::Found(w) => return Ok(Target::Existing(Box::new(w.clone()))),
-                Resolution::Ambiguous(_) => return self.find_workspace(arg).map(|w| Target::Existing(Box::new(w))),
+                Resolution::Ambiguous(_) => {
+                    return self
+                        .find_workspace(arg)
+                        .map(|w| Target::Existing(Box::new(w)));
+                }
                 Resolution::NotFound => {}
             }
         }
@@ -767,8 +771,9 @@ impl Engine {
                     })??;
                 reporter.progress_start(
                     &format!(
-                        "copying {} files ({}) into the workspace",
+                        "copying {} {} ({}) into the workspace",
                         plan.files,
+                        if plan.files == 1 { "file" } else { "files" },
                         human_bytes(plan.bytes)
                     ),
                     plan.bytes,

@@ -67,3 +67,53 @@ fn data_goes_to_stdout_and_chatter_to_stderr() {
         "[]"
     );
 }
+
+#[test]
+fn a_large_copy_shows_progress_on_a_terminal() {
+    let ctx = Ctx::new();
+    let p = ctx.path("big");
+    std::fs::create_dir_all(&p).unwrap();
+    let chunk = vec![3u8; 1 << 20];
+    let mut f = std::fs::File::create(p.join("big.bin")).unwrap();
+    for _ in 0..300 {
+        std::io::Write::write_all(&mut f, &chunk).unwrap();
+    }
+    // `script` gives the command a real terminal, as a user has.
+    let cmdline = format!(
+        "{} workspace up {} --name progress",
+        ctx.bin.display(),
+        p.display()
+    );
+    let log = ctx.path("typescript");
+    let out = ctx
+        .command(&[])
+        .env("TERM", "xterm")
+        .output_of("script", &["-qefc", &cmdline, log.to_str().unwrap()]);
+    let screen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("copying 1 file (314.6 MB)"), "{screen}");
+    // The bar shows bytes done out of the total.
+    assert!(
+        screen.contains("/300.00 MiB") || screen.contains("/ 300.00 MiB"),
+        "{screen}"
+    );
+}
+
+trait OutputOf {
+    fn output_of(&mut self, program: &str, args: &[&str]) -> std::process::Output;
+}
+
+impl OutputOf for std::process::Command {
+    /// Run another program with this command's environment.
+    fn output_of(&mut self, program: &str, args: &[&str]) -> std::process::Output {
+        let mut c = std::process::Command::new(program);
+        c.args(args);
+        for (k, v) in self.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.output().unwrap()
+    }
+}

@@ -466,3 +466,44 @@ impl Run {
         }
     }
 }
+
+#[test]
+fn list_gives_up_on_a_provider_that_never_answers() {
+    let ctx = Ctx::new();
+    let proj = ctx.path("p");
+    std::fs::create_dir_all(&proj).unwrap();
+    ctx.up(&[proj.to_str().unwrap(), "--name", "patient"]);
+    // An "engine" that accepts connections and never says a word.
+    let sock = ctx.path("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    ctx.run(&[
+        "provider",
+        "set-options",
+        "docker",
+        "--option",
+        &format!("host=unix://{}", sock.display()),
+    ])
+    .ok();
+    let start = std::time::Instant::now();
+    let out = ctx.run(&["workspace", "list", "--json"]).fails();
+    let took = start.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(12),
+        "list hung for {took:?}"
+    );
+    assert_eq!(out.json()[0]["status"], "unknown");
+    assert!(
+        out.json()[0]["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no answer"),
+        "{}",
+        out.stdout
+    );
+}
