@@ -62,3 +62,6 @@ pub fn own_fingerprint() -> std::io::Result<(String, std::path::PathBuf, u64, i6
         meta.mtime(),
     ))
 }
+
+pub mod api;
+pub mod frame;

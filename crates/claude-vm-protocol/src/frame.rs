@@ -1,0 +1,138 @@
+//! Framing of streamed bodies (`POST /v1/exec`): each frame is a one-byte kind, a
+//! big-endian u32 length, and that many bytes.
+
+/// Kinds of frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Client → daemon, first frame: JSON [`crate::api::ExecRequest`].
+    Start = 0,
+    /// Client → daemon: bytes for stdin.
+    Stdin = 1,
+    /// Client → daemon: stdin is closed.
+    StdinEof = 2,
+    /// Client → daemon: terminal size, `rows: u16, cols: u16` big-endian.
+    Resize = 3,
+    /// Client → daemon: deliver a signal (one byte: the signal number).
+    Signal = 4,
+    /// Daemon → client: bytes from stdout (or the terminal).
+    Stdout = 5,
+    /// Daemon → client: bytes from stderr.
+    Stderr = 6,
+    /// Daemon → client, last frame: exit code, i32 big-endian (128+n for signal n).
+    Exit = 7,
+    /// Daemon → client, last frame: the command could not run; UTF-8 message.
+    Error = 8,
+    /// Daemon → client: the process started; its pid as u32 big-endian.
+    Started = 9,
+}
+
+impl Kind {
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            0 => Kind::Start,
+            1 => Kind::Stdin,
+            2 => Kind::StdinEof,
+            3 => Kind::Resize,
+            4 => Kind::Signal,
+            5 => Kind::Stdout,
+            6 => Kind::Stderr,
+            7 => Kind::Exit,
+            8 => Kind::Error,
+            9 => Kind::Started,
+            _ => return None,
+        })
+    }
+}
+
+/// Largest frame payload accepted.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Encode one frame.
+pub fn encode(kind: Kind, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + payload.len());
+    out.push(kind as u8);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("frame of {0} bytes is larger than the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+}
+
+/// Incremental decoder: feed bytes, take whole frames.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next whole frame, if one is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<(Kind, Vec<u8>)>, FrameError> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let kind = Kind::from_u8(self.buf[0]).ok_or(FrameError::UnknownKind(self.buf[0]))?;
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if self.buf.len() < 5 + len {
+            return Ok(None);
+        }
+        let payload = self.buf[5..5 + len].to_vec();
+        self.buf.drain(..5 + len);
+        Ok(Some((kind, payload)))
+    }
+
+    /// Bytes buffered but not yet a whole frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_in_any_chunking() {
+        let mut wire = Vec::new();
+        wire.extend(encode(Kind::Start, b"{\"cmd\":[\"true\"]}"));
+        wire.extend(encode(Kind::Stdin, &[0u8; 70000]));
+        wire.extend(encode(Kind::StdinEof, b""));
+        for chunk in [1, 3, 5, 4096, wire.len()] {
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            for c in wire.chunks(chunk) {
+                d.push(c);
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got.len(), 3, "chunk {chunk}");
+            assert_eq!(got[1].1.len(), 70000);
+            assert_eq!(got[2], (Kind::StdinEof, vec![]));
+            assert_eq!(d.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let mut d = Decoder::default();
+        d.push(&[42, 0, 0, 0, 0]);
+        assert_eq!(d.next_frame(), Err(FrameError::UnknownKind(42)));
+        let mut d = Decoder::default();
+        d.push(&[1, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(d.next_frame(), Err(FrameError::TooLarge(0xffff_ffff)));
+    }
+}
