@@ -8,6 +8,13 @@
 //!   API (`/v1/...`). It outlives every connection from the control side.
 //! - [`client`]: talks to the daemon over its socket (`claude-vm agent health`).
 
+pub mod activity;
+pub mod api;
+pub mod bridge;
 pub mod client;
+pub mod exec;
+pub mod files;
+pub mod git;
 pub mod init;
+pub mod routes;
 pub mod server;

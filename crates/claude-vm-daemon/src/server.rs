@@ -1,19 +1,17 @@
 //! The workspace daemon: state directory, Unix socket, versioned HTTP API.
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use claude_vm_protocol::{Health, PROTOCOL_VERSION, VERSION};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::UnixListener;
+
+use crate::activity::Activity;
+use crate::api::{self, State};
 
 /// Where the daemon keeps things; overridable for tests.
 #[derive(Debug, Clone)]
@@ -35,10 +33,6 @@ impl Paths {
     pub fn log_file(&self) -> PathBuf {
         self.state_dir.join("logs").join("daemon.log")
     }
-}
-
-struct State {
-    health: Health,
 }
 
 /// Prepare the state directory (owned by root, on the volume) and give the volume's root to
@@ -150,7 +144,21 @@ pub async fn serve(
         out.flush()?;
     }
     tracing::info!(socket = %paths.socket.display(), version = VERSION, "daemon ready");
-    let state = Arc::new(State { health });
+    let activity = Arc::new(Activity::load(paths.state_dir.join("activity.json")));
+    let default_dir = std::env::var("CLAUDE_VM_PROJECT_DIR")
+        .ok()
+        .filter(|d| Path::new(d).is_dir())
+        .unwrap_or_else(|| claude_vm_protocol::WORKSPACE_ROOT.to_owned());
+    let state = Arc::new(State {
+        health,
+        activity,
+        default_dir,
+        root: paths
+            .state_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    });
 
     tokio::pin!(shutdown);
     loop {
@@ -165,11 +173,14 @@ pub async fn serve(
                 };
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(&state, req)) }
-                    });
-                    if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                    let service = hyper::service::service_fn(move |req| api::handle(state.clone(), req));
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http2()
+                        .initial_stream_window_size(4 << 20)
+                        .initial_connection_window_size(8 << 20)
+                        .max_frame_size(1 << 20);
+                    if let Err(e) = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .await
                     {
@@ -183,29 +194,4 @@ pub async fn serve(
     tracing::info!("daemon stopping");
     let _ = std::fs::remove_file(&paths.socket);
     Ok(())
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("valid response")
-}
-
-fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/v1/health") => json(
-            StatusCode::OK,
-            serde_json::to_value(&state.health).expect("serializes"),
-        ),
-        (_, "/v1/health") => json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            serde_json::json!({"error": "method not allowed"}),
-        ),
-        (_, path) => json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"error": format!("no such route: {path}")}),
-        ),
-    }
 }

@@ -18,6 +18,8 @@ pub enum EngineError {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Pack(#[from] crate::pack::PackError),
+    #[error(transparent)]
+    Link(#[from] claude_vm_link::LinkError),
     #[error("no workspace matches {0:?}")]
     UnknownWorkspace(String),
     #[error("{query:?} matches several workspaces: {candidates}")]
@@ -37,6 +39,8 @@ pub enum EngineError {
     ProviderInUse { name: String, workspaces: String },
     #[error("workspace {name}: {message}")]
     Workspace { name: String, message: String },
+    #[error("workspace {name} is not running")]
+    NotRunning { name: String },
     #[error("interrupted")]
     Interrupted,
 }
@@ -46,6 +50,10 @@ impl EngineError {
     pub fn hint(&self) -> Option<String> {
         match self {
             EngineError::Provider(p) => p.hint(),
+            EngineError::Link(claude_vm_link::LinkError::Provider(p)) => p.hint(),
+            EngineError::NotRunning { name } => {
+                Some(format!("start it with `claude-vm workspace up {name}`"))
+            }
             EngineError::UnknownWorkspace(_) => {
                 Some("see your workspaces with `claude-vm workspace list`".to_owned())
             }

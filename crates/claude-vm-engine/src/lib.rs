@@ -6,6 +6,7 @@
 //! [`Reporter`], results come back as plain data ([`WorkspaceView`]) that front ends render.
 
 mod error;
+mod link;
 pub mod pack;
 mod providers;
 mod report;
@@ -20,6 +21,7 @@ use claude_vm_provider::Provider;
 use claude_vm_provider::docker::DockerProvider;
 use claude_vm_store::{Home, Store};
 
+pub use claude_vm_link::{ExecEvent, ExecInput, ExecSession, Link, LinkError};
 pub use error::{EngineError, Result};
 pub use providers::ProviderView;
 pub use report::{NullReporter, Reporter};
@@ -42,6 +44,7 @@ pub struct Engine {
     config: Config,
     store: Mutex<Store>,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
+    links: Mutex<HashMap<claude_vm_core::WorkspaceId, claude_vm_link::Link>>,
 }
 
 impl Engine {
@@ -64,6 +67,7 @@ impl Engine {
             config,
             store: Mutex::new(store),
             providers: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
         })
     }
 

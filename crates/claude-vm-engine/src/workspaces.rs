@@ -245,7 +245,7 @@ impl Engine {
     }
 
     /// Current state of one workspace according to its provider.
-    async fn live_state(&self, provider: &dyn Provider, id: &WorkspaceId) -> LiveState {
+    pub(crate) async fn live_state(&self, provider: &dyn Provider, id: &WorkspaceId) -> LiveState {
         match tokio::time::timeout(STATUS_TIMEOUT, provider.states()).await {
             Ok(Ok(mut states)) => states.remove(id).unwrap_or(LiveState::Missing),
             Ok(Err(e)) => LiveState::Unreachable(e.to_string()),

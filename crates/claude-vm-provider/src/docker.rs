@@ -519,6 +519,56 @@ impl Provider for DockerProvider {
         Ok(out)
     }
 
+    async fn exec_stream(
+        &self,
+        id: &WorkspaceId,
+        spec: &ExecSpec,
+    ) -> Result<Box<dyn crate::ByteStream>, ProviderError> {
+        let docker = self.docker().await?;
+        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let created = docker
+            .create_exec(
+                &resource_name(id),
+                CreateExecOptions {
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(spec.cmd.clone()),
+                    user: spec.user.clone(),
+                    working_dir: spec.workdir.clone(),
+                    env: Some(env),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match status_code(&e) {
+                Some(404) => ProviderError::NotFound {
+                    id: id.to_string(),
+                    what: "container",
+                },
+                Some(409) => ProviderError::Api {
+                    op: "connecting to the workspace",
+                    message: "the workspace is not running".to_owned(),
+                },
+                _ => self.err("connecting to the workspace", e),
+            })?;
+        let started = docker
+            .start_exec(&created.id, Some(StartExecOptions::default()))
+            .await
+            .map_err(|e| self.err("connecting to the workspace", e))?;
+        match started {
+            StartExecResults::Attached { output, input } => Ok(Box::new(ExecDuplex {
+                output,
+                input,
+                pending: bytes::Bytes::new(),
+            })),
+            StartExecResults::Detached => Err(ProviderError::Api {
+                op: "connecting to the workspace",
+                message: "the exec session started detached".to_owned(),
+            }),
+        }
+    }
+
     async fn exec(&self, id: &WorkspaceId, spec: &ExecSpec) -> Result<ExecOutput, ProviderError> {
         let docker = self.docker().await?;
         let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -569,6 +619,69 @@ impl Provider for DockerProvider {
             .map_err(|e| self.err("reading the command's exit code", e))?;
         out.exit_code = inspected.exit_code.unwrap_or(-1);
         Ok(out)
+    }
+}
+
+/// An exec session's stdin (write side) and stdout (read side) as one stream.
+struct ExecDuplex {
+    output:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, BollardError>> + Send>>,
+    input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    pending: bytes::Bytes,
+}
+
+impl tokio::io::AsyncRead for ExecDuplex {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                let chunk = self.pending.split_to(n);
+                buf.put_slice(&chunk);
+                return Poll::Ready(Ok(()));
+            }
+            match self.output.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(std::io::Error::other(e.to_string())));
+                }
+                Poll::Ready(Some(Ok(LogOutput::StdOut { message })))
+                | Poll::Ready(Some(Ok(LogOutput::Console { message }))) => {
+                    self.pending = message;
+                }
+                Poll::Ready(Some(Ok(LogOutput::StdErr { message }))) => {
+                    tracing::debug!("exec stderr: {}", String::from_utf8_lossy(&message).trim());
+                }
+                Poll::Ready(Some(Ok(LogOutput::StdIn { .. }))) => {}
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ExecDuplex {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.input.as_mut().poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.input.as_mut().poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.input.as_mut().poll_shutdown(cx)
     }
 }
 

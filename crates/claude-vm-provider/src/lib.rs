@@ -20,6 +20,11 @@ use futures_util::Stream;
 
 pub use error::ProviderError;
 
+/// A bidirectional byte stream (a command's stdin and stdout).
+pub trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ByteStream for T {}
+
 /// A tar archive as a stream of chunks.
 pub type TarStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
@@ -130,4 +135,13 @@ pub trait Provider: Send + Sync {
 
     /// Run a command in a running workspace and capture its output.
     async fn exec(&self, id: &WorkspaceId, spec: &ExecSpec) -> Result<ExecOutput, ProviderError>;
+
+    /// Run a command in a running workspace with its stdin and stdout joined into one byte
+    /// stream (stderr is logged). The primitive every provider has; the link to the
+    /// workspace daemon rides on it.
+    async fn exec_stream(
+        &self,
+        id: &WorkspaceId,
+        spec: &ExecSpec,
+    ) -> Result<Box<dyn ByteStream>, ProviderError>;
 }

@@ -35,6 +35,38 @@ pub enum Command {
     #[command(subcommand, visible_alias = "ws")]
     Workspace(WorkspaceCommand),
 
+    /// Run a command in a workspace
+    #[command(
+        after_help = "Examples:\n  claude-vm exec bold-fire-1234 -- git status\n  claude-vm exec -t bold-fire-1234 -- bash\n  echo data | claude-vm exec bold-fire-1234 -- sh -c 'cat > in.txt'\n  claude-vm exec -d bold-fire-1234 -- ./long-job.sh\n\nThe command runs in the project folder as the agent user unless -w/-u say otherwise; its exit code becomes claude-vm's."
+    )]
+    Exec(ExecArgs),
+
+    /// Copy files between a workspace and this machine (WORKSPACE:PATH on one side)
+    #[command(
+        after_help = "Examples:\n  claude-vm cp bold-fire-1234:src/main.rs .\n  claude-vm cp ./data bold-fire-1234:data\n  claude-vm cp bold-fire-1234:/workspace/shop/out ./out\n\nRelative workspace paths start at the project folder; absolute ones must be under /workspace. Directories are copied whole; modes are kept."
+    )]
+    Cp {
+        /// Source: a local path or WORKSPACE:PATH
+        src: String,
+        /// Destination: a local path or WORKSPACE:PATH
+        dest: String,
+    },
+
+    /// Show what changed in a workspace's project (untracked files included)
+    Diff {
+        /// Workspace id, name or unique id prefix
+        workspace: String,
+        /// Only list changed files with added/removed line counts
+        #[arg(long)]
+        stat: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// When to color the output
+        #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+        color: ColorChoice,
+    },
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -170,6 +202,40 @@ pub struct UpArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Workspace id, name or unique id prefix
+    pub workspace: String,
+    /// Allocate a terminal (for interactive programs)
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Keep stdin open even when it is a terminal
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Set an environment variable (repeatable)
+    #[arg(short, long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the workspace [default: the project folder]
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User to run as (name, uid or uid:gid) [default: the agent user]
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Start the command and return; it keeps running in the workspace
+    #[arg(short, long)]
+    pub detach: bool,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StatusFilter {
     Running,
@@ -189,6 +255,8 @@ pub enum AgentCommand {
     },
     /// The workspace daemon
     Serve,
+    /// Join stdin/stdout to the daemon's socket (the link's transport)
+    Connect,
     /// Ask the daemon for its version and health; prints JSON
     Health {
         /// Keep trying for this many seconds while the daemon starts

@@ -21,6 +21,11 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
                 .context("daemon failed")?;
             Ok(ExitCode::SUCCESS)
         }
+        AgentCommand::Connect => {
+            let socket = PathBuf::from(claude_vm_protocol::SOCKET_PATH);
+            super::runtime()?.block_on(claude_vm_daemon::bridge::connect(&socket))?;
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCommand::Health { wait } => {
             let socket = PathBuf::from(claude_vm_protocol::SOCKET_PATH);
             let health = super::runtime()?

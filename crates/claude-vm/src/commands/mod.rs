@@ -2,6 +2,9 @@
 //! the result.
 
 mod agent;
+mod cp;
+mod diff;
+mod exec;
 mod provider;
 mod workspace;
 
@@ -51,6 +54,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Provider(cmd) => provider::run(&engine, cmd),
         Command::Workspace(cmd) => workspace::run(&engine, cmd, cli.quiet),
+        Command::Exec(args) => exec::run(&engine, args),
+        Command::Cp { src, dest } => cp::run(&engine, src, dest, cli.quiet),
+        Command::Diff {
+            workspace,
+            stat,
+            json,
+            color,
+        } => diff::run(&engine, workspace, *stat, *json, *color),
         Command::Agent(_) | Command::Completions { .. } => unreachable!("handled above"),
     }
 }

@@ -1,0 +1,72 @@
+//! The workspace's last activity: exec sessions and file writes now, agent work later.
+//! Kept in memory and mirrored to `/workspace/.claude-vm/activity.json`, so it survives a
+//! daemon restart and a stopped workspace still tells when it was last used.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use claude_vm_protocol::api;
+
+pub struct Activity {
+    file: PathBuf,
+    state: Mutex<api::Activity>,
+}
+
+impl Activity {
+    /// Load the last recorded activity from `file` (missing or unreadable: none yet).
+    pub fn load(file: PathBuf) -> Activity {
+        let mut state: api::Activity = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(api::Activity {
+                last_activity: None,
+                last_kind: None,
+                running_execs: 0,
+            });
+        state.running_execs = 0;
+        Activity {
+            file,
+            state: Mutex::new(state),
+        }
+    }
+
+    pub fn snapshot(&self) -> api::Activity {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Record that something happened now.
+    pub fn touch(&self, kind: &str) {
+        let snapshot = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.last_activity = Some(jiff::Timestamp::now().to_string());
+            s.last_kind = Some(kind.to_owned());
+            s.clone()
+        };
+        self.persist(&snapshot);
+    }
+
+    pub fn exec_started(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .running_execs += 1;
+        self.touch("exec");
+    }
+
+    pub fn exec_finished(&self) {
+        {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.running_execs = s.running_execs.saturating_sub(1);
+        }
+        self.touch("exec");
+    }
+
+    fn persist(&self, snapshot: &api::Activity) {
+        let tmp = self.file.with_extension("json.tmp");
+        if let Ok(body) = serde_json::to_vec(snapshot)
+            && std::fs::write(&tmp, body).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, &self.file);
+        }
+    }
+}

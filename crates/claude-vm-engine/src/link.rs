@@ -1,0 +1,45 @@
+//! Reaching inside running workspaces: open (and cache) the link to a workspace's daemon.
+
+use claude_vm_core::{LiveState, Status};
+use claude_vm_link::Link;
+use claude_vm_store::WorkspaceRecord;
+
+use crate::{Engine, EngineError, Result};
+
+impl Engine {
+    /// The link to a running workspace named by id, name or prefix.
+    pub async fn link(&self, target: &str) -> Result<(WorkspaceRecord, Link)> {
+        let w = self.find_workspace(target)?;
+        if let Some(link) = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&w.id)
+        {
+            return Ok((w, link.clone()));
+        }
+        let provider = self.provider_client(&w.provider)?;
+        match self.live_state(provider.as_ref(), &w.id).await {
+            LiveState::Running if w.status != Status::Creating => {}
+            LiveState::Unreachable(why) => {
+                return Err(EngineError::Provider(
+                    claude_vm_provider::ProviderError::Unreachable {
+                        endpoint: w.provider.clone(),
+                        reason: why,
+                    },
+                ));
+            }
+            _ => {
+                return Err(EngineError::NotRunning {
+                    name: w.name.to_string(),
+                });
+            }
+        }
+        let link = Link::connect(provider, w.id.clone()).await?;
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(w.id.clone(), link.clone());
+        Ok((w, link))
+    }
+}

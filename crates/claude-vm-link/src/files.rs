@@ -1,0 +1,184 @@
+//! Files and diffs over the link: `/v1/files/...` and `/v1/git/diff`.
+
+use bytes::Bytes;
+use claude_vm_protocol::api::{Diff, FileInfo};
+use futures_util::Stream;
+use http_body_util::BodyExt;
+use hyper::{Method, Request};
+
+use crate::{Body, Link, LinkError, check, empty, encode_query};
+
+/// A body arriving from the workspace, chunk by chunk.
+pub struct Download {
+    body: hyper::body::Incoming,
+}
+
+impl Download {
+    /// The next chunk; `None` at the end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, LinkError> {
+        loop {
+            match self.body.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+                Some(Err(e)) => return Err(LinkError::Dropped(e.to_string())),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// As a stream of chunks.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, LinkError>> + Send {
+        futures_util::stream::unfold(self, |mut d| async move {
+            match d.chunk().await {
+                Ok(Some(b)) => Some((Ok(b), d)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), d)),
+            }
+        })
+    }
+}
+
+impl Link {
+    async fn download(&self, uri: String) -> Result<Download, LinkError> {
+        let req = Request::get(uri)
+            .body(empty())
+            .map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let res = check(self.send(req).await?).await?;
+        Ok(Download {
+            body: res.into_body(),
+        })
+    }
+
+    async fn upload<T: serde::de::DeserializeOwned>(
+        &self,
+        uri: String,
+        body: Body,
+    ) -> Result<T, LinkError> {
+        let req = Request::put(uri)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let res = check(self.send(req).await?).await?;
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| LinkError::Dropped(e.to_string()))?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| LinkError::Invalid(e.to_string()))
+    }
+
+    /// Metadata of a path (relative to the project folder, or absolute under /workspace).
+    pub async fn stat(&self, path: &str) -> Result<FileInfo, LinkError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/files/stat?path={}", encode_query(path)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// The entries of a directory.
+    pub async fn list(&self, path: &str) -> Result<Vec<FileInfo>, LinkError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/files/list?path={}", encode_query(path)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// A file's content.
+    pub async fn read(&self, path: &str) -> Result<Download, LinkError> {
+        self.download(format!("/v1/files/read?path={}", encode_query(path)))
+            .await
+    }
+
+    /// Replace (or create) a file atomically.
+    pub async fn write(
+        &self,
+        path: &str,
+        mode: Option<u32>,
+        parents: bool,
+        body: Body,
+    ) -> Result<FileInfo, LinkError> {
+        let mut uri = format!(
+            "/v1/files/write?path={}&parents={parents}",
+            encode_query(path)
+        );
+        if let Some(m) = mode {
+            uri.push_str(&format!("&mode={m:o}"));
+        }
+        self.upload(uri, body).await
+    }
+
+    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<FileInfo, LinkError> {
+        self.call(
+            Method::POST,
+            &format!(
+                "/v1/files/mkdir?path={}&parents={parents}",
+                encode_query(path)
+            ),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn remove(&self, path: &str, recursive: bool) -> Result<(), LinkError> {
+        let _: serde_json::Value = self
+            .call(
+                Method::DELETE,
+                &format!(
+                    "/v1/files?path={}&recursive={recursive}",
+                    encode_query(path)
+                ),
+                None::<&()>,
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn rename(&self, from: &str, to: &str) -> Result<FileInfo, LinkError> {
+        self.call(
+            Method::POST,
+            &format!(
+                "/v1/files/rename?from={}&to={}",
+                encode_query(from),
+                encode_query(to)
+            ),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// A tar archive of a file or directory (entries named from its last component).
+    pub async fn archive(&self, path: &str) -> Result<Download, LinkError> {
+        self.download(format!("/v1/files/archive?path={}", encode_query(path)))
+            .await
+    }
+
+    /// Extract a tar archive into a directory; returns the number of entries.
+    pub async fn extract(&self, dir: &str, tar: Body) -> Result<u64, LinkError> {
+        #[derive(serde::Deserialize)]
+        struct Extracted {
+            entries: u64,
+        }
+        let r: Extracted = self
+            .upload(format!("/v1/files/archive?path={}", encode_query(dir)), tar)
+            .await?;
+        Ok(r.entries)
+    }
+
+    /// The project's changes against HEAD, untracked files included.
+    pub async fn diff(&self, stat_only: bool) -> Result<Diff, LinkError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/git/diff?stat={stat_only}"),
+            None::<&()>,
+        )
+        .await
+    }
+}

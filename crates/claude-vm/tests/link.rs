@@ -1,0 +1,309 @@
+//! The link and the daemon's exec API, end to end on real containers.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use claude_vm_engine::{Engine, ExecEvent};
+use claude_vm_protocol::api::ExecRequest;
+use claude_vm_store::Home;
+use common::{Ctx, dexec};
+
+fn workspace(ctx: &Ctx, name: &str) -> String {
+    let p = ctx.path(name);
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("hello.txt"), "hello\n").unwrap();
+    let w = ctx.up(&[p.to_str().unwrap(), "--name", name]);
+    w["id"].as_str().unwrap().to_owned()
+}
+
+fn engine(ctx: &Ctx) -> Engine {
+    Engine::open(Home::at(ctx.home.path()), None).unwrap()
+}
+
+/// Run a command over a link, collecting (stdout, stderr, exit code).
+async fn run(link: &claude_vm_engine::Link, cmd: &[&str], stdin: &[u8]) -> (Vec<u8>, Vec<u8>, i32) {
+    let mut s = link
+        .exec(&ExecRequest {
+            cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.stdin(stdin).await.unwrap();
+    s.close_stdin().await.unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match s.next().await.unwrap() {
+            Some(ExecEvent::Stdout(b)) => out.extend_from_slice(&b),
+            Some(ExecEvent::Stderr(b)) => err.extend_from_slice(&b),
+            Some(ExecEvent::Exit(c)) => return (out, err, c),
+            Some(ExecEvent::Error(m)) => panic!("exec error {m}"),
+            Some(ExecEvent::Started(_)) => {}
+            None => panic!("no exit"),
+        }
+    }
+}
+
+#[test]
+fn exec_cli_streams_separately_propagates_codes_and_pipes_stdin() {
+    let ctx = Ctx::new();
+    workspace(&ctx, "ex");
+    let out = ctx.run(&[
+        "exec",
+        "ex",
+        "--",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exit 7",
+    ]);
+    assert_eq!(out.code, 7);
+    assert_eq!(out.stdout, "to-out\n");
+    assert_eq!(out.stderr, "to-err\n");
+    // runs in the project folder, as the agent user
+    let who = ctx
+        .run(&["exec", "ex", "--", "sh", "-c", "pwd; id -u; cat hello.txt"])
+        .ok();
+    assert_eq!(who.stdout, "/workspace/ex\n1000\nhello\n");
+    // -u -w -e
+    let opts = ctx
+        .run(&[
+            "exec",
+            "-u",
+            "root",
+            "-w",
+            "/tmp",
+            "-e",
+            "GREETING=hi there",
+            "ex",
+            "--",
+            "sh",
+            "-c",
+            "id -u; pwd; echo $GREETING",
+        ])
+        .ok();
+    assert_eq!(opts.stdout, "0\n/tmp\nhi there\n");
+    // not found / not runnable
+    let missing = ctx.run(&["exec", "ex", "--", "no-such-program"]);
+    assert_eq!(missing.code, 127, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("cannot run no-such-program"),
+        "{}",
+        missing.stderr
+    );
+    let bad_dir = ctx.run(&["exec", "-w", "/nope", "ex", "--", "true"]);
+    assert_ne!(bad_dir.code, 0);
+    assert!(
+        bad_dir.stderr.contains("/nope does not exist"),
+        "{}",
+        bad_dir.stderr
+    );
+    let bad_user = ctx.run(&["exec", "-u", "nobody-here", "ex", "--", "true"]);
+    assert!(
+        bad_user.stderr.contains("unknown user"),
+        "{}",
+        bad_user.stderr
+    );
+
+    // 20 MB through stdin and back out, byte-exact.
+    let payload: Vec<u8> = (0..20_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let mut child = ctx
+        .command(&["exec", "ex", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = {
+        let payload = payload.clone();
+        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &payload).unwrap())
+    };
+    let output = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(output.status.success());
+    assert_eq!(output.stdout.len(), payload.len());
+    assert!(output.stdout == payload, "payload differs");
+
+    // a stopped workspace is a clear error
+    ctx.run(&["workspace", "down", "ex"]).ok();
+    let stopped = ctx.run(&["exec", "ex", "--", "true"]).fails();
+    assert!(
+        stopped.stderr.contains("workspace ex is not running"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        stopped.stderr.contains("claude-vm workspace up ex"),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn exec_with_a_terminal_ctrl_c_and_detach() {
+    let ctx = Ctx::new();
+    let id = workspace(&ctx, "tty");
+    // `script` gives claude-vm a terminal of a known size.
+    let bin = ctx.bin.display().to_string();
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty rows 33 cols 111; {bin} exec -t tty -- sh -c 'tty; stty size; exit 4'"),
+            "/dev/null",
+        ])
+        .env("CLAUDE_VM_HOME", ctx.home.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("33 111"), "{text}");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+
+    // Ctrl-C reaches the remote command, which dies of it; nothing is left running.
+    let child = ctx
+        .command(&["exec", "tty", "--", "sleep", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dexec(&id, "pgrep -c -f 'slee[p] 300' || true").trim(), "0");
+
+    // Killing the client kills the command unless detached.
+    let mut child = ctx
+        .command(&["exec", "tty", "--", "sleep", "301"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    while dexec(&id, "pgrep -c -f 'slee[p] 301' || true").trim() != "0" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "command outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let detached = ctx
+        .run(&[
+            "exec",
+            "-d",
+            "tty",
+            "--",
+            "sh",
+            "-c",
+            "sleep 2; echo done > /workspace/tty/detached.txt",
+        ])
+        .ok();
+    assert!(
+        detached.stderr.contains("keeps running"),
+        "{}",
+        detached.stderr
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(dexec(&id, "cat /workspace/tty/detached.txt"), "done\n");
+}
+
+#[test]
+fn one_link_carries_concurrent_requests_and_survives_drops() {
+    let ctx = Ctx::new();
+    let id = workspace(&ctx, "mux");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var_os("LINK_DEBUG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,hyper=trace,h2=debug")
+            .try_init();
+    }
+    rt.block_on(async {
+        let engine = engine(&ctx);
+        let (_, link) = engine.link("mux").await.unwrap();
+        // 16 commands at once over one connection, each with its own output.
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let link = link.clone();
+                tokio::spawn(async move {
+                    let script = format!("sleep 0.5; echo {i}");
+                    run(&link, &["sh", "-c", &script], b"").await
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let (out, _, code) = t.await.unwrap();
+            assert_eq!(code, 0);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{i}\n"));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not concurrent: {:?}",
+            start.elapsed()
+        );
+        let connects = dexec(&id, "pgrep -c -f 'agent [c]onnect' || true");
+        assert_eq!(connects.trim(), "1", "one link, one transport");
+
+        // Kill the transport mid-stream: the request in flight fails (does not hang)...
+        let mut s = link
+            .exec(&ExecRequest {
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "while true; do echo tick; sleep 0.1; done".into(),
+                ],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let _ = s.next().await.unwrap();
+        dexec(&id, "pkill -9 -f 'agent [c]onnect'");
+        let failed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match s.next().await {
+                    Ok(Some(ExecEvent::Stdout(_) | ExecEvent::Started(_))) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("in-flight request hung after the link dropped");
+        assert!(failed.is_err(), "{failed:?}");
+        // ...and the next one reconnects by itself.
+        let (out, _, code) = run(&link, &["echo", "again"], b"").await;
+        assert_eq!((out, code), (b"again\n".to_vec(), 0));
+
+        // The daemon itself killed: PID 1 restarts it, the link reconnects.
+        let pid = dexec(&id, "pgrep -f 'agent [s]erve'");
+        dexec(&id, &format!("kill -9 {}", pid.trim()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (out, _, code) = run(&link, &["echo", "back"], b"").await;
+        assert_eq!((out, code), (b"back\n".to_vec(), 0));
+        let h = link.health().unwrap();
+        assert_ne!(h.pid.to_string(), pid.trim());
+
+        // Activity is recorded.
+        let activity = link.activity().await.unwrap();
+        assert!(activity.last_activity.is_some());
+        assert_eq!(activity.last_kind.as_deref(), Some("exec"));
+    });
+}
