@@ -156,7 +156,7 @@ pub struct Root {
 }
 
 /// How [`Root::walk`] treats the path.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Walk {
     /// Follow a symlink in the last component (`stat` vs `lstat`).
     follow_last: bool,
@@ -800,10 +800,11 @@ impl Root {
                         });
                     }
                     let target = nix::fcntl::readlinkat(&cur, comp.as_os_str()).at(&shown)?;
-                    let (absolute, target) = self.link_components(&target).ok_or_else(outside)?;
-                    if target.is_empty() && !absolute {
+                    if target.is_empty() {
+                        // What the kernel makes of an empty target.
                         return Err(FileError::NotFound { path: shown });
                     }
+                    let (absolute, target) = self.link_components(&target).ok_or_else(outside)?;
                     if absolute {
                         cur_rel.clear();
                         cur = open_dir_at(&root, OsStr::new(".")).at(&shown)?;

@@ -21,6 +21,12 @@ use crate::api::{Body, State, error, fallible_stream_body, json, parse_query, st
 use crate::files::{FileError, Root};
 
 fn file_error(e: FileError) -> Response<Body> {
+    // An upload cut off by the client is the client's problem, not a server error.
+    if let FileError::Io { source, .. } = &e
+        && source.to_string().starts_with("upload interrupted")
+    {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     error(status, e.to_string())
 }

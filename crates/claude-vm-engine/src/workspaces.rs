@@ -84,6 +84,9 @@ pub struct WorkspaceView {
     pub branch: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// When something last happened inside (exec, file writes; agent work later), as the
+    /// workspace's daemon reports it. Only filled by a detailed list of running workspaces.
+    pub last_activity: Option<String>,
 }
 
 impl WorkspaceView {
@@ -101,6 +104,7 @@ impl WorkspaceView {
             branch: r.branch.clone(),
             created_at: r.created_at.clone(),
             updated_at: r.updated_at.clone(),
+            last_activity: None,
         }
     }
 }
@@ -257,6 +261,31 @@ impl Engine {
 
     /// `workspace list`: every workspace with its live status, providers asked in parallel.
     /// Returns the views and the providers that could not be reached (name, reason).
+    /// `workspace list -l`: [`Engine::list`] plus each running workspace's last activity,
+    /// asked of the workspaces in parallel (a workspace that does not answer in time shows
+    /// none).
+    pub async fn list_detailed(&self) -> Result<(Vec<WorkspaceView>, Vec<(String, String)>)> {
+        let (mut views, unreachable) = self.list().await?;
+        let asks = views.iter().map(|v| async move {
+            if v.status != Status::Running {
+                return None;
+            }
+            let ask = async {
+                let (_, link) = self.link(&v.id).await.ok()?;
+                link.activity().await.ok()
+            };
+            tokio::time::timeout(STATUS_TIMEOUT, ask)
+                .await
+                .ok()
+                .flatten()
+        });
+        let answers = join_all(asks).await;
+        for (v, a) in views.iter_mut().zip(answers) {
+            v.last_activity = a.and_then(|a| a.last_activity);
+        }
+        Ok((views, unreachable))
+    }
+
     pub async fn list(&self) -> Result<(Vec<WorkspaceView>, Vec<(String, String)>)> {
         let records = self.all_workspaces()?;
         let mut names: Vec<String> = records.iter().map(|r| r.provider.clone()).collect();

@@ -154,7 +154,11 @@ async fn list(
     status: Option<StatusFilter>,
     json: bool,
 ) -> Result<ExitCode> {
-    let (views, unreachable) = engine.list().await?;
+    let (views, unreachable) = if long {
+        engine.list_detailed().await?
+    } else {
+        engine.list().await?
+    };
     let views: Vec<WorkspaceView> = views
         .into_iter()
         .filter(|v| status.is_none_or(|f| matches(f, v.status)))
@@ -212,6 +216,12 @@ fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {
                 row.push(v.image.clone());
                 row.push(v.branch.clone().unwrap_or_else(|| "-".into()));
                 row.push(v.source.location().to_owned());
+                row.push(
+                    v.last_activity
+                        .as_deref()
+                        .map(output::ago)
+                        .unwrap_or_else(|| "-".into()),
+                );
                 row.push(v.status_reason.clone().unwrap_or_default());
             } else if let Some(r) = &v.status_reason {
                 row[2] = format!("{} ({r})", row[2]);
@@ -221,7 +231,7 @@ fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {
         .collect();
     let mut header = vec!["NAME", "ID", "STATUS", "PROVIDER", "PROJECT", "CREATED"];
     if long {
-        header.extend(["IMAGE", "BRANCH", "SOURCE", "REASON"]);
+        header.extend(["IMAGE", "BRANCH", "SOURCE", "LAST ACTIVITY", "REASON"]);
     }
     out.write_all(output::table(&header, &rows).as_bytes())?;
     Ok(())
