@@ -307,3 +307,77 @@ fn one_link_carries_concurrent_requests_and_survives_drops() {
         assert_eq!(activity.last_kind.as_deref(), Some("exec"));
     });
 }
+
+#[test]
+fn a_terminal_session_follows_window_resizes_and_counts_as_activity() {
+    let ctx = Ctx::new();
+    workspace(&ctx, "resize");
+    let session = format!("cvm-resize-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cmd = format!(
+        "CLAUDE_VM_HOME={} {} exec -t resize -- sh",
+        ctx.home.path().display(),
+        ctx.bin.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    let screen = |want: &str| {
+        let start = Instant::now();
+        loop {
+            let s = tmux(&["capture-pane", "-p", "-t", &session]);
+            if s.contains(want) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "never saw {want:?} in:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    tmux(&["send-keys", "-t", &session, "stty size", "Enter"]);
+    screen("30 100");
+    tmux(&["resize-window", "-t", &session, "-x", "120", "-y", "40"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&["send-keys", "-t", &session, "stty size", "Enter"]);
+    screen("40 120");
+    tmux(&["send-keys", "-t", &session, "exit", "Enter"]);
+    let start = Instant::now();
+    while Command::new("tmux")
+        .args(["has-session", "-t", &session])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "session did not end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = ctx.run(&["workspace", "list", "-l", "--json"]).ok().json();
+    assert!(listed[0]["last_activity"].is_string(), "{listed}");
+    let table = ctx.run(&["workspace", "list", "-l"]).ok();
+    assert!(
+        table.stdout.contains("LAST ACTIVITY") && table.stdout.contains("s ago"),
+        "{}",
+        table.stdout
+    );
+}
