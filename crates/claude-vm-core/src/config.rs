@@ -24,6 +24,47 @@ pub struct Config {
 pub struct Agents {
     pub enabled: Vec<String>,
     pub defaults: AgentDefaults,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claude: Option<AgentSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codex: Option<AgentSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gemini: Option<AgentSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goose: Option<AgentSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qwen: Option<AgentSettings>,
+}
+
+/// How to provide and run one agent kind in workspaces.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSettings {
+    /// A program on this machine copied into each workspace that needs it.
+    pub binary: Option<String>,
+    /// A shell command run (as root) in a workspace where the agent is missing.
+    pub install: Option<String>,
+    /// Command name or path inside the workspace (default: the kind's usual name).
+    pub command: Option<String>,
+    /// Environment for the agent (API keys, base URLs). Never shown or logged.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Extra arguments.
+    pub args: Vec<String>,
+}
+
+impl Agents {
+    /// Settings of an agent kind (defaults when the config says nothing).
+    pub fn settings(&self, kind: &str) -> AgentSettings {
+        match kind {
+            "claude" => self.claude.clone(),
+            "codex" => self.codex.clone(),
+            "gemini" => self.gemini.clone(),
+            "goose" => self.goose.clone(),
+            "qwen" => self.qwen.clone(),
+            _ => None,
+        }
+        .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +88,11 @@ impl Default for Agents {
         Agents {
             enabled: AGENT_KINDS.iter().map(|s| (*s).to_owned()).collect(),
             defaults: AgentDefaults::default(),
+            claude: None,
+            codex: None,
+            gemini: None,
+            goose: None,
+            qwen: None,
         }
     }
 }

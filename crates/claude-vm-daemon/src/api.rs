@@ -33,6 +33,7 @@ pub struct State {
     pub default_dir: String,
     /// The workspace root every file operation is confined to.
     pub root: std::path::PathBuf,
+    pub conversations: Arc<crate::conversations::Manager>,
 }
 
 pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -131,6 +132,12 @@ pub async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} not allowed on {path}"),
         ),
+        _ if path.starts_with("/v1/conversations") => {
+            match crate::conv_routes::handle(&state, req).await {
+                Some(res) => res,
+                None => error(StatusCode::NOT_FOUND, format!("no such route: {path}")),
+            }
+        }
         _ => match crate::routes::handle(&state, req).await {
             Some(res) => res,
             None => error(StatusCode::NOT_FOUND, format!("no such route: {path}")),

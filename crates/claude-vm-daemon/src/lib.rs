@@ -12,6 +12,8 @@ pub mod activity;
 pub mod api;
 pub mod bridge;
 pub mod client;
+pub mod conv_routes;
+pub mod conversations;
 pub mod exec;
 pub mod files;
 pub mod git;

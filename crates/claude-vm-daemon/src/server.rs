@@ -46,9 +46,57 @@ pub fn prepare_dirs(paths: &Paths) -> std::io::Result<()> {
         let uid = nix::unistd::Uid::from_raw(claude_vm_protocol::AGENT_UID);
         let gid = nix::unistd::Gid::from_raw(claude_vm_protocol::AGENT_UID);
         let _ = nix::unistd::chown(root, Some(uid), Some(gid));
+        ensure_agent_user();
         hand_over_trees(root, &paths.state_dir.join("chown-tree"), uid, gid);
     }
     Ok(())
+}
+
+/// Agents (Node programs among them) expect their uid to have a name and a home: add the
+/// agent user to the image's account files when the image has no user with that uid.
+fn ensure_agent_user() {
+    use std::io::Write as _;
+    // Only inside a workspace container: never touch a host's accounts.
+    if std::env::var_os("CLAUDE_VM_WORKSPACE_ID").is_none() {
+        return;
+    }
+    let uid = claude_vm_protocol::AGENT_UID;
+    if nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return;
+    }
+    let shell = if Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
+    let home = "/home/agent";
+    let append = |file: &str, line: String| {
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(file) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    };
+    append(
+        "/etc/passwd",
+        format!("agent:x:{uid}:{uid}:claude-vm agent:{home}:{shell}\n"),
+    );
+    if nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(uid))
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        append("/etc/group", format!("agent:x:{uid}:\n"));
+    }
+    if std::fs::create_dir_all(home).is_ok() {
+        let _ = nix::unistd::chown(
+            home,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(uid)),
+        );
+    }
 }
 
 /// Files copied in by the control side arrive owned by root; the marker file lists the
@@ -149,9 +197,16 @@ pub async fn serve(
         .ok()
         .filter(|d| Path::new(d).is_dir())
         .unwrap_or_else(|| claude_vm_protocol::WORKSPACE_ROOT.to_owned());
+    let conversations = crate::conversations::Manager::new(
+        paths.state_dir.join("conversations"),
+        default_dir.clone(),
+        activity.clone(),
+    );
+    conversations.resume_all();
     let state = Arc::new(State {
         health,
         activity,
+        conversations,
         default_dir,
         root: paths
             .state_dir

@@ -26,6 +26,8 @@ pub enum EngineError {
     AmbiguousWorkspace { query: String, candidates: String },
     #[error("no workspace, folder or git URL matches {0:?}")]
     UnknownTarget(String),
+    #[error("no conversation matches {0:?}")]
+    UnknownChat(String),
     #[error("no provider named {0:?}")]
     UnknownProvider(String),
     #[error("{0}")]
@@ -64,6 +66,9 @@ impl EngineError {
                 "give a workspace name or id, an existing folder, or a git URL (https://, ssh://, git@host:repo, file://)"
                     .to_owned(),
             ),
+            EngineError::UnknownChat(_) => {
+                Some("see conversations with `claude-vm chat list`".to_owned())
+            }
             EngineError::UnknownProvider(_) => {
                 Some("see configured providers with `claude-vm provider list`".to_owned())
             }

@@ -5,6 +5,7 @@
 //! [`claude_vm_provider::Provider`] trait objects. It prints nothing: progress goes through a
 //! [`Reporter`], results come back as plain data ([`WorkspaceView`]) that front ends render.
 
+mod chats;
 mod error;
 mod link;
 pub mod pack;
@@ -21,7 +22,8 @@ use claude_vm_provider::Provider;
 use claude_vm_provider::docker::DockerProvider;
 use claude_vm_store::{Home, Store};
 
-pub use claude_vm_link::{ExecEvent, ExecInput, ExecSession, Link, LinkError};
+pub use chats::{ChatView, SUPPORTED_AGENTS};
+pub use claude_vm_link::{Events, ExecEvent, ExecInput, ExecSession, Link, LinkError};
 pub use error::{EngineError, Result};
 pub use providers::ProviderView;
 pub use report::{NullReporter, Reporter};

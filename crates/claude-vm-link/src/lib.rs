@@ -274,7 +274,9 @@ impl Link {
     }
 }
 
+mod conversations;
 mod exec;
+pub use conversations::Events;
 mod files;
 pub use exec::{ExecEvent, ExecInput, ExecSession};
 pub use files::Download;

@@ -109,3 +109,151 @@ pub struct ExecRequest {
     #[serde(default)]
     pub detach: bool,
 }
+
+/// How a conversation treats tool approvals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PermissionMode {
+    /// The workspace is the sandbox: the agent never asks (the default).
+    #[default]
+    Skip,
+    /// Every tool use is put to the user, who allows or denies it.
+    Ask,
+}
+
+/// What a conversation is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationStatus {
+    /// The agent process is starting.
+    Starting,
+    /// A turn is running.
+    Working,
+    /// Waiting for the next message.
+    Idle,
+    /// A tool use waits for the user's decision.
+    WaitingForApproval,
+    /// The agent failed; `status_reason` says why. Sending a message restarts it.
+    Failed,
+    /// Stopped by the user; sending a message restarts it.
+    Stopped,
+}
+
+/// How to run an agent: decided by the control side from `config.yaml`, kept by the
+/// daemon so it can restart the agent on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AgentSpec {
+    /// `claude`, `codex`, `gemini`, `goose`, `qwen`, or a user-defined ACP agent.
+    pub kind: String,
+    /// The program to run (a path inside the workspace, or a name on PATH).
+    pub program: String,
+    /// Extra arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment for the agent. Secrets live here: never echoed by the API.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /v1/conversations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewConversation {
+    pub agent: AgentSpec,
+    /// First message, sent as soon as the agent is up.
+    pub message: Option<String>,
+    #[serde(default)]
+    pub permission_mode: PermissionMode,
+    pub title: Option<String>,
+}
+
+/// A conversation as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub agent: String,
+    pub title: Option<String>,
+    pub status: ConversationStatus,
+    pub status_reason: Option<String>,
+    pub permission_mode: PermissionMode,
+    /// The agent's own session id (Claude Code's `session_id`), once known.
+    pub session_id: Option<String>,
+    /// Messages accepted but not yet handed to the agent.
+    pub queued: u64,
+    /// Sequence number of the last transcript event.
+    pub last_seq: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /v1/conversations/{id}/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessage {
+    pub text: String,
+}
+
+/// The answer to a sent message: it is on disk before this answer is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    pub message_id: String,
+    /// Transcript sequence number of the `user` event.
+    pub seq: u64,
+}
+
+/// `POST /v1/conversations/{id}/approvals/{approval_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub allow: bool,
+    /// Told to the agent when denying.
+    pub message: Option<String>,
+}
+
+/// One line of a conversation's transcript (append-only, `transcript.jsonl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// RFC 3339.
+    pub ts: String,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The user sent a message (persisted before it was acknowledged).
+    User { message_id: String, text: String },
+    /// The message reached the agent.
+    Delivered { message_id: String },
+    /// Assistant text (a whole block).
+    Assistant { text: String },
+    /// The agent called a tool.
+    ToolCall {
+        id: String,
+        name: String,
+        input: serde_json::Value,
+    },
+    /// A tool's result (truncated when long).
+    ToolResult {
+        id: String,
+        output: String,
+        is_error: bool,
+    },
+    /// The agent asks for permission to use a tool.
+    ApprovalRequest {
+        approval_id: String,
+        tool: String,
+        input: serde_json::Value,
+    },
+    /// The user's answer.
+    ApprovalDecision { approval_id: String, allow: bool },
+    /// A turn finished; carries the agent's final text when it has one.
+    TurnEnd {
+        result: Option<String>,
+        is_error: bool,
+    },
+    /// The status changed.
+    Status {
+        status: ConversationStatus,
+        reason: Option<String>,
+    },
+}

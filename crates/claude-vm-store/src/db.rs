@@ -68,6 +68,18 @@ impl claude_vm_core::resolve::Named for WorkspaceRecord {
     }
 }
 
+/// A conversation as the control side indexes it (the workspace holds the truth).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRecord {
+    pub id: String,
+    pub workspace_id: WorkspaceId,
+    pub agent: String,
+    pub title: Option<String>,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
     // 1: providers, workspaces, conversations
@@ -320,6 +332,59 @@ impl Store {
         self.conn
             .execute("DELETE FROM workspaces WHERE id = ?1", [id.as_str()])?;
         Ok(())
+    }
+
+    // ---- conversations ---------------------------------------------------------------
+
+    /// Insert or refresh a conversation's index row.
+    pub fn upsert_conversation(&self, c: &ConversationRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO conversations (id, workspace_id, agent, title, status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET title = excluded.title, status = excluded.status,
+                updated_at = excluded.updated_at",
+            params![c.id, c.workspace_id.as_str(), c.agent, c.title, c.status, c.created_at, c.updated_at],
+        )?;
+        Ok(())
+    }
+
+    /// Conversations, of one workspace or all, oldest first.
+    pub fn conversations(
+        &self,
+        workspace: Option<&WorkspaceId>,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, workspace_id, agent, title, status, created_at, updated_at FROM conversations
+             WHERE ?1 IS NULL OR workspace_id = ?1 ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([workspace.map(WorkspaceId::as_str)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, ws, agent, title, status, created_at, updated_at) = row?;
+            let workspace_id = ws
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("conversation {id}: {e}")))?;
+            out.push(ConversationRecord {
+                id,
+                workspace_id,
+                agent,
+                title,
+                status,
+                created_at,
+                updated_at,
+            });
+        }
+        Ok(out)
     }
 
     /// A fresh timestamp in the format the store uses.

@@ -17,5 +17,5 @@ mod db;
 mod home;
 
 pub use config::{ConfigError, load_config, write_default_config};
-pub use db::{ProviderRecord, Store, StoreError, WorkspaceRecord};
+pub use db::{ConversationRecord, ProviderRecord, Store, StoreError, WorkspaceRecord};
 pub use home::{Home, HomeError};

@@ -67,6 +67,31 @@ pub enum Command {
         color: ColorChoice,
     },
 
+    /// Talk to coding agents: interactive without a subcommand
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  claude-vm chat                          # pick a workspace, then a conversation\n  claude-vm chat -w bold-fire-1234        # pick a conversation in a workspace\n  claude-vm chat -c 4f2a                  # straight into a conversation\n  claude-vm chat send -c 4f2a 'also add tests' --wait\n  claude-vm chat log -c 4f2a --follow\n\nIn the interactive chat, type a message and Enter at any time (it is queued while the agent works); /interrupt stops the current turn, /status shows where things are, /allow ID and /deny ID answer approvals, /quit leaves (the agent keeps working)."
+    )]
+    Chat(ChatArgs),
+
+    /// Start a conversation with a coding agent in a workspace; prints its id
+    NewChat {
+        /// Workspace id, name or unique id prefix
+        workspace: String,
+        /// Agent to run [default: agents.defaults.agent in config.yaml]
+        #[arg(long, value_parser = ["claude", "codex", "gemini", "goose", "qwen"])]
+        agent: Option<String>,
+        /// First message
+        #[arg(short, long, value_name = "TEXT")]
+        message: Option<String>,
+        /// Ask before every tool use instead of letting the agent act (the workspace is its sandbox)
+        #[arg(long)]
+        ask: bool,
+        /// Print the conversation as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -227,6 +252,78 @@ pub struct ExecArgs {
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(subcommand)]
+    pub command: Option<ChatCommand>,
+    /// Workspace whose conversations to pick from
+    #[arg(short, long)]
+    pub workspace: Option<String>,
+    /// Conversation id (or unique prefix) to join
+    #[arg(short, long)]
+    pub conversation: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// Send a message (queued if the agent is busy)
+    Send {
+        #[arg(short, long = "conversation", value_name = "CONV")]
+        conversation: String,
+        /// The message
+        text: String,
+        /// Wait for the turn to finish and print the agent's answer
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print a conversation's transcript
+    Log {
+        #[arg(short, long = "conversation", value_name = "CONV")]
+        conversation: String,
+        /// Keep printing new events as they happen
+        #[arg(short, long)]
+        follow: bool,
+        /// Print events as JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// List conversations
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this workspace's
+        #[arg(short, long)]
+        workspace: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a conversation's agent (a new message starts it again)
+    Stop {
+        #[arg(short, long = "conversation", value_name = "CONV")]
+        conversation: String,
+    },
+    /// Interrupt the running turn
+    Interrupt {
+        #[arg(short, long = "conversation", value_name = "CONV")]
+        conversation: String,
+    },
+    /// Allow a pending tool use
+    Allow {
+        #[arg(short, long = "conversation", value_name = "CONV")]
+        conversation: String,
+        approval: String,
+    },
+    /// Deny a pending tool use
+    Deny {
+        #[arg(short, long = "conversation", value_name = "CONV")]
+        conversation: String,
+        approval: String,
+        /// Tell the agent why
+        #[arg(short, long)]
+        message: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,6 +2,7 @@
 //! the result.
 
 mod agent;
+mod chat;
 mod cp;
 mod diff;
 mod exec;
@@ -55,6 +56,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Provider(cmd) => provider::run(&engine, cmd),
         Command::Workspace(cmd) => workspace::run(&engine, cmd, cli.quiet),
         Command::Exec(args) => exec::run(&engine, args),
+        Command::Chat(args) => chat::run(&engine, args, cli.quiet),
+        Command::NewChat {
+            workspace,
+            agent,
+            message,
+            ask,
+            json,
+        } => chat::new_chat(
+            &engine,
+            workspace,
+            agent.as_deref(),
+            message.clone(),
+            *ask,
+            *json,
+            cli.quiet,
+        ),
         Command::Cp { src, dest } => cp::run(&engine, src, dest, cli.quiet),
         Command::Diff {
             workspace,

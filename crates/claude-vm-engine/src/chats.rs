@@ -1,0 +1,314 @@
+//! Conversations from the control side: `new-chat`, `chat send|log|list|stop`.
+//!
+//! The workspace's daemon runs and records conversations; the control side provisions the
+//! agent (copies its binary in, or runs its install command), tells the daemon how to run
+//! it, and keeps an index so a conversation id alone finds its workspace.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use claude_vm_core::Status;
+use claude_vm_link::Link;
+use claude_vm_protocol::api::{AgentSpec, Conversation, NewConversation, PermissionMode};
+use claude_vm_provider::{ExecSpec, Provider};
+use claude_vm_store::{ConversationRecord, WorkspaceRecord};
+use serde::Serialize;
+
+use crate::pack::{self, Extra, ExtraContent};
+use crate::{Engine, EngineError, Reporter, Result};
+
+/// Usual command name of each agent kind.
+fn default_command(kind: &str) -> &str {
+    match kind {
+        "claude" => "claude",
+        "codex" => "codex",
+        "gemini" => "gemini",
+        "goose" => "goose",
+        "qwen" => "qwen",
+        other => other,
+    }
+}
+
+/// Agent kinds this build can drive.
+pub const SUPPORTED_AGENTS: &[&str] = &["claude"];
+
+/// A conversation as `chat list` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChatView {
+    pub id: String,
+    pub workspace: String,
+    pub workspace_id: String,
+    pub agent: String,
+    pub title: Option<String>,
+    /// `starting`, `working`, `idle`, `waiting_for_approval`, `failed`, `stopped`; or the
+    /// last known one when the workspace is not running.
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub queued: u64,
+    /// Whether `status` is live (asked of the running workspace) or remembered.
+    pub live: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn status_str(c: &Conversation) -> String {
+    serde_json::to_value(c.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl ChatView {
+    fn live(ws: &WorkspaceRecord, c: &Conversation) -> Self {
+        ChatView {
+            id: c.id.clone(),
+            workspace: ws.name.to_string(),
+            workspace_id: ws.id.to_string(),
+            agent: c.agent.clone(),
+            title: c.title.clone(),
+            status: status_str(c),
+            status_reason: c.status_reason.clone(),
+            queued: c.queued,
+            live: true,
+            created_at: c.created_at.clone(),
+            updated_at: c.updated_at.clone(),
+        }
+    }
+}
+
+impl Engine {
+    fn remember(&self, ws: &WorkspaceRecord, c: &Conversation) -> Result<()> {
+        let record = ConversationRecord {
+            id: c.id.clone(),
+            workspace_id: ws.id.clone(),
+            agent: c.agent.clone(),
+            title: c.title.clone(),
+            status: status_str(c),
+            created_at: c.created_at.clone(),
+            updated_at: c.updated_at.clone(),
+        };
+        self.store(|s| s.upsert_conversation(&record))
+    }
+
+    /// Make sure the agent can run in the workspace; returns the program to run.
+    async fn provision(
+        &self,
+        provider: &dyn Provider,
+        ws: &WorkspaceRecord,
+        kind: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<String> {
+        let settings = self.config.agents.settings(kind);
+        let ws_err = |message: String| EngineError::Workspace {
+            name: ws.name.to_string(),
+            message,
+        };
+        if let Some(binary) = &settings.binary {
+            let local = PathBuf::from(binary);
+            let meta = std::fs::metadata(&local).map_err(|e| {
+                EngineError::InvalidInput(format!("agents.{kind}.binary {binary}: {e}"))
+            })?;
+            let name = local
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| kind.to_owned());
+            let target = format!("/opt/claude-vm/agents/{kind}/{name}");
+            let present = provider.stat(&ws.id, &target).await?;
+            if present.map(|s| s.size) != Some(meta.len()) {
+                reporter.step(&format!("copying {binary} into the workspace"));
+                let tar = pack::stream(
+                    None,
+                    vec![Extra {
+                        path: target.trim_start_matches('/').into(),
+                        content: ExtraContent::File(local),
+                        mode: 0o755,
+                        mtime: 0,
+                    }],
+                    Arc::new(AtomicU64::new(0)),
+                );
+                provider.upload(&ws.id, "/", tar).await?;
+            }
+            return Ok(target);
+        }
+        let command = settings
+            .command
+            .clone()
+            .unwrap_or_else(|| default_command(kind).to_owned());
+        let probe = ExecSpec {
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "command -v \"$1\"".into(),
+                "sh".into(),
+                command.clone(),
+            ],
+            user: Some(format!("{0}:{0}", claude_vm_protocol::AGENT_UID)),
+            ..Default::default()
+        };
+        if provider.exec(&ws.id, &probe).await?.exit_code == 0 {
+            return Ok(command);
+        }
+        let Some(install) = &settings.install else {
+            return Err(ws_err(format!(
+                "{command} is not installed in the workspace; set agents.{kind}.binary (a program to copy in) or agents.{kind}.install (a command that installs it) in config.yaml"
+            )));
+        };
+        reporter.step(&format!("installing {kind} in the workspace"));
+        let out = provider
+            .exec(
+                &ws.id,
+                &ExecSpec {
+                    cmd: vec!["sh".into(), "-c".into(), install.clone()],
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if out.exit_code != 0 {
+            return Err(ws_err(format!(
+                "installing {kind} failed (exit {}): {}",
+                out.exit_code,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        if provider.exec(&ws.id, &probe).await?.exit_code != 0 {
+            return Err(ws_err(format!(
+                "the install command ran but {command} is still not found"
+            )));
+        }
+        Ok(command)
+    }
+
+    /// `new-chat`: start a conversation in a running workspace.
+    pub async fn new_chat(
+        &self,
+        workspace: &str,
+        agent: Option<&str>,
+        message: Option<String>,
+        mode: PermissionMode,
+        reporter: &dyn Reporter,
+    ) -> Result<ChatView> {
+        let kind = agent
+            .unwrap_or(&self.config.agents.defaults.agent)
+            .to_owned();
+        if !claude_vm_core::config::AGENT_KINDS.contains(&kind.as_str()) {
+            return Err(EngineError::InvalidInput(format!(
+                "unknown agent {kind:?}; known agents: {}",
+                claude_vm_core::config::AGENT_KINDS.join(", ")
+            )));
+        }
+        if !self.config.agents.enabled.contains(&kind) {
+            return Err(EngineError::InvalidInput(format!(
+                "agent {kind} is not in agents.enabled in config.yaml"
+            )));
+        }
+        if !SUPPORTED_AGENTS.contains(&kind.as_str()) {
+            return Err(EngineError::InvalidInput(format!(
+                "agent {kind} is not supported by this version of claude-vm yet; supported: {}",
+                SUPPORTED_AGENTS.join(", ")
+            )));
+        }
+        let (ws, link) = self.link(workspace).await?;
+        let provider = self.provider_client(&ws.provider)?;
+        let program = self
+            .provision(provider.as_ref(), &ws, &kind, reporter)
+            .await?;
+        let settings = self.config.agents.settings(&kind);
+        let spec = AgentSpec {
+            kind: kind.clone(),
+            program,
+            args: settings.args,
+            env: settings.env,
+        };
+        let c = link
+            .new_conversation(&NewConversation {
+                agent: spec,
+                message,
+                permission_mode: mode,
+                title: None,
+            })
+            .await?;
+        self.remember(&ws, &c)?;
+        Ok(ChatView::live(&ws, &c))
+    }
+
+    /// Find a conversation by id or unique id prefix, in the index.
+    pub fn find_chat(&self, query: &str) -> Result<(ConversationRecord, WorkspaceRecord)> {
+        let all = self.store(|s| s.conversations(None))?;
+        let matches: Vec<&ConversationRecord> = match all.iter().find(|c| c.id == query) {
+            Some(exact) => vec![exact],
+            None => all
+                .iter()
+                .filter(|c| !query.is_empty() && c.id.starts_with(query))
+                .collect(),
+        };
+        match matches.as_slice() {
+            [one] => {
+                let ws = self
+                    .store(|s| s.workspace(&one.workspace_id))?
+                    .ok_or_else(|| EngineError::UnknownChat(query.to_owned()))?;
+                Ok(((*one).clone(), ws))
+            }
+            [] => Err(EngineError::UnknownChat(query.to_owned())),
+            many => Err(EngineError::InvalidInput(format!(
+                "{query:?} matches several conversations: {}",
+                many.iter()
+                    .map(|c| c.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// The link to the workspace of a conversation, with its id.
+    pub async fn chat_link(&self, query: &str) -> Result<(String, WorkspaceRecord, Link)> {
+        let (c, ws) = self.find_chat(query)?;
+        let (ws, link) = self.link(ws.id.as_str()).await?;
+        Ok((c.id, ws, link))
+    }
+
+    /// `chat list`: conversations of one workspace or all, live where the workspace runs.
+    pub async fn chat_list(&self, workspace: Option<&str>) -> Result<Vec<ChatView>> {
+        let workspaces = match workspace {
+            Some(w) => vec![self.find_workspace(w)?],
+            None => self.store(|s| s.workspaces())?,
+        };
+        let mut out = Vec::new();
+        for ws in workspaces {
+            let live = if ws.status == Status::Running {
+                match self.link(ws.id.as_str()).await {
+                    Ok((_, link)) => link.conversations().await.ok(),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            match live {
+                Some(convs) => {
+                    for c in &convs {
+                        self.remember(&ws, c)?;
+                        out.push(ChatView::live(&ws, c));
+                    }
+                }
+                None => {
+                    for c in self.store(|s| s.conversations(Some(&ws.id)))? {
+                        out.push(ChatView {
+                            id: c.id,
+                            workspace: ws.name.to_string(),
+                            workspace_id: ws.id.to_string(),
+                            agent: c.agent,
+                            title: c.title,
+                            status: c.status,
+                            status_reason: None,
+                            queued: 0,
+                            live: false,
+                            created_at: c.created_at,
+                            updated_at: c.updated_at,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

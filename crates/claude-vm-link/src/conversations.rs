@@ -1,0 +1,112 @@
+//! Conversations over the link: `/v1/conversations/...`.
+
+use claude_vm_protocol::api::{Conversation, Decision, Event, NewConversation, SendMessage, Sent};
+use http_body_util::BodyExt;
+use hyper::{Method, Request};
+
+use crate::{Link, LinkError, check, empty};
+
+/// A stream of transcript events.
+pub struct Events {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl Events {
+    /// The next event; `None` when the stream ends (without `follow`, after the last one).
+    pub async fn next(&mut self) -> Result<Option<Event>, LinkError> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let event = serde_json::from_slice(&line[..line.len() - 1])
+                    .map_err(|e| LinkError::Invalid(format!("bad event: {e}")))?;
+                return Ok(Some(event));
+            }
+            match self.body.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        self.buf.extend_from_slice(&d);
+                    }
+                }
+                Some(Err(e)) => return Err(LinkError::Dropped(e.to_string())),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Link {
+    pub async fn conversations(&self) -> Result<Vec<Conversation>, LinkError> {
+        self.call(Method::GET, "/v1/conversations", None::<&()>)
+            .await
+    }
+
+    pub async fn conversation(&self, id: &str) -> Result<Conversation, LinkError> {
+        self.call(Method::GET, &format!("/v1/conversations/{id}"), None::<&()>)
+            .await
+    }
+
+    pub async fn new_conversation(&self, req: &NewConversation) -> Result<Conversation, LinkError> {
+        self.call(Method::POST, "/v1/conversations", Some(req))
+            .await
+    }
+
+    pub async fn send_message(&self, id: &str, text: &str) -> Result<Sent, LinkError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/conversations/{id}/messages"),
+            Some(&SendMessage {
+                text: text.to_owned(),
+            }),
+        )
+        .await
+    }
+
+    pub async fn interrupt(&self, id: &str) -> Result<bool, LinkError> {
+        let v: serde_json::Value = self
+            .call(
+                Method::POST,
+                &format!("/v1/conversations/{id}/interrupt"),
+                None::<&()>,
+            )
+            .await?;
+        Ok(v["interrupted"].as_bool().unwrap_or(false))
+    }
+
+    pub async fn stop_conversation(&self, id: &str) -> Result<Conversation, LinkError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/conversations/{id}/stop"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn decide(
+        &self,
+        id: &str,
+        approval_id: &str,
+        decision: &Decision,
+    ) -> Result<Conversation, LinkError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/conversations/{id}/approvals/{approval_id}"),
+            Some(decision),
+        )
+        .await
+    }
+
+    /// Transcript events after `after`; with `follow`, keeps delivering new ones.
+    pub async fn events(&self, id: &str, after: u64, follow: bool) -> Result<Events, LinkError> {
+        let req = Request::get(format!(
+            "/v1/conversations/{id}/events?after={after}&follow={follow}"
+        ))
+        .body(empty())
+        .map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let res = check(self.send(req).await?).await?;
+        Ok(Events {
+            body: res.into_body(),
+            buf: Vec::new(),
+        })
+    }
+}
