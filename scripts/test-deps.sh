@@ -4,6 +4,7 @@
 #
 #   - apt packages (apt-get is only invoked if something is missing)
 #   - rust toolchain components rustfmt and clippy (checked, not installed)
+#   - PyPI: claude-agent-sdk (the real Claude Code CLI the conversation tests drive)
 #   - the local Docker base image (scripts/base-image.sh)
 set -euo pipefail
 
@@ -50,6 +51,18 @@ cargo clippy --version >/dev/null 2>&1 \
 log "rust components present: $(cargo fmt --version), $(cargo clippy --version)"
 
 # --- docker base image --------------------------------------------------------
+# --- PyPI packages: the real agents the tests drive ---------------------------
+# Claude Code, bundled with the Python SDK (claude_agent_sdk/_bundled/claude).
+CLAUDE_AGENT_SDK_VERSION="0.2.187"
+if python3 -c "import claude_agent_sdk, importlib.metadata as m, sys; sys.exit(m.version('claude-agent-sdk') != '$CLAUDE_AGENT_SDK_VERSION')" 2>/dev/null; then
+    log "claude-agent-sdk $CLAUDE_AGENT_SDK_VERSION present"
+else
+    command -v python3 >/dev/null 2>&1 || die "python3 not found; it is needed to install Claude Code from PyPI"
+    log "installing claude-agent-sdk $CLAUDE_AGENT_SDK_VERSION (ships Claude Code)"
+    python3 -m pip install -q --disable-pip-version-check "claude-agent-sdk==$CLAUDE_AGENT_SDK_VERSION" >&2 \
+        || die "pip install claude-agent-sdk failed"
+fi
+
 "$SCRIPT_DIR/base-image.sh"
 
 log "all test dependencies present"

@@ -50,6 +50,8 @@ pub struct AgentSettings {
     pub env: std::collections::BTreeMap<String, String>,
     /// Extra arguments.
     pub args: Vec<String>,
+    /// Seconds a turn may go without any output before the agent counts as hung.
+    pub turn_timeout: Option<u64>,
 }
 
 impl Agents {

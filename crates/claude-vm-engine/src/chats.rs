@@ -219,6 +219,7 @@ impl Engine {
             program,
             args: settings.args,
             env: settings.env,
+            turn_timeout_secs: settings.turn_timeout,
         };
         let c = link
             .new_conversation(&NewConversation {

@@ -153,6 +153,10 @@ pub struct AgentSpec {
     /// Environment for the agent. Secrets live here: never echoed by the API.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// A turn that shows no output for this long is considered hung: the agent is stopped
+    /// and the conversation fails. Default 30 minutes.
+    #[serde(default)]
+    pub turn_timeout_secs: Option<u64>,
 }
 
 /// `POST /v1/conversations`.

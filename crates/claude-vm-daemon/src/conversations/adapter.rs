@@ -299,6 +299,7 @@ mod tests {
                 program: "claude".into(),
                 args: vec!["--model".into(), "m".into()],
                 env: Default::default(),
+                turn_timeout_secs: None,
             },
             Some("s1"),
             PermissionMode::Skip,

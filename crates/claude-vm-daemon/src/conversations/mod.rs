@@ -389,6 +389,7 @@ impl Manager {
             activity: self.activity.clone(),
             interrupts: 0,
             stopping: false,
+            last_output: std::time::Instant::now(),
         };
         self.convs
             .lock()
@@ -433,7 +434,12 @@ struct Actor {
     activity: Arc<Activity>,
     interrupts: u64,
     stopping: bool,
+    /// When the agent last printed anything (for the hang watchdog).
+    last_output: std::time::Instant,
 }
+
+/// Default for [`AgentSpec::turn_timeout_secs`].
+const DEFAULT_TURN_TIMEOUT: u64 = 30 * 60;
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, resumed: Option<bool>) {
@@ -456,7 +462,18 @@ impl Actor {
         if !self.pending.is_empty() {
             self.deliver().await;
         }
-        while let Some(cmd) = rx.recv().await {
+        let mut watchdog = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            let cmd = tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => c,
+                    None => break,
+                },
+                _ = watchdog.tick() => {
+                    self.check_hung();
+                    continue;
+                }
+            };
             match cmd {
                 Cmd::Send { text, reply } => {
                     let r = self.accept(text);
@@ -530,6 +547,30 @@ impl Actor {
                 Cmd::Line { .. } | Cmd::Exited { .. } => {}
             }
         }
+    }
+
+    /// Fail a turn that has shown nothing for too long.
+    fn check_hung(&mut self) {
+        let limit = self.spec.turn_timeout_secs.unwrap_or(DEFAULT_TURN_TIMEOUT);
+        let busy = matches!(self.view().status, CS::Working | CS::Starting);
+        if !busy || self.agent.is_none() || self.last_output.elapsed().as_secs() < limit {
+            return;
+        }
+        if let Some(a) = &self.agent {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(a.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.generation += 1;
+        self.agent = None;
+        let _ = std::fs::remove_file(self.dir.join("agent.pid"));
+        self.set_status(
+            CS::Failed,
+            Some(format!(
+                "the agent showed no sign of life for {limit}s and was stopped"
+            )),
+        );
     }
 
     fn view(&self) -> std::sync::MutexGuard<'_, Conversation> {
@@ -628,6 +669,7 @@ impl Actor {
                 break;
             }
             self.pending.pop_front();
+            self.last_output = std::time::Instant::now();
             self.view().queued = self.pending.len() as u64;
             self.record(EventBody::Delivered { message_id: id }, true);
             if !matches!(self.view().status, CS::WaitingForApproval) {
@@ -752,6 +794,7 @@ impl Actor {
     }
 
     async fn on_line(&mut self, line: &str) {
+        self.last_output = std::time::Instant::now();
         let parsed = match self.adapter.parse(line) {
             Ok(p) => p,
             Err(why) => {

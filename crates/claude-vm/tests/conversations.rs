@@ -1,0 +1,435 @@
+//! Conversations with the real Claude Code CLI (from PyPI `claude-agent-sdk`) in real
+//! Docker workspaces, against the test kit's scripted model server.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use claude_vm_testkit::{Script, ScriptedModel};
+use common::{Ctx, dexec, git};
+
+/// The Claude Code binary bundled with the Python SDK; the suite installs it.
+fn claude_binary() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import claude_agent_sdk,os;print(os.path.join(os.path.dirname(claude_agent_sdk.__file__),'_bundled','claude'))"])
+        .output()
+        .expect("python3 runs");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && std::path::Path::new(&path).exists(),
+        "Claude Code not found: install it with `pip install claude-agent-sdk` (scripts/test-deps.sh does)\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
+
+/// A home whose workspaces share the host's network (to reach the model server on
+/// loopback) and whose Claude agent is the real CLI pointed at `model`.
+fn ctx_with_model(model: &ScriptedModel) -> Ctx {
+    let ctx = Ctx::new();
+    let cfg = format!(
+        "default_image: {image}\nagents:\n  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: {SECRET}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
+        image = common::test_image(),
+        bin = claude_binary(),
+        url = model.url(),
+    );
+    std::fs::write(ctx.home.path().join("config.yaml"), cfg).unwrap();
+    ctx.run(&[
+        "provider",
+        "set-options",
+        "docker",
+        "--option",
+        "network=host",
+    ])
+    .ok();
+    ctx
+}
+
+fn project(ctx: &Ctx) -> String {
+    let p = ctx.path("proj");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("README.md"), "# proj\n").unwrap();
+    git(&p, &["init", "-q"]);
+    git(&p, &["add", "."]);
+    git(&p, &["commit", "-q", "-m", "init"]);
+    p.display().to_string()
+}
+
+fn events(ctx: &Ctx, conv: &str) -> Vec<serde_json::Value> {
+    let out = ctx.run(&["chat", "log", "-c", conv, "--json"]).ok();
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Wait until the transcript has an event satisfying `pred`.
+fn wait_for(
+    ctx: &Ctx,
+    conv: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let ev = events(ctx, conv);
+        if ev.iter().any(&pred) {
+            return ev;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}; transcript:\n{ev:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn status(ctx: &Ctx, conv: &str) -> String {
+    let list = ctx.run(&["chat", "list", "--json"]).ok().json();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == conv)
+        .unwrap()["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_tool_using_turn_edits_the_project_and_shows_in_diff() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "create the greeting"},
+               "response": [{"text": "Creating it."},
+                            {"tool_use": {"name": "Write", "input": {"file_path": "/workspace/proj/greeting.txt", "content": "hello from claude\n"}}}]},
+              {"match": {"after_tool_result_contains": "greeting.txt"}, "response": [{"text": "Created greeting.txt for you."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    let w = ctx.up(&[&project(&ctx), "--name", "talk"]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    let conv = ctx.run(&["new-chat", "talk"]).ok().stdout.trim().to_owned();
+    assert_eq!(conv.len(), 12, "{conv}");
+    let answer = ctx
+        .run(&[
+            "chat",
+            "send",
+            "-c",
+            &conv,
+            "please create the greeting",
+            "--wait",
+        ])
+        .ok();
+    assert_eq!(answer.stdout.trim(), "Created greeting.txt for you.");
+    // The agent ran as the agent user and its change shows in the diff.
+    assert_eq!(
+        dexec(&id, "stat -c '%u %n' /workspace/proj/greeting.txt"),
+        "1000 /workspace/proj/greeting.txt\n"
+    );
+    let diff = ctx.run(&["diff", "talk", "--stat"]).ok();
+    assert!(
+        diff.stdout.contains("greeting.txt") && diff.stdout.contains("untracked"),
+        "{}",
+        diff.stdout
+    );
+    // The transcript tells the story; the tool call is there.
+    let ev = events(&ctx, &conv);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for k in [
+        "user",
+        "delivered",
+        "assistant",
+        "tool_call",
+        "tool_result",
+        "turn_end",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(status(&ctx, &conv), "idle");
+    let list = ctx.run(&["chat", "list", "-w", "talk"]).ok();
+    assert!(
+        list.stdout.contains(&conv) && list.stdout.contains("idle"),
+        "{}",
+        list.stdout
+    );
+    // Secrets never reach transcripts, metadata, logs or JSON output.
+    let leaks = dexec(
+        &id,
+        &format!("grep -rl '{SECRET}' /workspace/.claude-vm --exclude=spec.json || true"),
+    );
+    assert_eq!(leaks.trim(), "", "secret found in {leaks}");
+    assert_eq!(
+        dexec(
+            &id,
+            "stat -c %a /workspace/.claude-vm/conversations/*/spec.json"
+        )
+        .trim(),
+        "600"
+    );
+    let json = ctx.run(&["chat", "list", "--json"]).ok();
+    assert!(!json.stdout.contains(SECRET));
+    let log = ctx.run(&["chat", "log", "-c", &conv]).ok();
+    assert!(
+        log.stdout.contains("⚙ Write(/workspace/proj/greeting.txt)"),
+        "{}",
+        log.stdout
+    );
+    assert!(!log.stdout.contains(SECRET));
+}
+
+#[test]
+fn a_message_sent_while_a_tool_runs_reaches_the_agent_in_that_turn() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "run the slow job"},
+               "response": [{"tool_use": {"name": "Bash", "input": {"command": "sleep 6 && echo slow-done", "description": "slow job"}}}]},
+              {"match": {"contains": "ALSO-CHECK-THE-LOGS", "after_tool_result_contains": "slow-done"},
+               "response": [{"text": "Slow job done, and I saw your note about the logs."}]},
+              {"match": {"after_tool_result_contains": "slow-done"}, "response": [{"text": "Slow job done."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    ctx.up(&[&project(&ctx), "--name", "queue"]);
+    let conv = ctx
+        .run(&["new-chat", "queue", "-m", "please run the slow job"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    wait_for(&ctx, &conv, "the slow tool call", |e| {
+        e["type"] == "tool_call"
+    });
+    assert_eq!(status(&ctx, &conv), "working");
+    // Sent mid-turn: accepted at once (never refused), persisted, delivered into the turn.
+    let t = Instant::now();
+    ctx.run(&["chat", "send", "-c", &conv, "ALSO-CHECK-THE-LOGS please"])
+        .ok();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let ev = wait_for(&ctx, &conv, "the end of the turn", |e| {
+        e["type"] == "turn_end"
+    });
+    let turn_ends = ev.iter().filter(|e| e["type"] == "turn_end").count();
+    assert_eq!(turn_ends, 1, "the note must not need its own turn: {ev:#?}");
+    let answer = ev.iter().rev().find(|e| e["type"] == "assistant").unwrap();
+    assert_eq!(
+        answer["text"],
+        "Slow job done, and I saw your note about the logs."
+    );
+    assert!(
+        model
+            .message_requests()
+            .iter()
+            .any(|r| r.conversation_text().contains("ALSO-CHECK-THE-LOGS"))
+    );
+}
+
+#[test]
+fn conversations_resume_after_a_daemon_crash_and_after_down_and_up() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "code word is PINEAPPLE"}, "response": [{"text": "Noted the code word."}]},
+              {"match": {"last_user_contains": "start the long job"},
+               "response": [{"tool_use": {"name": "Bash", "input": {"command": "sleep 9 && echo long-done", "description": "long job"}}}]},
+              {"match": {"last_user_contains": "previous turn was interrupted"}, "response": [{"text": "Picking up where I left off."}]},
+              {"match": {"last_user_contains": "what was the code word", "contains": "PINEAPPLE"}, "response": [{"text": "It was PINEAPPLE."}]},
+              {"match": {"last_user_contains": "what was the code word"}, "response": [{"text": "I do not remember."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    let w = ctx.up(&[&project(&ctx), "--name", "resume"]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    let conv = ctx
+        .run(&["new-chat", "resume"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let a = ctx
+        .run(&[
+            "chat",
+            "send",
+            "-c",
+            &conv,
+            "the code word is PINEAPPLE",
+            "--wait",
+        ])
+        .ok();
+    assert_eq!(a.stdout.trim(), "Noted the code word.");
+
+    // kill -9 the daemon mid-turn: PID 1 restarts it, it resumes the session and continues.
+    ctx.run(&["chat", "send", "-c", &conv, "start the long job"])
+        .ok();
+    wait_for(&ctx, &conv, "the long tool call", |e| {
+        e["type"] == "tool_call"
+    });
+    dexec(&id, "kill -9 $(pgrep -f 'agent [s]erve')");
+    let ev = wait_for(&ctx, &conv, "the resumed turn", |e| {
+        e["type"] == "assistant" && e["text"] == "Picking up where I left off."
+    });
+    assert!(
+        ev.iter()
+            .any(|e| e["type"] == "user" && e["text"].as_str().unwrap().contains("interrupted"))
+    );
+    // Only one agent process for the conversation: the orphan was stopped.
+    let agents = dexec(&id, "pgrep -c -f 'input-forma[t] stream-json' || true");
+    assert_eq!(agents.trim(), "1");
+    let a = ctx
+        .run(&[
+            "chat",
+            "send",
+            "-c",
+            &conv,
+            "what was the code word?",
+            "--wait",
+        ])
+        .ok();
+    assert_eq!(
+        a.stdout.trim(),
+        "It was PINEAPPLE.",
+        "context lost after the crash"
+    );
+
+    // down, up, continue: the history and the agent's session come back.
+    ctx.run(&["workspace", "down", "resume"]).ok();
+    let stopped = ctx.run(&["chat", "list", "--json"]).ok().json();
+    assert_eq!(stopped[0]["live"], false);
+    ctx.run(&["workspace", "up", "resume"]).ok();
+    let a = ctx
+        .run(&[
+            "chat",
+            "send",
+            "-c",
+            &conv,
+            "and now, what was the code word?",
+            "--wait",
+        ])
+        .ok();
+    assert_eq!(
+        a.stdout.trim(),
+        "It was PINEAPPLE.",
+        "context lost after down/up"
+    );
+    let ev = events(&ctx, &conv);
+    let users = ev.iter().filter(|e| e["type"] == "user").count();
+    assert_eq!(users, 5, "every message kept: {ev:#?}");
+}
+
+/// A stand-in agent (a shell script) for failures the real one cannot be made to show.
+fn broken_agent(ctx: &Ctx, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = ctx.path(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn broken_agents_fail_their_conversation_not_the_daemon() {
+    let ctx = Ctx::new();
+    let cases = [
+        (
+            "garbage",
+            "while read l; do echo 'this is not json'; done",
+            "malformed output",
+        ),
+        (
+            "dies",
+            "read l; echo 'cannot reach the API' >&2; exit 3",
+            "exited with status 3: cannot reach the API",
+        ),
+        (
+            "hangs",
+            "while read l; do :; done",
+            "no sign of life for 3s",
+        ),
+        ("missing", "", ""),
+    ];
+    let p = ctx.path("p");
+    std::fs::create_dir_all(&p).unwrap();
+    let w = ctx.up(&[p.to_str().unwrap(), "--name", "broken"]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    for (name, body, want) in cases {
+        if name == "missing" {
+            // No binary configured and none installed: a clear error before anything runs.
+            std::fs::write(
+                ctx.home.path().join("config.yaml"),
+                format!("default_image: {}\n", common::test_image()),
+            )
+            .unwrap();
+            let out = ctx.run(&["new-chat", "broken"]).fails();
+            assert!(
+                out.stderr
+                    .contains("claude is not installed in the workspace"),
+                "{}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains("agents.claude.binary"),
+                "{}",
+                out.stderr
+            );
+            continue;
+        }
+        let bin = broken_agent(&ctx, name, body);
+        std::fs::write(
+            ctx.home.path().join("config.yaml"),
+            format!(
+                "default_image: {}\nagents:\n  claude:\n    binary: {bin}\n    turn_timeout: 3\n",
+                common::test_image()
+            ),
+        )
+        .unwrap();
+        let conv = ctx
+            .run(&["new-chat", "broken", "-m", "hello"])
+            .ok()
+            .stdout
+            .trim()
+            .to_owned();
+        let ev = wait_for(&ctx, &conv, "failure", |e| {
+            e["type"] == "status" && e["status"] == "failed"
+        });
+        let failed = ev.iter().rev().find(|e| e["status"] == "failed").unwrap();
+        assert!(
+            failed["reason"].as_str().unwrap().contains(want),
+            "{name}: {failed}"
+        );
+        assert_eq!(status(&ctx, &conv), "failed");
+        // `send --wait` on a failed conversation restarts the agent, which fails again: reported.
+        let again = ctx
+            .run(&["chat", "send", "-c", &conv, "again", "--wait"])
+            .fails();
+        assert!(
+            again.stderr.contains("the agent failed"),
+            "{name}: {}",
+            again.stderr
+        );
+    }
+    // The daemon is unaffected.
+    let h = dexec(&id, "/opt/claude-vm/bin/claude-vm agent health");
+    assert!(h.contains("\"protocol\":1"), "{h}");
+    assert_eq!(
+        ctx.run(&["chat", "list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
