@@ -433,3 +433,141 @@ fn broken_agents_fail_their_conversation_not_the_daemon() {
         3
     );
 }
+
+#[test]
+fn ask_mode_puts_tool_uses_to_the_user_and_interrupt_stops_a_turn() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "write the approved file"},
+               "response": [{"tool_use": {"name": "Write", "input": {"file_path": "/workspace/proj/approved.txt", "content": "yes\n"}}}]},
+              {"match": {"after_tool_result_contains": "approved.txt"}, "response": [{"text": "Wrote it after your approval."}]},
+              {"match": {"last_user_contains": "write the forbidden file"},
+               "response": [{"tool_use": {"name": "Write", "input": {"file_path": "/workspace/proj/forbidden.txt", "content": "no\n"}}}]},
+              {"match": {"after_tool_result_contains": "not that one"}, "response": [{"text": "Understood, I left it alone."}]},
+              {"match": {"last_user_contains": "are you still there"}, "response": [{"text": "Yes, still here."}]},
+              {"match": {"last_user_contains": "think for a long time"}, "delay_ms": 20000, "response": [{"text": "Finally done thinking."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    ctx.up(&[&project(&ctx), "--name", "ask"]);
+    let id = ctx.list()[0]["id"].as_str().unwrap().to_owned();
+    let conv = ctx
+        .run(&["new-chat", "ask", "--ask"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+
+    // Allowed: the tool runs after the user says yes.
+    ctx.run(&[
+        "chat",
+        "send",
+        "-c",
+        &conv,
+        "please write the approved file",
+    ])
+    .ok();
+    let ev = wait_for(&ctx, &conv, "an approval request", |e| {
+        e["type"] == "approval_request"
+    });
+    assert_eq!(status(&ctx, &conv), "waiting_for_approval");
+    let req = ev.iter().find(|e| e["type"] == "approval_request").unwrap();
+    assert_eq!(req["tool"], "Write");
+    assert_eq!(
+        dexec(
+            &id,
+            "test -e /workspace/proj/approved.txt && echo yes || echo no"
+        )
+        .trim(),
+        "no"
+    );
+    let log = ctx.run(&["chat", "log", "-c", &conv]).ok();
+    assert!(log.stdout.contains("needs your approval"), "{}", log.stdout);
+    ctx.run(&[
+        "chat",
+        "allow",
+        "-c",
+        &conv,
+        req["approval_id"].as_str().unwrap(),
+    ])
+    .ok();
+    wait_for(&ctx, &conv, "the approved turn", |e| {
+        e["type"] == "assistant" && e["text"] == "Wrote it after your approval."
+    });
+    assert_eq!(dexec(&id, "cat /workspace/proj/approved.txt"), "yes\n");
+
+    // Denied: the tool never runs, the agent is told.
+    ctx.run(&["chat", "send", "-c", &conv, "now write the forbidden file"])
+        .ok();
+    let ev = wait_for(&ctx, &conv, "a second approval request", |e| {
+        e["type"] == "approval_request"
+            && e["input"]["file_path"] == "/workspace/proj/forbidden.txt"
+    });
+    let req = ev
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "approval_request")
+        .unwrap();
+    ctx.run(&[
+        "chat",
+        "deny",
+        "-c",
+        &conv,
+        req["approval_id"].as_str().unwrap(),
+        "-m",
+        "not that one",
+    ])
+    .ok();
+    wait_for(&ctx, &conv, "the denied turn", |e| {
+        e["type"] == "assistant" && e["text"] == "Understood, I left it alone."
+    });
+    assert_eq!(
+        dexec(
+            &id,
+            "test -e /workspace/proj/forbidden.txt && echo yes || echo no"
+        )
+        .trim(),
+        "no"
+    );
+    let unknown = ctx.run(&["chat", "allow", "-c", &conv, "nope"]).fails();
+    assert!(
+        unknown.stderr.contains("no pending approval"),
+        "{}",
+        unknown.stderr
+    );
+
+    // Interrupt: a slow turn stops early, and the conversation goes on.
+    ctx.run(&["chat", "send", "-c", &conv, "think for a long time"])
+        .ok();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status(&ctx, &conv), "working");
+    ctx.run(&["chat", "interrupt", "-c", &conv]).ok();
+    let start = Instant::now();
+    while status(&ctx, &conv) != "idle" {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "interrupt did not end the turn"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        !events(&ctx, &conv)
+            .iter()
+            .any(|e| e["text"] == "Finally done thinking.")
+    );
+    let a = ctx
+        .run(&[
+            "chat",
+            "send",
+            "-c",
+            &conv,
+            "are you still there?",
+            "--wait",
+        ])
+        .ok();
+    assert_eq!(a.stdout.trim(), "Yes, still here.");
+}
