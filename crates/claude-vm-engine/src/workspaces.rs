@@ -414,21 +414,8 @@ impl Engine {
             }
             Plan::Start => {
                 reporter.step(&format!("starting {}", w.name));
-                // Replace the binary in the workspace when this claude-vm differs from the
-                // one it was started with (an upgrade happened in between).
-                let installed = provider.stat(&w.id, protocol::BINARY_PATH).await?;
-                let same = installed.as_ref().is_some_and(|s| {
-                    let mtime = s
-                        .mtime
-                        .as_deref()
-                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                        .map(|t| t.as_second());
-                    protocol::fingerprint(s.size, mtime.unwrap_or(-1)) == bin.fingerprint
-                });
-                if !same {
-                    reporter.step("installing this version of claude-vm in the workspace");
-                    self.install_binary(provider.as_ref(), &w.id, &bin).await?;
-                }
+                // The daemon's greeting carries its build; when it is not this one (an
+                // upgrade happened in between), start_verified replaces it and restarts.
                 self.start_verified(provider.as_ref(), &w, &bin, reporter, cancel)
                     .await?;
                 self.store(|s| s.set_status(&w.id, Status::Running, None))?;
@@ -527,9 +514,13 @@ impl Engine {
                     health.fingerprint, bin.fingerprint
                 )));
             }
+            let what = if health.version == protocol::VERSION {
+                format!("another build of claude-vm {}", health.version)
+            } else {
+                format!("claude-vm {}", health.version)
+            };
             reporter.step(&format!(
-                "the workspace runs claude-vm {}; replacing it with {}",
-                health.version,
+                "the workspace runs {what}; replacing it with this one ({})",
                 protocol::VERSION
             ));
             self.install_binary(provider, &w.id, bin).await?;

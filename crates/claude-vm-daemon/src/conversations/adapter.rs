@@ -18,9 +18,14 @@ pub enum Parsed {
         tool: String,
         input: Value,
     },
+    /// Bytes to write back to the agent at once (protocol-level answers, e.g. JSON-RPC
+    /// responses or the next step of a handshake).
+    Reply(Vec<u8>),
 }
 
-pub trait Adapter: Send + Sync {
+/// One agent protocol. An adapter instance serves one agent process (a new one is made
+/// for each start), so it may keep protocol state: request ids, the session it opened.
+pub trait Adapter: Send {
     /// Program and arguments to start the agent.
     fn command(
         &self,
@@ -28,16 +33,24 @@ pub trait Adapter: Send + Sync {
         resume: Option<&str>,
         mode: PermissionMode,
     ) -> (String, Vec<String>);
+    /// Bytes to write as soon as the agent starts (a protocol handshake); none by default.
+    fn startup(&mut self, _resume: Option<&str>, _project_dir: &str) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Whether the agent can take a message now (a handshake may still be running).
+    fn ready(&self) -> bool {
+        true
+    }
     /// Bytes that deliver a user message.
-    fn message(&self, text: &str) -> Vec<u8>;
+    fn message(&mut self, text: &str) -> Vec<u8>;
     /// Whether a message written while a turn runs reaches the agent within that turn.
     fn accepts_mid_turn(&self) -> bool;
     /// Bytes that interrupt the running turn, if the agent supports it.
-    fn interrupt(&self, n: u64) -> Option<Vec<u8>>;
+    fn interrupt(&mut self, n: u64) -> Option<Vec<u8>>;
     /// Bytes answering an approval request.
-    fn decision(&self, request_id: &str, input: &Value, decision: &Decision) -> Vec<u8>;
+    fn decision(&mut self, request_id: &str, input: &Value, decision: &Decision) -> Vec<u8>;
     /// Understand one line of output; an error means the agent is not speaking its protocol.
-    fn parse(&self, line: &str) -> Result<Vec<Parsed>, String>;
+    fn parse(&mut self, line: &str) -> Result<Vec<Parsed>, String>;
 }
 
 /// The adapter for an agent kind.
@@ -102,7 +115,7 @@ impl Adapter for Claude {
         (spec.program.clone(), args)
     }
 
-    fn message(&self, text: &str) -> Vec<u8> {
+    fn message(&mut self, text: &str) -> Vec<u8> {
         line(json!({"type": "user", "message": {"role": "user", "content": text}}))
     }
 
@@ -110,7 +123,7 @@ impl Adapter for Claude {
         true
     }
 
-    fn interrupt(&self, n: u64) -> Option<Vec<u8>> {
+    fn interrupt(&mut self, n: u64) -> Option<Vec<u8>> {
         Some(line(json!({
             "type": "control_request",
             "request_id": format!("claude-vm-interrupt-{n}"),
@@ -118,7 +131,7 @@ impl Adapter for Claude {
         })))
     }
 
-    fn decision(&self, request_id: &str, input: &Value, decision: &Decision) -> Vec<u8> {
+    fn decision(&mut self, request_id: &str, input: &Value, decision: &Decision) -> Vec<u8> {
         let response = if decision.allow {
             json!({"behavior": "allow", "updatedInput": input})
         } else {
@@ -130,7 +143,7 @@ impl Adapter for Claude {
         }))
     }
 
-    fn parse(&self, raw: &str) -> Result<Vec<Parsed>, String> {
+    fn parse(&mut self, raw: &str) -> Result<Vec<Parsed>, String> {
         let v: Value = serde_json::from_str(raw).map_err(|e| format!("not JSON ({e})"))?;
         let kind = v
             .get("type")
@@ -230,6 +243,12 @@ mod tests {
 
     fn check(line: &str, want: &[Parsed]) {
         assert_eq!(Claude.parse(line).unwrap(), want, "{line}");
+    }
+
+    #[test]
+    fn every_agent_kind_of_the_config_is_known_or_refused_clearly() {
+        assert!(for_kind("claude").is_some());
+        assert!(for_kind("cursor").is_none());
     }
 
     #[test]

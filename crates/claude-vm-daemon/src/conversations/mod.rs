@@ -390,6 +390,7 @@ impl Manager {
             interrupts: 0,
             stopping: false,
             last_output: std::time::Instant::now(),
+            outbox: Vec::new(),
         };
         self.convs
             .lock()
@@ -436,6 +437,8 @@ struct Actor {
     stopping: bool,
     /// When the agent last printed anything (for the hang watchdog).
     last_output: std::time::Instant,
+    /// Bytes waiting to be written to the agent (handshakes, protocol replies).
+    outbox: Vec<Vec<u8>>,
 }
 
 /// Default for [`AgentSpec::turn_timeout_secs`].
@@ -654,6 +657,11 @@ impl Actor {
         if self.agent.is_none() && !self.spawn() {
             return;
         }
+        self.flush_outbox().await;
+        if !self.adapter.ready() {
+            // The handshake is still running; delivery resumes when the agent answers.
+            return;
+        }
         let status = self.view().status;
         while let Some((id, text)) = self.pending.front().cloned() {
             let busy = matches!(status, CS::Working | CS::WaitingForApproval);
@@ -682,6 +690,10 @@ impl Actor {
     fn spawn(&mut self) -> bool {
         let resume = self.view().session_id.clone();
         let mode = self.view().permission_mode;
+        // A fresh adapter per process: protocol state never leaks across restarts.
+        if let Some(fresh) = adapter::for_kind(&self.spec.kind) {
+            self.adapter = fresh;
+        }
         let (program, args) = self.adapter.command(&self.spec, resume.as_deref(), mode);
         let who = match crate::exec::identity(None) {
             Ok(w) => w,
@@ -790,7 +802,29 @@ impl Actor {
                 .await;
         });
         self.agent = Some(Running { stdin, pid });
+        let hello = self.adapter.startup(resume.as_deref(), &self.project_dir);
+        if !hello.is_empty() {
+            self.write_later(hello);
+        }
         true
+    }
+
+    /// Queue bytes for the agent's stdin from a synchronous context.
+    fn write_later(&mut self, bytes: Vec<u8>) {
+        self.outbox.push(bytes);
+    }
+
+    /// Write what [`Actor::write_later`] queued.
+    async fn flush_outbox(&mut self) {
+        let out = std::mem::take(&mut self.outbox);
+        if let Some(a) = self.agent.as_mut() {
+            for b in out {
+                if a.stdin.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+            let _ = a.stdin.flush().await;
+        }
     }
 
     async fn on_line(&mut self, line: &str) {
@@ -838,6 +872,7 @@ impl Actor {
                         self.set_status(CS::Working, None);
                     }
                 }
+                Parsed::Reply(bytes) => self.write_later(bytes),
                 Parsed::Approval {
                     request_id,
                     tool,
@@ -857,6 +892,10 @@ impl Actor {
                     self.set_status(CS::WaitingForApproval, None);
                 }
             }
+        }
+        self.flush_outbox().await;
+        if self.adapter.ready() && !self.pending.is_empty() {
+            self.deliver().await;
         }
     }
 
