@@ -70,3 +70,49 @@ pub async fn health_wait(socket: &Path, wait: Duration) -> Result<Health, Client
         }
     }
 }
+
+/// Send one request over a fresh connection; the answer's body is left to the caller.
+pub async fn request(
+    socket: &Path,
+    method: hyper::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| ClientError::Connect {
+            path: socket.display().to_string(),
+            source: e,
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "daemon")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(
+            body.unwrap_or_default(),
+        )))
+        .expect("valid request");
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    if !res.status().is_success() {
+        let status = res.status();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let msg = serde_json::from_slice::<claude_vm_protocol::api::ApiError>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        return Err(ClientError::Http(format!("{status}: {msg}")));
+    }
+    Ok(res)
+}

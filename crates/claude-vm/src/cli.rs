@@ -354,6 +354,8 @@ pub enum AgentCommand {
     Serve,
     /// Join stdin/stdout to the daemon's socket (the link's transport)
     Connect,
+    /// Show a conversation live and send typed lines (runs in its tmux session)
+    ChatTty { conversation: String },
     /// Ask the daemon for its version and health; prints JSON
     Health {
         /// Keep trying for this many seconds while the daemon starts

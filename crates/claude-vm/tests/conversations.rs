@@ -571,3 +571,114 @@ fn ask_mode_puts_tool_uses_to_the_user_and_interrupt_stops_a_turn() {
         .ok();
     assert_eq!(a.stdout.trim(), "Yes, still here.");
 }
+
+#[test]
+fn conversations_show_in_tmux_inside_and_in_the_interactive_chat_outside() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "hello from tmux"}, "response": [{"text": "Hi, tmux user."}]},
+              {"match": {"last_user_contains": "hello from the terminal"}, "response": [{"text": "Hi, terminal user."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    let w = ctx.up(&[&project(&ctx), "--name", "tty"]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    let conv = ctx.run(&["new-chat", "tty"]).ok().stdout.trim().to_owned();
+
+    // Inside the workspace: `tmux attach -t <conv>`; a typed line becomes a message.
+    let start = Instant::now();
+    while !Command::new("docker")
+        .args([
+            "exec",
+            &format!("claude-vm-{id}"),
+            "tmux",
+            "has-session",
+            "-t",
+            &conv,
+        ])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no tmux session for {conv}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    dexec(
+        &id,
+        &format!("tmux send-keys -t {conv} 'hello from tmux' Enter"),
+    );
+    wait_for(&ctx, &conv, "the tmux reply", |e| {
+        e["text"] == "Hi, tmux user."
+    });
+    let start = Instant::now();
+    loop {
+        let pane = dexec(&id, &format!("tmux capture-pane -p -t {conv}"));
+        if pane.contains("› hello from tmux") && pane.contains("Hi, tmux user.") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "pane:\n{pane}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Outside: the interactive chat in a terminal (host tmux drives it).
+    let session = format!("cvm-chat-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cmd = format!(
+        "CLAUDE_VM_HOME={} {} chat -c {conv}; sleep 30",
+        ctx.home.path().display(),
+        ctx.bin.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "150",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    let screen = |want: &str| {
+        let start = Instant::now();
+        loop {
+            let s = tmux(&["capture-pane", "-p", "-t", &session]);
+            if s.contains(want) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never saw {want:?}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The history is there, then a new exchange, then the commands.
+    screen("Hi, tmux user.");
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "hello from the terminal",
+        "Enter",
+    ]);
+    screen("Hi, terminal user.");
+    tmux(&["send-keys", "-t", &session, "/status", "Enter"]);
+    screen("Idle");
+    tmux(&["send-keys", "-t", &session, "/quit", "Enter"]);
+    screen("the agent keeps working");
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    assert_eq!(status(&ctx, &conv), "idle");
+}

@@ -397,8 +397,46 @@ impl Manager {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, handle.clone());
         tokio::spawn(actor.run(rx, resumed));
+        ensure_tmux(&handle.view().id);
         Ok(handle)
     }
+}
+
+/// Give the conversation a tmux session (named after its id) that shows it live and sends
+/// typed lines as messages, for people who work inside the workspace:
+/// `tmux attach -t <id>`. Skipped when the image has no tmux.
+fn ensure_tmux(id: &str) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        let exists = tokio::process::Command::new("tmux")
+            .args(["has-session", "-t", &format!("={id}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        match exists {
+            Err(_) => {
+                tracing::debug!("no tmux in this image; conversation {id} gets no tmux session")
+            }
+            Ok(s) if s.success() => {}
+            Ok(_) => {
+                let started = tokio::process::Command::new("tmux")
+                    .args(["new-session", "-d", "-s", &id, "-x", "160", "-y", "48"])
+                    .arg(format!("{} agent chat-tty {id}", exe.display()))
+                    .env("TERM", "xterm-256color")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await;
+                if !matches!(started, Ok(s) if s.success()) {
+                    tracing::warn!("cannot start the tmux session of conversation {id}");
+                }
+            }
+        }
+    });
 }
 
 /// A short title from the first message.

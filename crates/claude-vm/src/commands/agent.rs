@@ -21,6 +21,10 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
                 .context("daemon failed")?;
             Ok(ExitCode::SUCCESS)
         }
+        AgentCommand::ChatTty { conversation } => {
+            super::runtime()?.block_on(chat_tty(conversation))?;
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCommand::Connect => {
             let socket = PathBuf::from(claude_vm_protocol::SOCKET_PATH);
             super::runtime()?.block_on(claude_vm_daemon::bridge::connect(&socket))?;
@@ -50,4 +54,81 @@ fn log_to_file(path: &std::path::Path) {
         Ok(f) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
         Err(_) => builder.with_writer(std::io::stderr).try_init(),
     };
+}
+
+/// The conversation's tmux view: its transcript as it grows, and an input line.
+async fn chat_tty(id: &str) -> Result<()> {
+    use claude_vm_protocol::api::Event;
+    use http_body_util::BodyExt;
+    use hyper::Method;
+    use tokio::io::AsyncBufReadExt;
+
+    let socket = PathBuf::from(claude_vm_protocol::SOCKET_PATH);
+    println!(
+        "claude-vm conversation {id}: type a message and Enter; /interrupt; detach with Ctrl-b d"
+    );
+    let follow = {
+        let socket = socket.clone();
+        let path = format!("/v1/conversations/{id}/events?after=0&follow=true");
+        tokio::spawn(async move {
+            loop {
+                if let Ok(res) = client::request(&socket, Method::GET, &path, None).await {
+                    let mut body = res.into_body();
+                    let mut buf = Vec::new();
+                    while let Some(Ok(frame)) = body.frame().await {
+                        if let Ok(data) = frame.into_data() {
+                            buf.extend_from_slice(&data);
+                            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                                let line: Vec<u8> = buf.drain(..=pos).collect();
+                                if let Ok(e) = serde_json::from_slice::<Event>(&line)
+                                    && let Some(text) = super::chat::render(&e)
+                                {
+                                    println!("{text}");
+                                }
+                            }
+                        }
+                    }
+                }
+                // The daemon restarted: follow again (from the start; the screen is redrawn).
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                print!("\x1b[2J\x1b[H");
+            }
+        })
+    };
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let line = line.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        let result = if line == "/interrupt" {
+            client::request(
+                &socket,
+                Method::POST,
+                &format!("/v1/conversations/{id}/interrupt"),
+                None,
+            )
+            .await
+            .map(|_| ())
+        } else {
+            let text = line
+                .strip_prefix('/')
+                .filter(|t| t.starts_with('/'))
+                .unwrap_or(line);
+            let body = serde_json::to_vec(&serde_json::json!({ "text": text }))?;
+            client::request(
+                &socket,
+                Method::POST,
+                &format!("/v1/conversations/{id}/messages"),
+                Some(body),
+            )
+            .await
+            .map(|_| ())
+        };
+        if let Err(e) = result {
+            eprintln!("error: {e}");
+        }
+    }
+    follow.abort();
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! the result.
 
 mod agent;
-mod chat;
+pub mod chat;
 mod cp;
 mod diff;
 mod exec;
