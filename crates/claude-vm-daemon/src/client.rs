@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use claude_vm_protocol::Health;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -25,37 +25,13 @@ pub enum ClientError {
 
 /// `GET /v1/health` once.
 pub async fn health(socket: &Path) -> Result<Health, ClientError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| ClientError::Connect {
-            path: socket.display().to_string(),
-            source: e,
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Http(e.to_string()))?;
-    tokio::spawn(conn);
-    let req = Request::get("/v1/health")
-        .header("host", "daemon")
-        .body(Empty::<Bytes>::new())
-        .expect("valid request");
-    let res = sender
-        .send_request(req)
-        .await
-        .map_err(|e| ClientError::Http(e.to_string()))?;
-    let status = res.status();
+    let res = request(socket, hyper::Method::GET, "/v1/health", None).await?;
     let body = res
         .into_body()
         .collect()
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?
         .to_bytes();
-    if !status.is_success() {
-        return Err(ClientError::Http(format!(
-            "{status}: {}",
-            String::from_utf8_lossy(&body)
-        )));
-    }
     serde_json::from_slice(&body).map_err(|e| ClientError::Invalid(e.to_string()))
 }
 

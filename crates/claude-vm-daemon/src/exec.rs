@@ -125,6 +125,54 @@ pub fn identity(user: Option<&str>) -> Result<Identity, ExecError> {
     }
 }
 
+/// How a spawned command is grouped, so one signal reaches everything it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// Its own process group (commands without a terminal).
+    ProcessGroup,
+    /// Its own session (agents); a PTY spawner makes the session itself.
+    Session,
+    /// Leave it to the PTY spawner, which makes a session with a controlling terminal.
+    Terminal,
+}
+
+/// Make `cmd` run as `who` (groups, gid, uid, in that order, while still root) and group it.
+/// Privileges are dropped in `pre_exec` rather than with `Command::uid`, because
+/// supplementary groups must be set before the uid changes.
+pub fn run_as(cmd: &mut tokio::process::Command, who: &Identity, grouping: Grouping) {
+    let (uid, gid) = (who.uid, who.gid);
+    let groups: Vec<nix::unistd::Gid> = who
+        .groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    let root = nix::unistd::geteuid().is_root();
+    // SAFETY: only async-signal-safe calls (setsid, setpgid, setgroups, setgid, setuid)
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            match grouping {
+                Grouping::Session => {
+                    nix::unistd::setsid().map_err(std::io::Error::from)?;
+                }
+                Grouping::ProcessGroup => {
+                    nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
+                        .map_err(std::io::Error::from)?;
+                }
+                Grouping::Terminal => {}
+            }
+            if root {
+                nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))
+                    .map_err(std::io::Error::from)?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))
+                    .map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 fn frame_bytes(kind: Kind, payload: &[u8]) -> Bytes {
     Bytes::from(frame::encode(kind, payload))
 }
@@ -201,34 +249,12 @@ pub async fn run(
             _ => return fail(out, ExecError::BadEnv(e.clone())).await,
         }
     }
-    let (uid, gid) = (who.uid, who.gid);
-    let groups: Vec<nix::unistd::Gid> = who
-        .groups
-        .iter()
-        .map(|g| nix::unistd::Gid::from_raw(*g))
-        .collect();
-    let running_as_root = nix::unistd::geteuid().is_root();
-    let tty = req.tty;
-    // SAFETY: only async-signal-safe calls (setgroups, setsid/setpgid) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Drop privileges here rather than with Command::uid: supplementary groups
-            // must be set while still root.
-            if running_as_root {
-                nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
-                nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))
-                    .map_err(std::io::Error::from)?;
-                nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))
-                    .map_err(std::io::Error::from)?;
-            }
-            if !tty {
-                // Own process group, so signals and kills reach the whole tree.
-                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
-                    .map_err(std::io::Error::from)?;
-            }
-            Ok(())
-        });
-    }
+    let grouping = if req.tty {
+        Grouping::Terminal
+    } else {
+        Grouping::ProcessGroup
+    };
+    run_as(&mut cmd, &who, grouping);
     activity.exec_started();
     let _guard = ActivityGuard(activity.clone());
 

@@ -525,33 +525,9 @@ impl Provider for DockerProvider {
         spec: &ExecSpec,
     ) -> Result<Box<dyn crate::ByteStream>, ProviderError> {
         let docker = self.docker().await?;
-        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let created = docker
-            .create_exec(
-                &resource_name(id),
-                CreateExecOptions {
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    cmd: Some(spec.cmd.clone()),
-                    user: spec.user.clone(),
-                    working_dir: spec.workdir.clone(),
-                    env: Some(env),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| match status_code(&e) {
-                Some(404) => ProviderError::NotFound {
-                    id: id.to_string(),
-                    what: "container",
-                },
-                Some(409) => ProviderError::Api {
-                    op: "connecting to the workspace",
-                    message: "the workspace is not running".to_owned(),
-                },
-                _ => self.err("connecting to the workspace", e),
-            })?;
+        let created = self
+            .create_exec(id, spec, true, "connecting to the workspace")
+            .await?;
         let started = docker
             .start_exec(&created.id, Some(StartExecOptions::default()))
             .await
@@ -571,28 +547,9 @@ impl Provider for DockerProvider {
 
     async fn exec(&self, id: &WorkspaceId, spec: &ExecSpec) -> Result<ExecOutput, ProviderError> {
         let docker = self.docker().await?;
-        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let created = docker
-            .create_exec(
-                &resource_name(id),
-                CreateExecOptions {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    cmd: Some(spec.cmd.clone()),
-                    user: spec.user.clone(),
-                    working_dir: spec.workdir.clone(),
-                    env: Some(env),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| match status_code(&e) {
-                Some(404) => ProviderError::NotFound {
-                    id: id.to_string(),
-                    what: "container",
-                },
-                _ => self.err("running a command in the workspace", e),
-            })?;
+        let created = self
+            .create_exec(id, spec, false, "running a command in the workspace")
+            .await?;
         let started = docker
             .start_exec(&created.id, Some(StartExecOptions::default()))
             .await
@@ -686,6 +643,44 @@ impl tokio::io::AsyncWrite for ExecDuplex {
 }
 
 impl DockerProvider {
+    /// Create (not start) an exec session for `spec`, stdin attached when asked.
+    async fn create_exec(
+        &self,
+        id: &WorkspaceId,
+        spec: &ExecSpec,
+        stdin: bool,
+        op: &'static str,
+    ) -> Result<bollard::exec::CreateExecResults, ProviderError> {
+        let docker = self.docker().await?;
+        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        docker
+            .create_exec(
+                &resource_name(id),
+                CreateExecOptions {
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(spec.cmd.clone()),
+                    user: spec.user.clone(),
+                    working_dir: spec.workdir.clone(),
+                    env: Some(env),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match status_code(&e) {
+                Some(404) => ProviderError::NotFound {
+                    id: id.to_string(),
+                    what: "container",
+                },
+                Some(409) => ProviderError::Api {
+                    op,
+                    message: "the workspace is not running".to_owned(),
+                },
+                _ => self.err(op, e),
+            })
+    }
+
     /// The last lines a workspace's container printed, for error messages.
     async fn logs_tail(&self, id: &WorkspaceId, lines: usize) -> String {
         let Ok(docker) = self.docker().await else {

@@ -597,6 +597,14 @@ impl Actor {
         if !busy || self.agent.is_none() || self.last_output.elapsed().as_secs() < limit {
             return;
         }
+        self.abandon_agent(format!(
+            "the agent showed no sign of life for {limit}s and was stopped"
+        ));
+    }
+
+    /// Kill the agent and fail the conversation with `reason`. The dead process's exit is
+    /// ignored (new generation), so it cannot overwrite the reason.
+    fn abandon_agent(&mut self, reason: String) {
         if let Some(a) = &self.agent {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(a.pid),
@@ -606,12 +614,7 @@ impl Actor {
         self.generation += 1;
         self.agent = None;
         let _ = std::fs::remove_file(self.dir.join("agent.pid"));
-        self.set_status(
-            CS::Failed,
-            Some(format!(
-                "the agent showed no sign of life for {limit}s and was stopped"
-            )),
-        );
+        self.set_status(CS::Failed, Some(reason));
     }
 
     fn view(&self) -> std::sync::MutexGuard<'_, Conversation> {
@@ -752,27 +755,7 @@ impl Actor {
         if let Some(n) = &who.name {
             cmd.env("USER", n).env("LOGNAME", n);
         }
-        let (uid, gid) = (who.uid, who.gid);
-        let groups: Vec<nix::unistd::Gid> = who
-            .groups
-            .iter()
-            .map(|g| nix::unistd::Gid::from_raw(*g))
-            .collect();
-        let root = nix::unistd::geteuid().is_root();
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                if root {
-                    nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
-                    nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))
-                        .map_err(std::io::Error::from)?;
-                    nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))
-                        .map_err(std::io::Error::from)?;
-                }
-                Ok(())
-            });
-        }
+        crate::exec::run_as(&mut cmd, &who, crate::exec::Grouping::Session);
         self.set_status(CS::Starting, None);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -872,16 +855,7 @@ impl Actor {
             Err(why) => {
                 let shown: String = line.chars().take(200).collect();
                 let reason = format!("the agent sent malformed output ({why}): {shown}");
-                if let Some(a) = &self.agent {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(a.pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                // Its exit must not overwrite the reason.
-                self.generation += 1;
-                self.agent = None;
-                self.set_status(CS::Failed, Some(reason));
+                self.abandon_agent(reason);
                 return;
             }
         };
