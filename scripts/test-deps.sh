@@ -5,6 +5,10 @@
 #   - apt packages (apt-get is only invoked if something is missing)
 #   - rust toolchain components rustfmt and clippy (checked, not installed)
 #   - PyPI: claude-agent-sdk (the real Claude Code CLI the conversation tests drive)
+#   - PyPI: openai-codex-cli-bin (the real Codex CLI, one static executable, that
+#     tests/codex.rs drives)
+#   - PyPI: claude-code-acp and its dependencies, as wheels for the workspace image's
+#     Python (the real ACP agent tests/acp.rs drives; installed in the workspace at test time)
 #   - the local Docker base image (scripts/base-image.sh)
 set -euo pipefail
 
@@ -61,6 +65,42 @@ else
     log "installing claude-agent-sdk $CLAUDE_AGENT_SDK_VERSION (ships Claude Code)"
     python3 -m pip install -q --disable-pip-version-check "claude-agent-sdk==$CLAUDE_AGENT_SDK_VERSION" >&2 \
         || die "pip install claude-agent-sdk failed"
+fi
+
+# Codex CLI: PyPI's openai-codex-cli-bin ships it as one static executable
+# (codex_cli_bin/bin/codex) that runs in the workspace image without Node.
+CODEX_CLI_VERSION="0.163.0"
+if python3 -c "import codex_cli_bin, importlib.metadata as m, sys; sys.exit(m.version('openai-codex-cli-bin') != '$CODEX_CLI_VERSION' or not codex_cli_bin.bundled_codex_path().is_file())" 2>/dev/null; then
+    log "openai-codex-cli-bin $CODEX_CLI_VERSION present"
+else
+    command -v python3 >/dev/null 2>&1 || die "python3 not found; it is needed to install the Codex CLI from PyPI"
+    log "installing openai-codex-cli-bin $CODEX_CLI_VERSION (ships the Codex CLI)"
+    python3 -m pip install -q --disable-pip-version-check "openai-codex-cli-bin==$CODEX_CLI_VERSION" >&2 \
+        || die "pip install openai-codex-cli-bin failed"
+fi
+
+# claude-code-acp: an Agent Client Protocol agent (Python, on claude-agent-sdk). The ACP
+# tests pip-install it into a venv inside the workspace, whose Debian Python (3.11) has no
+# way to the registry, from these wheels (copied in with `claude-vm cp`). Pinned; the
+# folder is rebuilt only when the pins change. Override its place with
+# CLAUDE_VM_ACP_WHEELS (tests/acp.rs reads the same variable and default).
+ACP_PINS="claude-code-acp==0.5.1 agent-client-protocol==0.10.1 claude-agent-sdk==$CLAUDE_AGENT_SDK_VERSION"
+ACP_WHEELS="${CLAUDE_VM_ACP_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/claude-vm-test/acp-wheels}"
+if [ "$(cat "$ACP_WHEELS/.pins" 2>/dev/null)" = "$ACP_PINS" ]; then
+    log "claude-code-acp wheels present in $ACP_WHEELS"
+else
+    log "downloading wheels for $ACP_PINS into $ACP_WHEELS (for the workspace's Python 3.11)"
+    arch="$(uname -m)"
+    rm -rf "$ACP_WHEELS.tmp"
+    # shellcheck disable=SC2086  # the pins are words
+    python3 -m pip download -q --disable-pip-version-check -d "$ACP_WHEELS.tmp" \
+        --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 \
+        --platform "manylinux_2_36_$arch" --platform "manylinux_2_28_$arch" \
+        --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" \
+        $ACP_PINS >&2 || die "pip download of $ACP_PINS failed"
+    printf '%s' "$ACP_PINS" > "$ACP_WHEELS.tmp/.pins"
+    rm -rf "$ACP_WHEELS"
+    mv "$ACP_WHEELS.tmp" "$ACP_WHEELS"
 fi
 
 "$SCRIPT_DIR/base-image.sh"

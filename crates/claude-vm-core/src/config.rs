@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Agent kinds claude-vm can run (conversations arrive with a later capability).
-pub const AGENT_KINDS: &[&str] = &["claude", "codex", "gemini", "goose", "qwen"];
+pub const AGENT_KINDS: &[&str] = &["claude", "codex", "gemini", "goose", "qwen", "acp"];
 
 /// Image used when neither `--image`, the provider's `image` option nor `default_image` says
 /// otherwise: Debian with git, as most projects need it.
@@ -34,6 +34,10 @@ pub struct Agents {
     pub goose: Option<AgentSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qwen: Option<AgentSettings>,
+    /// Any other agent that speaks the Agent Client Protocol: set its `command` (or
+    /// `binary`) and the `args` that put it in ACP mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acp: Option<AgentSettings>,
 }
 
 /// How to provide and run one agent kind in workspaces.
@@ -63,6 +67,7 @@ impl Agents {
             "gemini" => self.gemini.clone(),
             "goose" => self.goose.clone(),
             "qwen" => self.qwen.clone(),
+            "acp" => self.acp.clone(),
             _ => None,
         }
         .unwrap_or_default()
@@ -95,6 +100,7 @@ impl Default for Agents {
             gemini: None,
             goose: None,
             qwen: None,
+            acp: None,
         }
     }
 }

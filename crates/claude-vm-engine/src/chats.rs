@@ -31,7 +31,7 @@ fn default_command(kind: &str) -> &str {
 }
 
 /// Agent kinds this build can drive.
-pub const SUPPORTED_AGENTS: &[&str] = &["claude"];
+pub const SUPPORTED_AGENTS: &[&str] = &["claude", "codex", "gemini", "goose", "qwen", "acp"];
 
 /// A conversation as `chat list` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -143,7 +143,8 @@ pub enum ConversationStatus {
 /// daemon so it can restart the agent on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AgentSpec {
-    /// `claude`, `codex`, `gemini`, `goose`, `qwen`, or a user-defined ACP agent.
+    /// `claude`, `codex`, `gemini`, `goose`, `qwen`, or `acp` (any other Agent Client
+    /// Protocol agent).
     pub kind: String,
     /// The program to run (a path inside the workspace, or a name on PATH).
     pub program: String,

@@ -3,8 +3,10 @@
 //! [`ScriptedModel`] is an HTTP server that speaks enough of the Anthropic
 //! Messages API for the real Claude Code CLI, pointed at it with
 //! `ANTHROPIC_BASE_URL`, to run whole agent turns offline: streamed text,
-//! tool calls, tool results, resumed sessions. Every answer comes from a
-//! [`Script`], and every request is recorded for the test to inspect.
+//! tool calls, tool results, resumed sessions. It speaks enough of the OpenAI
+//! Responses API for the real Codex CLI too (see [OpenAI Responses
+//! API](#openai-responses-api-codex)). Every answer comes from a [`Script`],
+//! and every request is recorded for the test to inspect.
 //!
 //! ```no_run
 //! use claude_vm_testkit::{Rule, Script, ScriptedModel};
@@ -58,7 +60,7 @@
 //! }
 //! ```
 //!
-//! Each `POST /v1/messages` is answered by the **first** rule whose `match`
+//! Each `POST /v1/messages` (and `POST /v1/responses`) is answered by the **first** rule whose `match`
 //! holds and whose `times` budget is not used up (each answered request
 //! uses one). Requests no rule takes get the `fallback` blocks (default
 //! `[{"text": "ok"}]`; without a custom fallback, a request that asks for
@@ -105,6 +107,7 @@
 //!   `content_block_start`, `content_block_delta` with `text_delta` /
 //!   `input_json_delta`, `content_block_stop`, `message_delta` with
 //!   `stop_reason` and `usage`, `message_stop`), else one JSON message.
+//! * `POST /v1/responses` (any prefix): the OpenAI Responses API, see below.
 //! * `POST /v1/messages/count_tokens`: `{"input_tokens": N}` (bytes / 4).
 //! * `GET /v1/models`, `GET /v1/models/{id}`: a small model list.
 //! * `HEAD|GET /api/hello`: 200 (Claude Code's connectivity check).
@@ -131,8 +134,61 @@
 //!   working:\n<text>\n\n..."`. Hence `contains` searches every role.
 //! * Tool results come back as a `user` message with
 //!   `{"type": "tool_result", "tool_use_id": "toolu_...", "content": "..."}`.
+//!
+//! # OpenAI Responses API (Codex)
+//!
+//! `POST /v1/responses` is answered from the same script. Matching reads the
+//! request through [`request::normalize`], which turns a Responses body into
+//! the Messages shape the matchers know: `instructions` and `developer`-role
+//! input messages are the `system` prompt; `user` / `assistant` messages are
+//! messages; `function_call` / `custom_tool_call` items are `tool_use` blocks
+//! and `function_call_output` / `custom_tool_call_output` items `tool_result`
+//! blocks, so `after_tool_result_contains` holds right after a call and
+//! `contains` sees the user's messages, the answers and the tool outputs;
+//! tools offered in `tools` or inside an input item make an agent request.
+//!
+//! The answer: a `text` block becomes a `message` output item with one
+//! `output_text` part; a `tool_use` block a `function_call` item (`call_id` =
+//! its `id`, or `call_...`; `arguments` = its input as JSON text), or a
+//! `custom_tool_call` item when its input is a string (Codex's freeform
+//! `apply_patch`). Streamed (`"stream": true`) as OpenAI sends it:
+//! `response.created`, `response.in_progress`, per item
+//! `response.output_item.added`, the content events
+//! (`response.content_part.added`, `response.output_text.delta`...,
+//! `response.output_text.done`, `response.content_part.done`, or
+//! `response.function_call_arguments.delta`... / `.done`, or
+//! `response.custom_tool_call_input.delta`... / `.done`),
+//! `response.output_item.done`, and `response.completed` with `usage`; each
+//! event carries `type` and `sequence_number`. A rule whose `stop_reason` is
+//! `max_tokens` answers `response.incomplete`. Errors use OpenAI's body
+//! `{"error": {"message", "type", "param", "code"}}`; a structured-output
+//! request (`text.format` of type `json_schema`) falls back to JSON fitting
+//! its schema. [`responses::assemble_response`] reads a stream back.
+//!
+//! # What Codex sends (0.163.0, PyPI `openai-codex-cli-bin`)
+//!
+//! * Only `POST {base_url}/responses`, streaming, with `Authorization:
+//!   Bearer <key>`, when given a custom provider:
+//!   `-c model_provider="testkit" -c 'model_providers.testkit={name="testkit",
+//!   base_url="http://127.0.0.1:PORT/v1", env_key="OPENAI_API_KEY",
+//!   wire_api="responses"}'`. No `/v1/models`. (`OPENAI_BASE_URL` is not
+//!   read; the built-in provider with `openai_base_url` first tries a
+//!   WebSocket `GET /v1/responses`, which this server does not serve, and
+//!   sends no key from `OPENAI_API_KEY`.)
+//! * With `-m gpt-5.5` (a model in its bundled catalog) the tools are plain
+//!   top-level ones: `exec_command` (`{"cmd": "..."}`; an escalation asks with
+//!   `"sandbox_permissions": "require_escalated"`), the freeform
+//!   `apply_patch`, `write_stdin`, ... Newer default models get a JavaScript
+//!   "code mode" tool instead, and unknown model names a warning.
+//! * The input holds developer messages (instructions, permissions, skills),
+//!   a user `<environment_context>` message, then the conversation. Tool
+//!   output comes back as `function_call_output` prefixed with a header
+//!   (`Chunk ID: ...\nProcess exited with code 0\n...Output:\n`). A message
+//!   the user sends mid-turn follows the latest tool output as a `user`
+//!   message; an interrupted turn leaves a `<turn_aborted>` user message.
 
 pub mod request;
+pub mod responses;
 pub mod script;
 pub mod server;
 pub mod sse;

@@ -1,4 +1,5 @@
-//! The script: ordered rules that decide how each `POST /v1/messages` is answered.
+//! The script: ordered rules that decide how each model request
+//! (`POST /v1/messages` or `POST /v1/responses`) is answered.
 //!
 //! See the crate documentation for the JSON format.
 
@@ -12,7 +13,7 @@ use crate::request;
 /// A whole script: the ordered rules plus the answer for requests no rule matches.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Script {
-    /// Rules, tried in order for every `POST /v1/messages`.
+    /// Rules, tried in order for every `POST /v1/messages` and `POST /v1/responses`.
     pub rules: Vec<Rule>,
     /// Blocks answered when no rule matches. `None` means `[{"text": "ok"}]`,
     /// or for a structured-output request a JSON text fitting its schema.
@@ -357,8 +358,10 @@ impl Matcher {
         }
     }
 
-    /// Whether this matcher accepts the given `/v1/messages` request body.
+    /// Whether this matcher accepts the given request body: a `/v1/messages`
+    /// body, or a `/v1/responses` body seen through [`request::normalize`].
     pub fn matches(&self, body: &Value) -> bool {
+        let body = &*request::normalize(body);
         if !self.kind.accepts(body) {
             return false;
         }
@@ -416,15 +419,21 @@ pub enum Block {
 }
 
 /// A scripted tool call.
+///
+/// In a Responses answer it becomes a `function_call` item (`arguments` is
+/// `input` as JSON text), or a `custom_tool_call` item when `input` is a
+/// string (freeform tools such as Codex's `apply_patch`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolUse {
-    /// Tool name as Claude Code knows it (`Write`, `Bash`, `Read`, ...).
+    /// Tool name as the agent knows it (Claude Code: `Write`, `Bash`, ...;
+    /// Codex: `exec_command`, `apply_patch`, ...).
     pub name: String,
-    /// Tool input object.
+    /// Tool input object (a string for a freeform custom tool).
     #[serde(default = "empty_object")]
     pub input: Value,
-    /// Fixed tool_use id; generated (`toolu_...`) when absent.
+    /// Fixed tool_use id (the `call_id` of a Responses call); generated
+    /// (`toolu_...`, `call_...`) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }

@@ -1,4 +1,5 @@
-//! The HTTP server (hyper 1) that answers Messages API requests from a [`Script`].
+//! The HTTP server (hyper 1) that answers model requests from a [`Script`]:
+//! Anthropic Messages (`/v1/messages`) and OpenAI Responses (`/v1/responses`).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::request::{RecordedRequest, SECRET_HEADERS};
+use crate::responses::{self, ResponsesAnswer};
 use crate::script::{Block, Rule, Script};
 use crate::sse::{self, Answer};
 
@@ -162,7 +164,8 @@ impl ScriptedModel {
         })
     }
 
-    /// The base URL to put in `ANTHROPIC_BASE_URL`, e.g. `http://127.0.0.1:40123`.
+    /// The base URL to put in `ANTHROPIC_BASE_URL`, e.g. `http://127.0.0.1:40123`
+    /// (an OpenAI client's base URL is this plus `/v1`).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -187,6 +190,22 @@ impl ScriptedModel {
         self.requests()
             .into_iter()
             .filter(RecordedRequest::is_messages)
+            .collect()
+    }
+
+    /// Only the `POST /v1/responses` requests.
+    pub fn responses_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(RecordedRequest::is_responses)
+            .collect()
+    }
+
+    /// The model requests of either API (`/v1/messages` and `/v1/responses`).
+    pub fn model_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(RecordedRequest::is_model_request)
             .collect()
     }
 
@@ -370,6 +389,21 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
 
     let messages = path_only.ends_with("/v1/messages");
     let count_tokens = path_only.ends_with("/v1/messages/count_tokens");
+    let responses = path_only.ends_with("/v1/responses");
+    if method == Method::POST && responses && !body.is_object() {
+        rec.answered = "400".into();
+        state.record(rec);
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &responses::error_body(
+                "invalid_request_error",
+                "request body must be a JSON object",
+            ),
+        );
+    }
+    if method == Method::POST && responses {
+        return responses_endpoint(&state, rec, &body, raw.len()).await;
+    }
     if method == Method::POST && (messages || count_tokens) && !body.is_object() {
         rec.answered = "400".into();
         state.record(rec);
@@ -485,19 +519,11 @@ fn testkit_endpoint(state: &State, method: &Method, rest: &str, body: &Value) ->
     }
 }
 
-async fn messages_endpoint(
-    state: &State,
-    mut rec: RecordedRequest,
-    body: &Value,
-    body_len: usize,
-) -> Response<Body> {
+/// Picks the rule that answers `body` (or builds the fallback one), notes
+/// the choice in `rec` and records it; then waits the rule's `delay_ms`.
+async fn choose(state: &State, mut rec: RecordedRequest, body: &Value) -> Rule {
     let picked = state.pick(body);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("claude-scripted")
-        .to_string();
     let (rule, fallback) = match picked {
         Some((i, rule)) => {
             rec.matched_rule = Some(i);
@@ -532,6 +558,22 @@ async fn messages_endpoint(
     if let Some(ms) = rule.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    rule
+}
+
+async fn messages_endpoint(
+    state: &State,
+    rec: RecordedRequest,
+    body: &Value,
+    body_len: usize,
+) -> Response<Body> {
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("claude-scripted")
+        .to_string();
+    let rule = choose(state, rec, body).await;
 
     if let Some(e) = &rule.error {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -549,10 +591,59 @@ async fn messages_endpoint(
     }
 
     let chunk_delay = rule.chunk_delay_ms.map(Duration::from_millis);
+    with_request_id(event_stream(answer.to_events(), chunk_delay, |name| {
+        name == "content_block_delta"
+    }))
+}
+
+async fn responses_endpoint(
+    state: &State,
+    rec: RecordedRequest,
+    body: &Value,
+    body_len: usize,
+) -> Response<Body> {
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("gpt-scripted")
+        .to_string();
+    let rule = choose(state, rec, body).await;
+
+    if let Some(e) = &rule.error {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return with_request_id(json_response(
+            status,
+            &responses::error_body(&e.kind, &e.message),
+        ));
+    }
+
+    let answer = ResponsesAnswer::new(
+        &model,
+        &rule.response,
+        &rule.effective_stop_reason(),
+        sse::estimate_tokens(body_len),
+    );
+    if !stream {
+        return with_request_id(json_response(StatusCode::OK, &answer.to_response()));
+    }
+    let chunk_delay = rule.chunk_delay_ms.map(Duration::from_millis);
+    with_request_id(event_stream(answer.to_events(), chunk_delay, |name| {
+        name.ends_with(".delta")
+    }))
+}
+
+/// A `text/event-stream` response sending `events`, waiting `chunk_delay`
+/// after each event for which `is_delta` holds.
+fn event_stream(
+    events: Vec<(String, Value)>,
+    chunk_delay: Option<Duration>,
+    is_delta: fn(&str) -> bool,
+) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
-        for (name, data) in answer.to_events() {
-            let is_delta = name == "content_block_delta";
+        for (name, data) in events {
+            let delta = is_delta(&name);
             if tx
                 .send(Bytes::from(sse::frame(&name, &data)))
                 .await
@@ -560,7 +651,7 @@ async fn messages_endpoint(
             {
                 return;
             }
-            if is_delta && let Some(d) = chunk_delay {
+            if delta && let Some(d) = chunk_delay {
                 tokio::time::sleep(d).await;
             }
         }
@@ -577,13 +668,16 @@ async fn messages_endpoint(
     );
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    with_request_id(r)
+    r
 }
 
 /// The JSON schema of a structured-output request (`output_config.format`
-/// of type `json_schema`), if any.
+/// of type `json_schema` in Messages, `text.format` in Responses), if any.
 fn structured_output_schema(body: &Value) -> Option<&Value> {
-    let format = body.get("output_config")?.get("format")?;
+    let format = body
+        .get("output_config")
+        .or_else(|| body.get("text"))?
+        .get("format")?;
     if format.get("type").and_then(Value::as_str) != Some("json_schema") {
         return None;
     }

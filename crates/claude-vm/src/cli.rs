@@ -79,7 +79,7 @@ pub enum Command {
         /// Workspace id, name or unique id prefix
         workspace: String,
         /// Agent to run [default: agents.defaults.agent in config.yaml]
-        #[arg(long, value_parser = ["claude", "codex", "gemini", "goose", "qwen"])]
+        #[arg(long, value_parser = ["claude", "codex", "gemini", "goose", "qwen", "acp"])]
         agent: Option<String>,
         /// First message
         #[arg(short, long, value_name = "TEXT")]

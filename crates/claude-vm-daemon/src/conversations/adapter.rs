@@ -1,6 +1,6 @@
 //! Agent adapters: how to start an agent kind, talk to it on stdin, and understand what
-//! it prints. One adapter per protocol (Claude Code's stream-json now; Codex and ACP next),
-//! all line-oriented JSON over stdio, behind one trait.
+//! it prints. One adapter per protocol (Claude Code's stream-json here, the Agent Client
+//! Protocol in `acp.rs`; Codex next), all line-oriented JSON over stdio, behind one trait.
 
 use claude_vm_protocol::api::{AgentSpec, Decision, EventBody, PermissionMode};
 use serde_json::{Value, json};
@@ -21,6 +21,9 @@ pub enum Parsed {
     /// Bytes to write back to the agent at once (protocol-level answers, e.g. JSON-RPC
     /// responses or the next step of a handshake).
     Reply(Vec<u8>),
+    /// The agent cannot go on (e.g. its protocol handshake was refused): stop it and fail
+    /// the conversation with this reason.
+    Fail(String),
 }
 
 /// One agent protocol. An adapter instance serves one agent process (a new one is made
@@ -57,6 +60,8 @@ pub trait Adapter: Send {
 pub fn for_kind(kind: &str) -> Option<Box<dyn Adapter>> {
     match kind {
         "claude" => Some(Box::new(Claude)),
+        "codex" => Some(Box::new(super::codex::Codex::new())),
+        "gemini" | "goose" | "qwen" | "acp" => Some(Box::new(super::acp::Acp::new(kind))),
         _ => None,
     }
 }
@@ -64,7 +69,7 @@ pub fn for_kind(kind: &str) -> Option<Box<dyn Adapter>> {
 /// Longest tool output kept in the transcript.
 const MAX_TOOL_OUTPUT: usize = 16 * 1024;
 
-fn truncate(mut s: String) -> String {
+pub(super) fn truncate(mut s: String) -> String {
     if s.len() > MAX_TOOL_OUTPUT {
         let mut cut = MAX_TOOL_OUTPUT;
         while !s.is_char_boundary(cut) {
@@ -248,6 +253,10 @@ mod tests {
     #[test]
     fn every_agent_kind_of_the_config_is_known_or_refused_clearly() {
         assert!(for_kind("claude").is_some());
+        assert!(for_kind("codex").is_some());
+        for acp in ["gemini", "goose", "qwen", "acp"] {
+            assert!(for_kind(acp).is_some(), "{acp}");
+        }
         assert!(for_kind("cursor").is_none());
     }
 

@@ -12,7 +12,9 @@
 //! Each conversation is an actor: one task owns its state and handles commands (send,
 //! interrupt, stop, decide) and agent output in order, so no locks guard the logic.
 
+pub mod acp;
 pub mod adapter;
+pub mod codex;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -35,7 +37,7 @@ use adapter::{Adapter, Parsed};
 pub enum ConvError {
     #[error("no conversation {0}")]
     NotFound(String),
-    #[error("unknown agent kind {0:?}; known: claude")]
+    #[error("unknown agent kind {0:?}; known: claude, codex, gemini, goose, qwen, acp")]
     UnknownAgent(String),
     #[error("no pending approval {0}")]
     NoApproval(String),
@@ -703,9 +705,9 @@ impl Actor {
             // The handshake is still running; delivery resumes when the agent answers.
             return;
         }
-        let status = self.view().status;
         while let Some((id, text)) = self.pending.front().cloned() {
-            let busy = matches!(status, CS::Working | CS::WaitingForApproval);
+            // Read afresh: the message just delivered started a turn.
+            let busy = matches!(self.view().status, CS::Working | CS::WaitingForApproval);
             if busy && !self.adapter.accepts_mid_turn() {
                 break;
             }
@@ -876,15 +878,21 @@ impl Actor {
                     );
                     self.record(body, ends_turn);
                     if ends_turn {
-                        if self.approvals.is_empty() {
-                            self.set_status(CS::Idle, None);
-                        }
+                        // A finished turn waits for nothing: approvals it left open (an
+                        // interrupt cancelled them) can no longer be answered.
+                        self.approvals.clear();
+                        self.set_status(CS::Idle, None);
                         self.deliver().await;
                     } else if working && self.view().status != CS::WaitingForApproval {
                         self.set_status(CS::Working, None);
                     }
                 }
                 Parsed::Reply(bytes) => self.write_later(bytes),
+                Parsed::Fail(reason) => {
+                    self.outbox.clear();
+                    self.abandon_agent(reason);
+                    return;
+                }
                 Parsed::Approval {
                     request_id,
                     tool,

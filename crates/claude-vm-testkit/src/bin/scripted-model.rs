@@ -1,6 +1,6 @@
 //! `scripted-model --listen 127.0.0.1:0 --script FILE`
 //!
-//! Serves the Anthropic Messages API from a script (see the
+//! Serves the Anthropic Messages and OpenAI Responses APIs from a script (see the
 //! `claude_vm_testkit` crate docs for the format). The first line on stdout
 //! is the base URL (`http://127.0.0.1:PORT`); one line per request goes to
 //! stderr unless `--quiet`. Runs until SIGINT or SIGTERM.
@@ -15,7 +15,7 @@ use claude_vm_testkit::{Script, ScriptedModel};
 #[derive(Parser, Debug)]
 #[command(
     name = "scripted-model",
-    about = "Scripted Anthropic Messages API server for tests"
+    about = "Scripted model server (Anthropic Messages, OpenAI Responses) for tests"
 )]
 struct Args {
     /// Address to listen on; port 0 picks a free port.

@@ -1,0 +1,448 @@
+//! Conversations with the real Codex CLI (from PyPI `openai-codex-cli-bin`, one static
+//! executable) in real Docker workspaces, driven through `codex app-server`, against the
+//! test kit's scripted model server speaking the OpenAI Responses API.
+//!
+//! Codex is pointed at the server with a custom model provider given on its command line
+//! (`agents.codex.args`): `OPENAI_BASE_URL` is not read by Codex 0.163, and its built-in
+//! OpenAI provider tries WebSockets first. The model is `gpt-5.5`, which Codex knows (no
+//! "unknown model" warning) and offers plain function tools: `exec_command` for shell
+//! commands and the freeform `apply_patch`.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use claude_vm_testkit::{Script, ScriptedModel};
+use common::{Ctx, dexec, git};
+
+/// The Codex executable shipped by the PyPI package; the suite installs it.
+fn codex_binary() -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import codex_cli_bin; print(codex_cli_bin.bundled_codex_path())",
+        ])
+        .output()
+        .expect("python3 runs");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && std::path::Path::new(&path).is_file(),
+        "the Codex CLI was not found: install it with `pip install openai-codex-cli-bin` (scripts/test-deps.sh does)\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+const SECRET: &str = "sk-test-CODEX-DO-NOT-LEAK-4242";
+
+/// A home whose workspaces share the host's network (to reach the model server on
+/// loopback) and whose Codex agent is the real CLI pointed at `model`.
+fn ctx_with_model(model: &ScriptedModel) -> Ctx {
+    let ctx = Ctx::new();
+    let provider = format!(
+        "model_providers.testkit={{name=\"testkit\",base_url=\"{}/v1\",env_key=\"OPENAI_API_KEY\",wire_api=\"responses\"}}",
+        model.url()
+    );
+    let args = [
+        "-c",
+        "model=\"gpt-5.5\"",
+        "-c",
+        "model_provider=\"testkit\"",
+        "-c",
+        &provider,
+    ];
+    let args_yaml: String = args
+        .iter()
+        .map(|a| format!("      - {}\n", serde_json::to_string(a).unwrap()))
+        .collect();
+    let cfg = format!(
+        "default_image: {image}\nagents:\n  defaults:\n    agent: codex\n  codex:\n    binary: {bin}\n    args:\n{args_yaml}    env:\n      OPENAI_API_KEY: {SECRET}\n",
+        image = common::test_image(),
+        bin = codex_binary(),
+    );
+    std::fs::write(ctx.home.path().join("config.yaml"), cfg).unwrap();
+    ctx.run(&[
+        "provider",
+        "set-options",
+        "docker",
+        "--option",
+        "network=host",
+    ])
+    .ok();
+    ctx
+}
+
+fn project(ctx: &Ctx) -> String {
+    let p = ctx.path("proj");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("README.md"), "# proj\n").unwrap();
+    git(&p, &["init", "-q"]);
+    git(&p, &["add", "."]);
+    git(&p, &["commit", "-q", "-m", "init"]);
+    p.display().to_string()
+}
+
+fn events(ctx: &Ctx, conv: &str) -> Vec<serde_json::Value> {
+    let out = ctx.run(&["chat", "log", "-c", conv, "--json"]).ok();
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Wait until the transcript has an event satisfying `pred`.
+fn wait_for(
+    ctx: &Ctx,
+    conv: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let ev = events(ctx, conv);
+        if ev.iter().any(&pred) {
+            return ev;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}; transcript:\n{ev:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn status(ctx: &Ctx, conv: &str) -> String {
+    let list = ctx.run(&["chat", "list", "--json"]).ok().json();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == conv)
+        .unwrap()["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn send_wait(ctx: &Ctx, conv: &str, text: &str) -> String {
+    ctx.run(&["chat", "send", "-c", conv, text, "--wait"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_multi_turn_codex_conversation_edits_the_project_and_keeps_its_context() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "create the greeting"},
+               "response": [{"text": "Creating it."},
+                            {"tool_use": {"name": "exec_command", "input": {"cmd": "printf 'hello from codex\\n' > greeting.txt && echo created-greeting"}}}]},
+              {"match": {"after_tool_result_contains": "created-greeting"}, "response": [{"text": "Created greeting.txt for you."}]},
+              {"match": {"last_user_contains": "what did you do", "contains": "created-greeting"},
+               "response": [{"text": "I ran a command that created greeting.txt."}]},
+              {"match": {"last_user_contains": "code word is MANGO"}, "response": [{"text": "Noted the code word."}]},
+              {"match": {"last_user_contains": "what was the code word", "contains": "MANGO"}, "response": [{"text": "It was MANGO."}]},
+              {"match": "any", "response": [{"text": "I do not remember anything."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    let w = ctx.up(&[&project(&ctx), "--name", "codex"]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    let conv = ctx
+        .run(&["new-chat", "codex", "--agent", "codex"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    assert_eq!(conv.len(), 12, "{conv}");
+
+    // Turn 1: Codex runs a shell command that writes a file.
+    assert_eq!(
+        send_wait(&ctx, &conv, "please create the greeting"),
+        "Created greeting.txt for you."
+    );
+    assert_eq!(
+        dexec(&id, "stat -c '%u %n' /workspace/proj/greeting.txt"),
+        "1000 /workspace/proj/greeting.txt\n",
+        "the agent runs as the agent user"
+    );
+    assert_eq!(
+        dexec(&id, "cat /workspace/proj/greeting.txt"),
+        "hello from codex\n"
+    );
+    let diff = ctx.run(&["diff", "codex", "--stat"]).ok();
+    assert!(
+        diff.stdout.contains("greeting.txt") && diff.stdout.contains("untracked"),
+        "{}",
+        diff.stdout
+    );
+    let ev = events(&ctx, &conv);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for k in [
+        "user",
+        "delivered",
+        "assistant",
+        "tool_call",
+        "tool_result",
+        "turn_end",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    let call = ev.iter().find(|e| e["type"] == "tool_call").unwrap();
+    assert_eq!(call["name"], "shell");
+    assert_eq!(
+        call["input"]["command"],
+        "printf 'hello from codex\\n' > greeting.txt && echo created-greeting"
+    );
+    let result = ev.iter().find(|e| e["type"] == "tool_result").unwrap();
+    assert_eq!(result["id"], call["id"]);
+    assert_eq!(result["output"], "created-greeting\n");
+    assert_eq!(result["is_error"], false);
+    assert_eq!(status(&ctx, &conv), "idle");
+    let log = ctx.run(&["chat", "log", "-c", &conv]).ok();
+    assert!(
+        log.stdout.contains("⚙ shell(printf 'hello from codex"),
+        "{}",
+        log.stdout
+    );
+
+    // Turn 2: the first turn's messages, call and output reach the model again.
+    assert_eq!(
+        send_wait(&ctx, &conv, "what did you do?"),
+        "I ran a command that created greeting.txt."
+    );
+    let last = model.responses_requests().pop().unwrap();
+    let text = last.conversation_text();
+    assert!(
+        text.contains("please create the greeting")
+            && text.contains("Created greeting.txt for you.")
+            && text.contains("created-greeting"),
+        "{text}"
+    );
+    assert_eq!(last.header("authorization"), Some("<redacted>"));
+
+    // The daemon dies between turns: the next message resumes Codex's thread.
+    assert_eq!(
+        send_wait(&ctx, &conv, "the code word is MANGO"),
+        "Noted the code word."
+    );
+    dexec(&id, "kill -9 $(pgrep -f 'agent [s]erve')");
+    let start = Instant::now();
+    while ctx.run(&["chat", "list", "--json"]).code != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the daemon did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        send_wait(&ctx, &conv, "what was the code word?"),
+        "It was MANGO.",
+        "context lost after the daemon restarted"
+    );
+    let agents = dexec(&id, "pgrep -c -f 'codex app-serve[r]' || true");
+    assert_eq!(agents.trim(), "1", "one Codex process for the conversation");
+
+    // Secrets never reach transcripts, metadata, logs or JSON output.
+    let leaks = dexec(
+        &id,
+        &format!("grep -rl '{SECRET}' /workspace/.claude-vm --exclude=spec.json || true"),
+    );
+    assert_eq!(leaks.trim(), "", "secret found in {leaks}");
+    let json = ctx.run(&["chat", "list", "--json"]).ok();
+    assert!(!json.stdout.contains(SECRET));
+    let log = ctx.run(&["chat", "log", "-c", &conv]).ok();
+    assert!(!log.stdout.contains(SECRET));
+    let users = events(&ctx, &conv)
+        .iter()
+        .filter(|e| e["type"] == "user")
+        .count();
+    assert_eq!(users, 4, "every message kept");
+}
+
+#[test]
+fn a_message_sent_while_codex_works_steers_the_running_turn() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "run the slow job"},
+               "response": [{"tool_use": {"name": "exec_command", "input": {"cmd": "sleep 6 && echo slow-done"}}}]},
+              {"match": {"contains": "ALSO-CHECK-THE-LOGS", "after_tool_result_contains": "slow-done"},
+               "response": [{"text": "Slow job done, and I saw your note about the logs."}]},
+              {"match": {"after_tool_result_contains": "slow-done"}, "response": [{"text": "Slow job done."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    ctx.up(&[&project(&ctx), "--name", "steer"]);
+    let conv = ctx
+        .run(&["new-chat", "steer", "-m", "please run the slow job"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    wait_for(&ctx, &conv, "the slow tool call", |e| {
+        e["type"] == "tool_call"
+    });
+    assert_eq!(status(&ctx, &conv), "working");
+    let t = Instant::now();
+    ctx.run(&["chat", "send", "-c", &conv, "ALSO-CHECK-THE-LOGS please"])
+        .ok();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let ev = wait_for(&ctx, &conv, "the end of the turn", |e| {
+        e["type"] == "turn_end"
+    });
+    let turn_ends = ev.iter().filter(|e| e["type"] == "turn_end").count();
+    assert_eq!(turn_ends, 1, "the note must not need its own turn: {ev:#?}");
+    let answer = ev.iter().rev().find(|e| e["type"] == "assistant").unwrap();
+    assert_eq!(
+        answer["text"],
+        "Slow job done, and I saw your note about the logs."
+    );
+    assert_eq!(status(&ctx, &conv), "idle");
+}
+
+#[test]
+fn ask_mode_puts_codex_escalations_and_edits_to_the_user_and_interrupt_stops_a_turn() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "write the approved file"},
+               "response": [{"tool_use": {"name": "exec_command", "input": {"cmd": "echo yes > approved.txt && echo wrote-approved", "sandbox_permissions": "require_escalated", "justification": "It writes approved.txt."}}}]},
+              {"match": {"after_tool_result_contains": "wrote-approved"}, "response": [{"text": "Wrote it after your approval."}]},
+              {"match": {"last_user_contains": "patch in the forbidden file"},
+               "response": [{"tool_use": {"name": "apply_patch", "input": "*** Begin Patch\n*** Add File: forbidden.txt\n+no\n*** End Patch\n"}}]},
+              {"match": {"after_tool_result_contains": "rejected", "last_user_contains": "not that one"}, "response": [{"text": "Understood, I left it alone."}]},
+              {"match": {"last_user_contains": "are you still there"}, "response": [{"text": "Yes, still here."}]},
+              {"match": {"last_user_contains": "think for a long time"}, "delay_ms": 20000, "response": [{"text": "Finally done thinking."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    let w = ctx.up(&[&project(&ctx), "--name", "ask"]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    let conv = ctx
+        .run(&["new-chat", "ask", "--ask"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+
+    // Allowed: the command runs after the user says yes.
+    ctx.run(&[
+        "chat",
+        "send",
+        "-c",
+        &conv,
+        "please write the approved file",
+    ])
+    .ok();
+    let ev = wait_for(&ctx, &conv, "an approval request", |e| {
+        e["type"] == "approval_request"
+    });
+    assert_eq!(status(&ctx, &conv), "waiting_for_approval");
+    let req = ev.iter().find(|e| e["type"] == "approval_request").unwrap();
+    assert_eq!(req["tool"], "shell");
+    assert_eq!(
+        req["input"]["command"],
+        "echo yes > approved.txt && echo wrote-approved"
+    );
+    assert_eq!(req["input"]["reason"], "It writes approved.txt.");
+    assert_eq!(
+        dexec(
+            &id,
+            "test -e /workspace/proj/approved.txt && echo yes || echo no"
+        )
+        .trim(),
+        "no"
+    );
+    ctx.run(&[
+        "chat",
+        "allow",
+        "-c",
+        &conv,
+        req["approval_id"].as_str().unwrap(),
+    ])
+    .ok();
+    wait_for(&ctx, &conv, "the approved turn", |e| {
+        e["type"] == "assistant" && e["text"] == "Wrote it after your approval."
+    });
+    assert_eq!(dexec(&id, "cat /workspace/proj/approved.txt"), "yes\n");
+
+    // Denied: the edit is never made; the reason reaches the model.
+    ctx.run(&[
+        "chat",
+        "send",
+        "-c",
+        &conv,
+        "now patch in the forbidden file",
+    ])
+    .ok();
+    let ev = wait_for(&ctx, &conv, "an approval for the patch", |e| {
+        e["type"] == "approval_request" && e["tool"] == "apply_patch"
+    });
+    let req = ev
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "approval_request")
+        .unwrap();
+    assert_eq!(
+        req["input"]["path"], "/workspace/proj/forbidden.txt",
+        "{req}"
+    );
+    ctx.run(&[
+        "chat",
+        "deny",
+        "-c",
+        &conv,
+        req["approval_id"].as_str().unwrap(),
+        "-m",
+        "not that one",
+    ])
+    .ok();
+    wait_for(&ctx, &conv, "the denied turn", |e| {
+        e["type"] == "assistant" && e["text"] == "Understood, I left it alone."
+    });
+    assert_eq!(
+        dexec(
+            &id,
+            "test -e /workspace/proj/forbidden.txt && echo yes || echo no"
+        )
+        .trim(),
+        "no"
+    );
+
+    // Interrupt: a slow turn stops early, and the conversation goes on.
+    ctx.run(&["chat", "send", "-c", &conv, "think for a long time"])
+        .ok();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status(&ctx, &conv), "working");
+    ctx.run(&["chat", "interrupt", "-c", &conv]).ok();
+    let start = Instant::now();
+    while status(&ctx, &conv) != "idle" {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "interrupt did not end the turn"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        !events(&ctx, &conv)
+            .iter()
+            .any(|e| e["text"] == "Finally done thinking.")
+    );
+    assert_eq!(
+        send_wait(&ctx, &conv, "are you still there?"),
+        "Yes, still here."
+    );
+}
