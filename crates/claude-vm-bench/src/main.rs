@@ -1,45 +1,96 @@
-//! `claude-vm-bench`: wall time of claude-vm's workspace commands against the plain docker
+//! `claude-vm-bench`: how long claude-vm's operations take against the plain docker
 //! commands that do the nearest equivalent, measured in the same run on the same image.
 //!
-//! Every sample is the wall time of a whole process (spawn to exit) of the real binaries,
-//! so it includes process start-up, connecting to the engine, and everything the command
-//! waits for. Ours and the baseline alternate within each iteration (and swap order every
-//! iteration) so that drift in the machine's load hits both alike.
+//! Groups (run all, or pick with `--only`):
+//! - `lifecycle`, `list`: whole-process wall time of `workspace up/down/up/list` against
+//!   `docker run + cp`, `stop`, `start`, `ps -a`;
+//! - `exec`: `exec true` over an established link, in this process, against `docker exec`;
+//! - `cli-exec`: `claude-vm exec WS -- true` against `docker exec CTR true`, whole processes;
+//! - `files`: 100 MB into the workspace and back (link in-process, `claude-vm cp`) against
+//!   `docker cp` both ways;
+//! - `chat`: latency between a client and a stand-in agent (`echo-agent`) through the
+//!   daemon, against the same agent behind `docker exec -i`;
+//! - `memory`: the daemon's RSS per idle conversation, and the stand-in agents' RSS.
+//!
+//! Ours and the baseline alternate within each iteration (and swap order every iteration)
+//! so that drift in the machine's load hits both alike.
 
+mod chat;
 mod exec;
+mod execs;
+mod files;
 mod fixture;
+mod inside;
 mod report;
 mod stats;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::exec::{Interrupted, Tools, run, run_cleanup, timed};
-use crate::report::{Environment, OpResult, Report, Target};
+use crate::inside::Inside;
+use crate::report::{Environment, Memory, OpResult, Report, Target, Throughput};
 use crate::stats::Summary;
 
-const DEFAULT_IMAGE: &str = "claude-vm-test-base:bookworm-1";
+const DEFAULT_IMAGE: &str = "claude-vm-test-base:bookworm-2";
 /// Label on every baseline container, with the run's id as value.
 const BASELINE_LABEL: &str = "dev.claude-vm-bench.run";
+
+/// A group of measurements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum Group {
+    /// Workspace up (new), down, resume vs docker run+cp, stop, start
+    Lifecycle,
+    /// `workspace list` vs `docker ps -a`
+    List,
+    /// exec over an established link (in-process) vs `docker exec`
+    Exec,
+    /// `claude-vm exec` vs `docker exec`, whole processes
+    CliExec,
+    /// File throughput: link write/read and `claude-vm cp` vs `docker cp`
+    Files,
+    /// Conversation latency with a stand-in agent
+    Chat,
+    /// Daemon memory per idle conversation
+    Memory,
+}
+
+impl Group {
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_owned())
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "claude-vm-bench",
-    about = "Benchmark claude-vm's workspace lifecycle against plain docker commands",
-    after_help = "Measures (whole-process wall time, p50/p95, ours and baseline interleaved):\n  \
-        new workspace up   vs  docker run -d --init IMG sleep infinity + docker cp DIR/. CTR:/workspace/\n  \
-        workspace down     vs  docker stop CTR\n  \
-        resume (up NAME)   vs  docker start CTR\n  \
-        workspace list     vs  docker ps -a        (with 20 workspaces existing)\n\n\
-        Build the binary under test first: cargo build --release -p claude-vm\n\
-        Everything created is removed at the end, also after a failure or Ctrl-C."
+    about = "Benchmark claude-vm against plain docker commands, in the same run",
+    after_help = concat!(
+        "Measures (ours vs the baseline, interleaved):\n",
+        "  lifecycle  workspace up (new) / down / up (resume)\n",
+        "             vs docker run -d --init + docker cp / docker stop / docker start\n",
+        "  list       workspace list (20 workspaces) vs docker ps -a\n",
+        "  exec       Link::exec([true]) until its exit, in-process, vs docker exec CTR true\n",
+        "  cli-exec   claude-vm exec WS -- true vs docker exec CTR true\n",
+        "  files      100 MB in and out: link write/read, claude-vm cp vs docker cp\n",
+        "  chat       send -> agent stdin, agent stdout -> events(follow) with a stand-in\n",
+        "             agent, vs the same agent behind docker exec -i\n",
+        "  memory     daemon RSS with 0, 10, 20 idle conversations; the agents' RSS\n\n",
+        "Build the binaries under test first:\n",
+        "  cargo build --release -p claude-vm -p claude-vm-bench\n",
+        "Everything created is removed at the end, also after a failure or Ctrl-C."
+    )
 )]
 struct Args {
+    /// Run only these groups (repeat, or separate with commas) [default: all]
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "GROUP")]
+    only: Vec<Group>,
     /// Measured iterations of up, down and resume
     #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     iterations: u32,
@@ -49,30 +100,73 @@ struct Args {
     /// Number of workspaces that exist while `workspace list` is measured
     #[arg(long, default_value_t = 20)]
     list_workspaces: u32,
-    /// Unmeasured iterations (and list repetitions) run first, to warm caches
+    /// Measured link execs (and as many `docker exec`s)
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    exec_samples: u32,
+    /// Measured `claude-vm exec` runs (and as many `docker exec`s)
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    cli_exec_samples: u32,
+    /// Size of the file moved in and out, in MB (10^6 bytes)
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    file_mb: u32,
+    /// Measured round trips of the file, each way
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    file_repetitions: u32,
+    /// Measured conversation messages (one at a time)
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    messages: u32,
+    /// Pause after each conversation exchange, in milliseconds
+    #[arg(long, default_value_t = 10, value_name = "MS")]
+    message_pause: u64,
+    /// Idle conversations for the memory measurement
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    idle_conversations: u32,
+    /// Unmeasured rounds first, to warm caches: this many lifecycle iterations, list
+    /// repetitions, file round trips and `claude-vm exec`s x3; link execs x20, messages x10
     #[arg(long, default_value_t = 1)]
     warmup: u32,
     /// The claude-vm binary [default: claude-vm next to this program, i.e. target/release]
     #[arg(long, value_name = "PATH")]
     bin: Option<PathBuf>,
+    /// The stand-in agent [default: echo-agent next to this program]
+    #[arg(long, value_name = "PATH")]
+    agent: Option<PathBuf>,
     /// Image for the workspaces and the baseline containers (must be present locally)
     #[arg(long, default_value = DEFAULT_IMAGE)]
     image: String,
     /// The docker CLI
     #[arg(long, default_value = "docker", value_name = "PATH")]
     docker: PathBuf,
-    /// Print the results as JSON instead of a table
+    /// Print the results as JSON instead of tables
     #[arg(long)]
     json: bool,
+    /// Also write the JSON results (every sample, the environment) to this file
+    #[arg(long, value_name = "PATH")]
+    save: Option<PathBuf>,
     /// Exit with status 1 when a target is missed
     #[arg(long)]
     check: bool,
+}
+
+impl Args {
+    fn runs(&self, g: Group) -> bool {
+        self.only.is_empty() || self.only.contains(&g)
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     match bench(&args) {
         Ok(report) => {
+            if let Some(path) = &args.save {
+                let saved = serde_json::to_vec_pretty(&report)
+                    .map_err(std::io::Error::other)
+                    .and_then(|json| std::fs::write(path, json));
+                if let Err(e) = saved {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
             if args.json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(s) => println!("{s}"),
@@ -185,16 +279,18 @@ fn loadavg() -> Option<f64> {
         .ok()
 }
 
-fn default_bin() -> Result<PathBuf> {
+/// A program next to this one (both are built into target/release).
+fn sibling(name: &str) -> Result<PathBuf> {
     let me = std::env::current_exe().context("cannot find this program's path")?;
-    Ok(me.with_file_name("claude-vm"))
+    Ok(me.with_file_name(name))
 }
 
 fn bench(args: &Args) -> Result<Report> {
     exec::catch_interrupts()?;
+    let started = Instant::now();
     let bin = match &args.bin {
         Some(b) => b.clone(),
-        None => default_bin()?,
+        None => sibling("claude-vm")?,
     };
     if !bin.is_file() {
         bail!(
@@ -204,6 +300,22 @@ fn bench(args: &Args) -> Result<Report> {
     }
     let bin = bin.canonicalize()?;
     let bin_bytes = bin.metadata()?.len();
+    let conversations = args.runs(Group::Chat) || args.runs(Group::Memory);
+    let agent = if conversations {
+        let agent = match &args.agent {
+            Some(a) => a.clone(),
+            None => sibling("echo-agent")?,
+        };
+        if !agent.is_file() {
+            bail!(
+                "no stand-in agent at {}: build it with `cargo build --release -p claude-vm-bench`, or pass --agent",
+                agent.display()
+            );
+        }
+        Some(agent.canonicalize()?)
+    } else {
+        None
+    };
 
     let home = tempfile::Builder::new()
         .prefix("claude-vm-bench-home.")
@@ -233,13 +345,24 @@ fn bench(args: &Args) -> Result<Report> {
             args.image
         );
     }
-    // `default_image` for every workspace; a JSON string is a valid YAML scalar.
-    std::fs::write(
-        home.path().join("config.yaml"),
-        format!("default_image: {}\n", serde_json::to_string(&args.image)?),
-    )?;
+    // `default_image` for every workspace, and the stand-in agent as `claude`; a JSON
+    // string is a valid YAML scalar.
+    let mut config = format!("default_image: {}\n", serde_json::to_string(&args.image)?);
+    if let Some(agent) = &agent {
+        config.push_str(&format!(
+            "agents:\n  claude:\n    binary: {}\n    turn_timeout: 600\n",
+            serde_json::to_string(&agent.display().to_string())?
+        ));
+    }
+    std::fs::write(home.path().join("config.yaml"), config)?;
     fixture::small_repo(&repo)?;
 
+    let groups: Vec<Group> = Group::value_variants()
+        .iter()
+        .copied()
+        .filter(|g| args.runs(*g))
+        .collect();
+    let warmup = args.warmup as usize;
     let mut environment = Environment {
         date: jiff::Timestamp::now()
             .strftime("%Y-%m-%d %H:%M UTC")
@@ -251,15 +374,23 @@ fn bench(args: &Args) -> Result<Report> {
         image: args.image.clone(),
         claude_vm_bin: tools.bin.display().to_string(),
         claude_vm_bin_bytes: bin_bytes,
+        groups: groups.iter().map(|g| g.name()).collect(),
         iterations: args.iterations as usize,
         list_repetitions: args.list_repetitions as usize,
         list_workspaces: args.list_workspaces as usize,
-        warmup: args.warmup as usize,
+        warmup,
+        exec_samples: args.exec_samples as usize,
+        cli_exec_samples: args.cli_exec_samples as usize,
+        file_bytes: u64::from(args.file_mb) * 1_000_000,
+        file_repetitions: args.file_repetitions as usize,
+        messages: args.messages as usize,
+        idle_conversations: args.idle_conversations as usize,
         loadavg_start: loadavg(),
         loadavg_end: None,
+        duration_s: 0.0,
     };
     eprintln!(
-        "claude-vm-bench: {}: {} ({:.1} MiB), image {}, Docker {} ({}), {} CPUs",
+        "claude-vm-bench: {}: {} ({:.1} MiB), image {}, Docker {} ({}), {} CPUs; groups: {}",
         environment.date,
         environment.claude_vm_bin,
         bin_bytes as f64 / 1048576.0,
@@ -267,6 +398,7 @@ fn bench(args: &Args) -> Result<Report> {
         environment.docker_version,
         environment.storage_driver,
         environment.cpus,
+        environment.groups.join(", "),
     );
 
     let run_id = format!(
@@ -281,12 +413,14 @@ fn bench(args: &Args) -> Result<Report> {
         run_id: run_id.clone(),
     };
 
-    let (up, down, resume) = lifecycle(args, &tools, &repo, &run_id)?;
-    let list = list(args, &tools, &repo)?;
-
+    let mut results = Vec::new();
+    let mut throughput = Vec::new();
+    let mut memory = None;
     let repo_s = repo.display().to_string();
-    let results = vec![
-        OpResult::new(
+
+    if args.runs(Group::Lifecycle) {
+        let (up, down, resume) = lifecycle(args, &tools, &repo, &run_id)?;
+        results.push(OpResult::new(
             "up",
             format!("new workspace up ({} files + .git)", fixture::FILES + 1),
             format!("claude-vm workspace up {repo_s} --name NAME -q"),
@@ -297,8 +431,8 @@ fn bench(args: &Args) -> Result<Report> {
             Summary::of(&up.ours),
             Summary::of(&up.baseline),
             Target::MaxRatio { ratio: 1.5 },
-        ),
-        OpResult::new(
+        ));
+        results.push(OpResult::new(
             "down",
             "workspace down",
             "claude-vm workspace down NAME -q",
@@ -306,8 +440,8 @@ fn bench(args: &Args) -> Result<Report> {
             Summary::of(&down.ours),
             Summary::of(&down.baseline),
             Target::None,
-        ),
-        OpResult::new(
+        ));
+        results.push(OpResult::new(
             "resume",
             "resume (up on a stopped workspace)",
             "claude-vm workspace up NAME -q",
@@ -315,8 +449,11 @@ fn bench(args: &Args) -> Result<Report> {
             Summary::of(&resume.ours),
             Summary::of(&resume.baseline),
             Target::MaxRatio { ratio: 1.2 },
-        ),
-        OpResult::new(
+        ));
+    }
+    if args.runs(Group::List) {
+        let list = list(args, &tools, &repo)?;
+        results.push(OpResult::new(
             "list",
             format!("workspace list ({} workspaces)", args.list_workspaces),
             "claude-vm workspace list",
@@ -324,16 +461,189 @@ fn bench(args: &Args) -> Result<Report> {
             Summary::of(&list.ours),
             Summary::of(&list.baseline),
             Target::MaxP50Ms { ms: 150.0 },
-        ),
-    ];
+        ));
+    }
+
+    let linked = [Group::Exec, Group::CliExec, Group::Files, Group::Chat];
+    let inside = if linked.iter().any(|g| args.runs(*g)) || args.runs(Group::Memory) {
+        Some(Inside::open(&tools)?)
+    } else {
+        None
+    };
+    if let Some(inside) = &inside
+        && linked.iter().any(|g| args.runs(*g))
+    {
+        // One running workspace for these groups, linked to from this process.
+        let ws = inside.workspace(&tools, &repo, "bench-io")?;
+        eprintln!("workspace bench-io is up ({})", ws.container);
+        if args.runs(Group::Exec) {
+            let (s, noop) =
+                execs::link_exec(inside, &tools, &ws, args.exec_samples as usize, 20 * warmup)?;
+            results.push(OpResult::new(
+                "exec_link",
+                "exec `true` over an established link (in-process)",
+                "Link::exec([\"true\"]) until the exit event",
+                "docker exec CTR true",
+                Summary::of(&s.ours),
+                Summary::of(&s.baseline),
+                Target::MaxP50Ms { ms: 10.0 },
+            ));
+            results.push(OpResult::alone(
+                "link_noop",
+                "a request that does nothing, same link",
+                "Link::activity() (GET /v1/activity)",
+                Summary::of(&noop),
+            ));
+        }
+        if args.runs(Group::CliExec) {
+            let s = execs::cli_exec(&tools, &ws, args.cli_exec_samples as usize, 3 * warmup)?;
+            results.push(OpResult::new(
+                "exec_cli",
+                "claude-vm exec WS -- true",
+                "claude-vm exec NAME -- true",
+                "docker exec CTR true",
+                Summary::of(&s.ours),
+                Summary::of(&s.baseline),
+                Target::MaxRatio { ratio: 1.2 },
+            ));
+        }
+        if args.runs(Group::Files) {
+            let bytes = environment.file_bytes;
+            let s = files::throughput(
+                inside,
+                &tools,
+                &ws,
+                bytes as usize,
+                args.file_repetitions as usize,
+                warmup,
+            )?;
+            let mb = args.file_mb;
+            let rows = [
+                (
+                    "file_in_link",
+                    format!("{mb} MB in: link write (in-process)"),
+                    "Link::write(PATH, full(bytes))",
+                    "docker cp FILE CTR:PATH",
+                    &s.link_in,
+                    &s.docker_in,
+                ),
+                (
+                    "file_in_cli",
+                    format!("{mb} MB in: claude-vm cp"),
+                    "claude-vm cp FILE NAME:PATH",
+                    "docker cp FILE CTR:PATH",
+                    &s.cli_in,
+                    &s.docker_in,
+                ),
+                (
+                    "file_out_link",
+                    format!("{mb} MB out: link read (in-process)"),
+                    "Link::read(PATH) into memory",
+                    "docker cp CTR:PATH FILE",
+                    &s.link_out,
+                    &s.docker_out,
+                ),
+                (
+                    "file_out_cli",
+                    format!("{mb} MB out: claude-vm cp"),
+                    "claude-vm cp NAME:PATH FILE",
+                    "docker cp CTR:PATH FILE",
+                    &s.cli_out,
+                    &s.docker_out,
+                ),
+            ];
+            for (key, op, ours, base, o, b) in rows {
+                throughput.push(Throughput::new(
+                    key,
+                    op,
+                    ours,
+                    base,
+                    bytes,
+                    Summary::of(o),
+                    Summary::of(b),
+                ));
+            }
+        }
+        if args.runs(Group::Chat) {
+            let agent_name = agent_file_name(agent.as_deref())?;
+            let s = chat::latency(
+                inside,
+                &tools,
+                &ws,
+                &agent_name,
+                args.messages as usize,
+                10 * warmup,
+                Duration::from_millis(args.message_pause),
+            )?;
+            let pipe = "docker exec -i CTR echo-agent (stdin/stdout pipe)".to_owned();
+            let target = Target::MaxP99Ms { ms: 20.0 };
+            results.push(OpResult::latency(
+                "chat_send_to_agent",
+                "send -> agent reads the message",
+                "Link::send_message until the agent's read()",
+                Summary::of_ms(s.send_to_agent),
+                Some((pipe.clone(), Summary::of_ms(s.base_send_to_agent))),
+                target,
+            ));
+            results.push(OpResult::latency(
+                "chat_agent_to_follower",
+                "agent writes its answer -> follower has it",
+                "agent's write() until Link::events(follow) yields the assistant event",
+                Summary::of_ms(s.agent_to_follower),
+                Some((pipe.clone(), Summary::of_ms(s.base_agent_to_follower))),
+                target,
+            ));
+            results.push(OpResult::latency(
+                "chat_round_trip",
+                "send -> answer at the follower",
+                "Link::send_message until the follower has the assistant event",
+                Summary::of_ms(s.round_trip),
+                Some((pipe, Summary::of_ms(s.base_round_trip))),
+                Target::None,
+            ));
+            results.push(OpResult::latency(
+                "chat_send_ack",
+                "send_message acknowledged (on disk)",
+                "Link::send_message until its answer",
+                Summary::of_ms(s.send_ack),
+                None,
+                Target::None,
+            ));
+        }
+    }
+    if let Some(inside) = &inside
+        && args.runs(Group::Memory)
+    {
+        // A fresh workspace: nothing but the link has touched its daemon yet.
+        let ws = inside.workspace(&tools, &repo, "bench-mem")?;
+        let points = chat::memory(
+            inside,
+            &tools,
+            &ws,
+            args.idle_conversations as usize,
+            Duration::from_secs(1),
+        )?;
+        memory = Some(Memory::new(points));
+    }
+
     environment.loadavg_end = loadavg();
+    environment.duration_s = started.elapsed().as_secs_f64();
     let show = |l: Option<f64>| l.map_or("?".to_owned(), |l| format!("{l:.2}"));
     eprintln!(
-        "load average (1 min): {} at the start, {} at the end",
+        "load average (1 min): {} at the start, {} at the end; {:.0} s in all",
         show(environment.loadavg_start),
-        show(environment.loadavg_end)
+        show(environment.loadavg_end),
+        environment.duration_s,
     );
-    Ok(Report::new(environment, results))
+    Ok(Report::new(environment, results, throughput, memory))
+}
+
+/// The file name the stand-in agent has inside workspaces.
+fn agent_file_name(agent: Option<&Path>) -> Result<String> {
+    agent
+        .and_then(|a| a.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("no stand-in agent")
 }
 
 /// Create, stop, resume (and, untimed, delete) a workspace and a baseline container per

@@ -1,4 +1,4 @@
-//! Percentiles of wall-time samples.
+//! Percentiles of time samples.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use serde::Serialize;
 pub struct Summary {
     pub p50_ms: f64,
     pub p95_ms: f64,
+    pub p99_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
     pub mean_ms: f64,
@@ -18,7 +19,11 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(samples: &[Duration]) -> Summary {
-        let ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        Summary::of_ms(samples.iter().map(|d| d.as_secs_f64() * 1e3).collect())
+    }
+
+    /// From samples already in milliseconds.
+    pub fn of_ms(ms: Vec<f64>) -> Summary {
         let mut sorted = ms.clone();
         sorted.sort_by(f64::total_cmp);
         let mean = if ms.is_empty() {
@@ -29,6 +34,7 @@ impl Summary {
         Summary {
             p50_ms: percentile(&sorted, 50.0),
             p95_ms: percentile(&sorted, 95.0),
+            p99_ms: percentile(&sorted, 99.0),
             min_ms: sorted.first().copied().unwrap_or(f64::NAN),
             max_ms: sorted.last().copied().unwrap_or(f64::NAN),
             mean_ms: mean,

@@ -10,6 +10,9 @@ use claude_vm_protocol::api;
 pub struct Activity {
     file: PathBuf,
     state: Mutex<api::Activity>,
+    /// When the file was last written: at most once a second, so a busy agent does not
+    /// rewrite it for every event (at worst a crash loses the last second).
+    persisted: Mutex<Option<std::time::Instant>>,
 }
 
 impl Activity {
@@ -27,6 +30,7 @@ impl Activity {
         Activity {
             file,
             state: Mutex::new(state),
+            persisted: Mutex::new(None),
         }
     }
 
@@ -62,6 +66,13 @@ impl Activity {
     }
 
     fn persist(&self, snapshot: &api::Activity) {
+        {
+            let mut last = self.persisted.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         let tmp = self.file.with_extension("json.tmp");
         if let Ok(body) = serde_json::to_vec(snapshot)
             && std::fs::write(&tmp, body).is_ok()
