@@ -7,9 +7,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use claude_vm_protocol::Health;
 use claude_vm_protocol::api::{ApiError, ExecRequest};
 use claude_vm_protocol::frame::{Decoder, Kind};
-use claude_vm_protocol::{Health, frame};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Body as _, Frame};
@@ -256,7 +256,6 @@ async fn exec(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Respons
         out_tx,
         state.activity.clone(),
     ));
-    let _ = frame::MAX_FRAME;
     let mut res = Response::new(stream_body(out_rx));
     res.headers_mut().insert(
         "content-type",
