@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::{Ctx, dexec, git};
+use common::chat::{chat, ctx_with_agents, events, git_project, status, wait_for};
+use common::{Ctx, dexec};
 
 const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
 
@@ -55,35 +56,18 @@ fn acp_wheels() -> PathBuf {
 /// A home whose workspaces share the host's network (to reach the model server on
 /// loopback) and whose `acp` agent is claude-code-acp pointed at `model`.
 fn ctx_with_model(model: &ScriptedModel) -> Ctx {
-    let ctx = Ctx::new();
     let install = format!(
         "python3 -m venv /opt/claude-code-acp && /opt/claude-code-acp/bin/pip install -q --disable-pip-version-check --no-index --find-links {WHEELS_IN_WS} claude-code-acp==0.5.1"
     );
-    let cfg = format!(
-        "default_image: {image}\nagents:\n  defaults:\n    agent: acp\n  acp:\n    command: {AGENT}\n    install: '{install}'\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: {SECRET}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        image = common::test_image(),
+    ctx_with_agents(&format!(
+        "  defaults:\n    agent: acp\n  acp:\n    command: {AGENT}\n    install: '{install}'\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: {SECRET}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
         url = model.url(),
-    );
-    std::fs::write(ctx.home.path().join("config.yaml"), cfg).unwrap();
-    ctx.run(&[
-        "provider",
-        "set-options",
-        "docker",
-        "--option",
-        "network=host",
-    ])
-    .ok();
-    ctx
+    ))
 }
 
 /// A workspace named `name` on a small git project, with the agent's wheels copied in.
 fn workspace(ctx: &Ctx, name: &str) -> String {
-    let p = ctx.path("proj");
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::write(p.join("README.md"), "# proj\n").unwrap();
-    git(&p, &["init", "-q"]);
-    git(&p, &["add", "."]);
-    git(&p, &["commit", "-q", "-m", "init"]);
+    let p = git_project(ctx);
     let w = ctx.up(&[p.to_str().unwrap(), "--name", name]);
     let wheels = acp_wheels();
     ctx.run(&[
@@ -93,49 +77,6 @@ fn workspace(ctx: &Ctx, name: &str) -> String {
     ])
     .ok();
     w["id"].as_str().unwrap().to_owned()
-}
-
-fn events(ctx: &Ctx, conv: &str) -> Vec<serde_json::Value> {
-    let out = ctx.run(&["chat", "log", "-c", conv, "--json"]).ok();
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Wait until the transcript has an event satisfying `pred`.
-fn wait_for(
-    ctx: &Ctx,
-    conv: &str,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> Vec<serde_json::Value> {
-    let start = Instant::now();
-    loop {
-        let ev = events(ctx, conv);
-        if ev.iter().any(&pred) {
-            return ev;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "timed out waiting for {what}; transcript:\n{ev:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn chat(ctx: &Ctx, conv: &str) -> serde_json::Value {
-    let list = ctx.run(&["chat", "list", "--json"]).ok().json();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == conv)
-        .unwrap()
-        .clone()
-}
-
-fn status(ctx: &Ctx, conv: &str) -> String {
-    chat(ctx, conv)["status"].as_str().unwrap().to_owned()
 }
 
 fn count(ev: &[serde_json::Value], kind: &str) -> usize {

@@ -14,7 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::{Ctx, dexec, git};
+use common::chat::{ctx_with_agents, events, git_project, send_wait, status, wait_for};
+use common::{Ctx, dexec};
 
 /// The Codex executable shipped by the PyPI package; the suite installs it.
 fn codex_binary() -> String {
@@ -39,7 +40,6 @@ const SECRET: &str = "sk-test-CODEX-DO-NOT-LEAK-4242";
 /// A home whose workspaces share the host's network (to reach the model server on
 /// loopback) and whose Codex agent is the real CLI pointed at `model`.
 fn ctx_with_model(model: &ScriptedModel) -> Ctx {
-    let ctx = Ctx::new();
     let provider = format!(
         "model_providers.testkit={{name=\"testkit\",base_url=\"{}/v1\",env_key=\"OPENAI_API_KEY\",wire_api=\"responses\"}}",
         model.url()
@@ -56,80 +56,10 @@ fn ctx_with_model(model: &ScriptedModel) -> Ctx {
         .iter()
         .map(|a| format!("      - {}\n", serde_json::to_string(a).unwrap()))
         .collect();
-    let cfg = format!(
-        "default_image: {image}\nagents:\n  defaults:\n    agent: codex\n  codex:\n    binary: {bin}\n    args:\n{args_yaml}    env:\n      OPENAI_API_KEY: {SECRET}\n",
-        image = common::test_image(),
+    ctx_with_agents(&format!(
+        "  defaults:\n    agent: codex\n  codex:\n    binary: {bin}\n    args:\n{args_yaml}    env:\n      OPENAI_API_KEY: {SECRET}\n",
         bin = codex_binary(),
-    );
-    std::fs::write(ctx.home.path().join("config.yaml"), cfg).unwrap();
-    ctx.run(&[
-        "provider",
-        "set-options",
-        "docker",
-        "--option",
-        "network=host",
-    ])
-    .ok();
-    ctx
-}
-
-fn project(ctx: &Ctx) -> String {
-    let p = ctx.path("proj");
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::write(p.join("README.md"), "# proj\n").unwrap();
-    git(&p, &["init", "-q"]);
-    git(&p, &["add", "."]);
-    git(&p, &["commit", "-q", "-m", "init"]);
-    p.display().to_string()
-}
-
-fn events(ctx: &Ctx, conv: &str) -> Vec<serde_json::Value> {
-    let out = ctx.run(&["chat", "log", "-c", conv, "--json"]).ok();
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Wait until the transcript has an event satisfying `pred`.
-fn wait_for(
-    ctx: &Ctx,
-    conv: &str,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> Vec<serde_json::Value> {
-    let start = Instant::now();
-    loop {
-        let ev = events(ctx, conv);
-        if ev.iter().any(&pred) {
-            return ev;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "timed out waiting for {what}; transcript:\n{ev:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn status(ctx: &Ctx, conv: &str) -> String {
-    let list = ctx.run(&["chat", "list", "--json"]).ok().json();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == conv)
-        .unwrap()["status"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn send_wait(ctx: &Ctx, conv: &str, text: &str) -> String {
-    ctx.run(&["chat", "send", "-c", conv, text, "--wait"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned()
+    ))
 }
 
 #[test]
@@ -152,7 +82,7 @@ fn a_multi_turn_codex_conversation_edits_the_project_and_keeps_its_context() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[&project(&ctx), "--name", "codex"]);
+    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "codex"]);
     let id = w["id"].as_str().unwrap().to_owned();
     let conv = ctx
         .run(&["new-chat", "codex", "--agent", "codex"])
@@ -282,7 +212,7 @@ fn a_message_sent_while_codex_works_steers_the_running_turn() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    ctx.up(&[&project(&ctx), "--name", "steer"]);
+    ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "steer"]);
     let conv = ctx
         .run(&["new-chat", "steer", "-m", "please run the slow job"])
         .ok()
@@ -329,7 +259,7 @@ fn ask_mode_puts_codex_escalations_and_edits_to_the_user_and_interrupt_stops_a_t
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[&project(&ctx), "--name", "ask"]);
+    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "ask"]);
     let id = w["id"].as_str().unwrap().to_owned();
     let conv = ctx
         .run(&["new-chat", "ask", "--ask"])

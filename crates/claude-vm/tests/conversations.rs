@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::{Ctx, dexec, git};
+use common::chat::{Tmux, ctx_with_agents, events, git_project, status, wait_for};
+use common::{Ctx, dexec};
 
 /// The Claude Code binary bundled with the Python SDK; the suite installs it.
 fn claude_binary() -> String {
@@ -26,77 +27,13 @@ fn claude_binary() -> String {
 
 const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
 
-/// A home whose workspaces share the host's network (to reach the model server on
-/// loopback) and whose Claude agent is the real CLI pointed at `model`.
+/// A home whose Claude agent is the real CLI pointed at `model`.
 fn ctx_with_model(model: &ScriptedModel) -> Ctx {
-    let ctx = Ctx::new();
-    let cfg = format!(
-        "default_image: {image}\nagents:\n  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: {SECRET}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        image = common::test_image(),
+    ctx_with_agents(&format!(
+        "  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: {SECRET}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
         bin = claude_binary(),
         url = model.url(),
-    );
-    std::fs::write(ctx.home.path().join("config.yaml"), cfg).unwrap();
-    ctx.run(&[
-        "provider",
-        "set-options",
-        "docker",
-        "--option",
-        "network=host",
-    ])
-    .ok();
-    ctx
-}
-
-fn project(ctx: &Ctx) -> String {
-    let p = ctx.path("proj");
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::write(p.join("README.md"), "# proj\n").unwrap();
-    git(&p, &["init", "-q"]);
-    git(&p, &["add", "."]);
-    git(&p, &["commit", "-q", "-m", "init"]);
-    p.display().to_string()
-}
-
-fn events(ctx: &Ctx, conv: &str) -> Vec<serde_json::Value> {
-    let out = ctx.run(&["chat", "log", "-c", conv, "--json"]).ok();
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Wait until the transcript has an event satisfying `pred`.
-fn wait_for(
-    ctx: &Ctx,
-    conv: &str,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> Vec<serde_json::Value> {
-    let start = Instant::now();
-    loop {
-        let ev = events(ctx, conv);
-        if ev.iter().any(&pred) {
-            return ev;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "timed out waiting for {what}; transcript:\n{ev:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn status(ctx: &Ctx, conv: &str) -> String {
-    let list = ctx.run(&["chat", "list", "--json"]).ok().json();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == conv)
-        .unwrap()["status"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    ))
 }
 
 #[test]
@@ -114,7 +51,7 @@ fn a_tool_using_turn_edits_the_project_and_shows_in_diff() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[&project(&ctx), "--name", "talk"]);
+    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "talk"]);
     let id = w["id"].as_str().unwrap().to_owned();
     let conv = ctx.run(&["new-chat", "talk"]).ok().stdout.trim().to_owned();
     assert_eq!(conv.len(), 12, "{conv}");
@@ -201,7 +138,7 @@ fn a_message_sent_while_a_tool_runs_reaches_the_agent_in_that_turn() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    ctx.up(&[&project(&ctx), "--name", "queue"]);
+    ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "queue"]);
     let conv = ctx
         .run(&["new-chat", "queue", "-m", "please run the slow job"])
         .ok()
@@ -252,7 +189,7 @@ fn conversations_resume_after_a_daemon_crash_and_after_down_and_up() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[&project(&ctx), "--name", "resume"]);
+    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "resume"]);
     let id = w["id"].as_str().unwrap().to_owned();
     let conv = ctx
         .run(&["new-chat", "resume"])
@@ -453,7 +390,7 @@ fn ask_mode_puts_tool_uses_to_the_user_and_interrupt_stops_a_turn() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    ctx.up(&[&project(&ctx), "--name", "ask"]);
+    ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "ask"]);
     let id = ctx.list()[0]["id"].as_str().unwrap().to_owned();
     let conv = ctx
         .run(&["new-chat", "ask", "--ask"])
@@ -585,7 +522,7 @@ fn conversations_show_in_tmux_inside_and_in_the_interactive_chat_outside() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[&project(&ctx), "--name", "tty"]);
+    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "tty"]);
     let id = w["id"].as_str().unwrap().to_owned();
     let conv = ctx.run(&["new-chat", "tty"]).ok().stdout.trim().to_owned();
 
@@ -627,58 +564,55 @@ fn conversations_show_in_tmux_inside_and_in_the_interactive_chat_outside() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // Outside: the interactive chat in a terminal (host tmux drives it).
-    let session = format!("cvm-chat-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let out = Command::new("tmux").args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    // Outside: the interactive chat in a terminal (host tmux drives it), reached through
+    // the conversation picker, since the workspace now has two.
+    let second = ctx.run(&["new-chat", "tty", "--json"]).ok().json();
+    assert_eq!(second["workspace"], "tty");
+    assert_eq!(second["agent"], "claude");
+    // A follower sees what happens from here on.
+    let mut follower = ctx
+        .command(&["chat", "log", "-c", &conv, "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let follower_out = follower.stdout.take().unwrap();
+    let followed = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(follower_out).lines() {
+            let line = line.unwrap();
+            let done = line.contains("Hi, terminal user.");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
     let cmd = format!(
-        "CLAUDE_VM_HOME={} {} chat -c {conv}; sleep 30",
+        "CLAUDE_VM_HOME={} {} chat -w tty; sleep 30",
         ctx.home.path().display(),
         ctx.bin.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "150",
-        "-y",
-        "40",
-        &cmd,
-    ]);
-    let screen = |want: &str| {
-        let start = Instant::now();
-        loop {
-            let s = tmux(&["capture-pane", "-p", "-t", &session]);
-            if s.contains(want) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "never saw {want:?}:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let term = Tmux::start("chat", 150, 40, &cmd);
+    let within = Duration::from_secs(60);
+    term.wait_for(second["id"].as_str().unwrap(), within);
+    term.wait_for("conversation [1-2]:", within);
+    term.send("1");
     // The history is there, then a new exchange, then the commands.
-    screen("Hi, tmux user.");
-    tmux(&[
-        "send-keys",
-        "-t",
-        &session,
-        "hello from the terminal",
-        "Enter",
-    ]);
-    screen("Hi, terminal user.");
-    tmux(&["send-keys", "-t", &session, "/status", "Enter"]);
-    screen("Idle");
-    tmux(&["send-keys", "-t", &session, "/quit", "Enter"]);
-    screen("the agent keeps working");
-    let _ = Command::new("tmux")
-        .args(["kill-session", "-t", &session])
-        .status();
+    term.wait_for("Hi, tmux user.", within);
+    term.send("hello from the terminal");
+    term.wait_for("Hi, terminal user.", within);
+    term.send("/status");
+    term.wait_for("Idle", within);
+    term.send("/quit");
+    term.wait_for("the agent keeps working", within);
+    let seen = followed.join().unwrap();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("› hello from the terminal")),
+        "{seen:?}"
+    );
     assert_eq!(status(&ctx, &conv), "idle");
 }

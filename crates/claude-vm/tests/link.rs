@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use claude_vm_engine::{Engine, ExecEvent};
 use claude_vm_protocol::api::ExecRequest;
 use claude_vm_store::Home;
+use common::chat::Tmux;
 use common::{Ctx, dexec};
 
 fn workspace(ctx: &Ctx, name: &str) -> String {
@@ -312,60 +313,22 @@ fn one_link_carries_concurrent_requests_and_survives_drops() {
 fn a_terminal_session_follows_window_resizes_and_counts_as_activity() {
     let ctx = Ctx::new();
     workspace(&ctx, "resize");
-    let session = format!("cvm-resize-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let out = Command::new("tmux").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let cmd = format!(
         "CLAUDE_VM_HOME={} {} exec -t resize -- sh",
         ctx.home.path().display(),
         ctx.bin.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &cmd,
-    ]);
-    let screen = |want: &str| {
-        let start = Instant::now();
-        loop {
-            let s = tmux(&["capture-pane", "-p", "-t", &session]);
-            if s.contains(want) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "never saw {want:?} in:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    tmux(&["send-keys", "-t", &session, "stty size", "Enter"]);
-    screen("30 100");
-    tmux(&["resize-window", "-t", &session, "-x", "120", "-y", "40"]);
+    let term = Tmux::start("resize", 100, 30, &cmd);
+    let within = Duration::from_secs(15);
+    term.send("stty size");
+    term.wait_for("30 100", within);
+    term.run(&["resize-window", "-t", &term.name, "-x", "120", "-y", "40"]);
     std::thread::sleep(Duration::from_millis(500));
-    tmux(&["send-keys", "-t", &session, "stty size", "Enter"]);
-    screen("40 120");
-    tmux(&["send-keys", "-t", &session, "exit", "Enter"]);
+    term.send("stty size");
+    term.wait_for("40 120", within);
+    term.send("exit");
     let start = Instant::now();
-    while Command::new("tmux")
-        .args(["has-session", "-t", &session])
-        .status()
-        .unwrap()
-        .success()
-    {
+    while term.alive() {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "session did not end"

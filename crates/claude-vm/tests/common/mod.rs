@@ -2,6 +2,8 @@
 //! Docker engine, each test in its own `CLAUDE_VM_HOME`, and clean up whatever it created.
 #![allow(dead_code)]
 
+pub mod chat;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
