@@ -274,16 +274,17 @@ impl Engine {
             Some(w) => vec![self.find_workspace(w)?],
             None => self.store(|s| s.workspaces())?,
         };
+        // Ask the running workspaces at once, not one after the other.
+        let asks = workspaces.iter().map(|ws| async move {
+            if ws.status != Status::Running {
+                return None;
+            }
+            let (_, link) = self.link(ws.id.as_str()).await.ok()?;
+            link.conversations().await.ok()
+        });
+        let lives = futures_util::future::join_all(asks).await;
         let mut out = Vec::new();
-        for ws in workspaces {
-            let live = if ws.status == Status::Running {
-                match self.link(ws.id.as_str()).await {
-                    Ok((_, link)) => link.conversations().await.ok(),
-                    Err(_) => None,
-                }
-            } else {
-                None
-            };
+        for (ws, live) in workspaces.into_iter().zip(lives) {
             match live {
                 Some(convs) => {
                     for c in &convs {

@@ -82,7 +82,7 @@ impl EngineError {
                 Some("wait for `up` to finish, or interrupt it".to_owned())
             }
             EngineError::Transition { source: TransitionError::Unreachable(_), .. } => {
-                ProviderError::Unreachable { endpoint: String::new(), reason: String::new() }.hint()
+                Some(claude_vm_provider::UNREACHABLE_HINT.to_owned())
             }
             _ => None,
         }

@@ -30,15 +30,7 @@ pub use report::{NullReporter, Reporter};
 pub use tokio_util::sync::CancellationToken;
 pub use workspaces::{DownRequest, UpOutcome, UpRequest, WorkspaceView};
 
-/// The remedy to show when a provider cannot be reached.
-pub fn unreachable_hint() -> String {
-    claude_vm_provider::ProviderError::Unreachable {
-        endpoint: String::new(),
-        reason: String::new(),
-    }
-    .hint()
-    .unwrap_or_default()
-}
+pub use claude_vm_provider::UNREACHABLE_HINT;
 
 /// An opened claude-vm home: config, state database, provider connections.
 pub struct Engine {

@@ -940,12 +940,7 @@ else git checkout --quiet -b "$b"; fi"#;
             Some(dir) => ExecSpec {
                 cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
                 user: Some(format!("{uid}:{uid}")),
-                // A clone creates its target folder; run it from outside.
-                workdir: Some(if cmd.contains(&"clone") {
-                    "/".to_owned()
-                } else {
-                    dir.to_owned()
-                }),
+                workdir: Some(dir.to_owned()),
                 env: vec![
                     ("GIT_TERMINAL_PROMPT".into(), "0".into()),
                     ("HOME".into(), protocol::WORKSPACE_ROOT.into()),

@@ -64,32 +64,13 @@ impl Link {
 }
 
 impl ExecSession {
-    async fn send(&self, kind: Kind, payload: &[u8]) -> Result<(), LinkError> {
-        self.input
-            .send(Bytes::from(frame::encode(kind, payload)))
-            .await
-            .map_err(|_| LinkError::Dropped("the command's input is closed".into()))
-    }
-
+    /// Feed stdin (see [`ExecInput`] for the rest: resizes, signals, other tasks).
     pub async fn stdin(&self, data: &[u8]) -> Result<(), LinkError> {
-        for chunk in data.chunks(frame::MAX_FRAME) {
-            self.send(Kind::Stdin, chunk).await?;
-        }
-        Ok(())
+        self.input().stdin(data).await
     }
 
     pub async fn close_stdin(&self) -> Result<(), LinkError> {
-        self.send(Kind::StdinEof, b"").await
-    }
-
-    pub async fn resize(&self, rows: u16, cols: u16) -> Result<(), LinkError> {
-        let mut p = rows.to_be_bytes().to_vec();
-        p.extend_from_slice(&cols.to_be_bytes());
-        self.send(Kind::Resize, &p).await
-    }
-
-    pub async fn signal(&self, signal: u8) -> Result<(), LinkError> {
-        self.send(Kind::Signal, &[signal]).await
+        self.input().close_stdin().await
     }
 
     /// A sender usable from other tasks to feed stdin, resizes and signals.
@@ -158,37 +139,31 @@ pub struct ExecInput {
 }
 
 impl ExecInput {
-    pub async fn stdin(&self, data: &[u8]) -> bool {
-        for chunk in data.chunks(frame::MAX_FRAME) {
-            if self
-                .tx
-                .send(Bytes::from(frame::encode(Kind::Stdin, chunk)))
-                .await
-                .is_err()
-            {
-                return false;
-            }
-        }
-        true
-    }
-    pub async fn close_stdin(&self) -> bool {
+    async fn send(&self, kind: Kind, payload: &[u8]) -> Result<(), LinkError> {
         self.tx
-            .send(Bytes::from(frame::encode(Kind::StdinEof, b"")))
+            .send(Bytes::from(frame::encode(kind, payload)))
             .await
-            .is_ok()
+            .map_err(|_| LinkError::Dropped("the command's input is closed".into()))
     }
-    pub async fn resize(&self, rows: u16, cols: u16) -> bool {
+
+    pub async fn stdin(&self, data: &[u8]) -> Result<(), LinkError> {
+        for chunk in data.chunks(frame::MAX_FRAME) {
+            self.send(Kind::Stdin, chunk).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn close_stdin(&self) -> Result<(), LinkError> {
+        self.send(Kind::StdinEof, b"").await
+    }
+
+    pub async fn resize(&self, rows: u16, cols: u16) -> Result<(), LinkError> {
         let mut p = rows.to_be_bytes().to_vec();
         p.extend_from_slice(&cols.to_be_bytes());
-        self.tx
-            .send(Bytes::from(frame::encode(Kind::Resize, &p)))
-            .await
-            .is_ok()
+        self.send(Kind::Resize, &p).await
     }
-    pub async fn signal(&self, signal: u8) -> bool {
-        self.tx
-            .send(Bytes::from(frame::encode(Kind::Signal, &[signal])))
-            .await
-            .is_ok()
+
+    pub async fn signal(&self, signal: u8) -> Result<(), LinkError> {
+        self.send(Kind::Signal, &[signal]).await
     }
 }

@@ -14,16 +14,16 @@ pub enum ProviderError {
     Config(String),
 }
 
+/// The remedy when the Docker engine cannot be reached.
+pub const UNREACHABLE_HINT: &str = "is Docker running? start it (e.g. `sudo systemctl start docker`), or point \
+     claude-vm at the right engine with DOCKER_HOST or \
+     `claude-vm provider set-options <provider> --option host=unix:///path/to/docker.sock`";
+
 impl ProviderError {
     /// What the user can do about it, when we know.
     pub fn hint(&self) -> Option<String> {
         match self {
-            ProviderError::Unreachable { .. } => Some(
-                "is Docker running? start it (e.g. `sudo systemctl start docker`), or point \
-                 claude-vm at the right engine with DOCKER_HOST or \
-                 `claude-vm provider set-options <provider> --option host=unix:///path/to/docker.sock`"
-                    .to_owned(),
-            ),
+            ProviderError::Unreachable { .. } => Some(UNREACHABLE_HINT.to_owned()),
             ProviderError::ImageUnavailable { image, .. } => Some(format!(
                 "pull or build it first (`docker pull {image}`, `docker load`, `docker build -t {image} .`), \
                  or choose another image with --image"

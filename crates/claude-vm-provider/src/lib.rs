@@ -18,7 +18,7 @@ use bytes::Bytes;
 use claude_vm_core::{LiveState, WorkspaceId};
 use futures_util::Stream;
 
-pub use error::ProviderError;
+pub use error::{ProviderError, UNREACHABLE_HINT};
 
 /// A bidirectional byte stream (a command's stdin and stdout).
 pub trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}

@@ -94,7 +94,7 @@ async fn exec(engine: &Engine, args: &ExecArgs) -> Result<i32> {
     let input = session.input();
 
     if args.detach {
-        input.close_stdin().await;
+        let _ = input.close_stdin().await;
         return match session.next().await? {
             Some(ExecEvent::Started(pid)) => {
                 eprintln!(
@@ -118,7 +118,7 @@ async fn exec(engine: &Engine, args: &ExecArgs) -> Result<i32> {
         let input = input.clone();
         tokio::spawn(async move {
             if !forward_stdin {
-                input.close_stdin().await;
+                let _ = input.close_stdin().await;
                 return;
             }
             let mut stdin = tokio::io::stdin();
@@ -126,11 +126,11 @@ async fn exec(engine: &Engine, args: &ExecArgs) -> Result<i32> {
             loop {
                 match stdin.read(&mut buf).await {
                     Ok(0) | Err(_) => {
-                        input.close_stdin().await;
+                        let _ = input.close_stdin().await;
                         break;
                     }
                     Ok(n) => {
-                        if !input.stdin(&buf[..n]).await {
+                        if input.stdin(&buf[..n]).await.is_err() {
                             break;
                         }
                     }
@@ -160,12 +160,12 @@ async fn exec(engine: &Engine, args: &ExecArgs) -> Result<i32> {
                     _ = hup.recv() => 1,
                     _ = winch.recv() => {
                         if tty && let Some((r, c)) = terminal_size() {
-                            input.resize(r, c).await;
+                            let _ = input.resize(r, c).await;
                         }
                         continue;
                     }
                 };
-                if !input.signal(sig).await {
+                if input.signal(sig).await.is_err() {
                     break;
                 }
             }

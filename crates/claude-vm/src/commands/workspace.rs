@@ -178,7 +178,7 @@ async fn list(
         eprintln!(
             "{} {}",
             output::paint("hint:", Style::Hint),
-            claude_vm_engine::unreachable_hint()
+            claude_vm_engine::UNREACHABLE_HINT
         );
         return Ok(ExitCode::FAILURE);
     }
