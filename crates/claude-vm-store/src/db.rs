@@ -23,6 +23,8 @@ pub enum StoreError {
     NameTaken(String),
     #[error("a provider named {0:?} already exists")]
     ProviderExists(String),
+    #[error("a token named {0:?} already exists")]
+    TokenExists(String),
     #[error("corrupt row in state database: {0}")]
     Corrupt(String),
     #[error(
@@ -116,11 +118,29 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX conversations_by_workspace ON conversations(workspace_id);
     INSERT INTO providers (name, kind, options, created_at)
         VALUES ('docker', 'docker', '{}', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));",
+    // 2: the server's credentials (only hashes are stored)
+    "CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT
+    );
+    CREATE TABLE web_sessions (
+        hash TEXT PRIMARY KEY,
+        csrf TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE login_codes (
+        hash TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    );",
 ];
 
 /// A connection to the state database.
 pub struct Store {
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 fn now() -> String {
@@ -396,7 +416,7 @@ impl Store {
 const WS_SELECT: &str = "SELECT id, name, provider, source_kind, source, project, image, branch,
     status, status_reason, created_at, updated_at, creator_pid FROM workspaces";
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! ~/.claude-vm/            0700
-//!   state.db               SQLite (WAL): providers, workspaces, conversations
+//!   state.db               SQLite (WAL): providers, workspaces, conversations, server
+//!                          credentials (hashes only)
 //!   config.yaml            user defaults (default provider, image, agents)
 //!   locks/<id>.lock        per-workspace advisory locks held during lifecycle actions
 //! ```
@@ -12,10 +13,12 @@
 //! invocations read and write without corrupting anything; uniqueness (workspace names,
 //! provider names) is enforced by the schema, so two racing `up --name x` cannot both win.
 
+mod auth;
 mod config;
 mod db;
 mod home;
 
+pub use auth::TokenRecord;
 pub use config::{ConfigError, load_config, write_default_config};
 pub use db::{ConversationRecord, ProviderRecord, Store, StoreError, WorkspaceRecord};
 pub use home::{Home, HomeError};

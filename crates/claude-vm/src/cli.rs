@@ -92,6 +92,33 @@ pub enum Command {
         json: bool,
     },
 
+    /// Run the control plane: the web UI and the API for phones, browsers and remote CLIs
+    #[command(
+        after_help = "Agents keep running in their workspaces whether or not the server runs.\n\nExamples:\n  claude-vm server                          # http://127.0.0.1:7878, this machine only\n  claude-vm server --listen 0.0.0.0:7878    # put HTTPS in front (e.g. Caddy, tailscale serve)"
+    )]
+    Server {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+        listen: String,
+    },
+
+    /// Open the web UI: starts a local server if none runs, prints a one-time login link and a QR code
+    Web {
+        /// Address for the server, when one has to be started
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+        listen: String,
+        /// Do not open a browser
+        #[arg(long)]
+        no_open: bool,
+        /// Print the URLs as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Manage API tokens for scripts and remote CLIs (`claude-vm login`)
+    #[command(subcommand)]
+    Token(TokenCommand),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -101,6 +128,31 @@ pub enum Command {
     /// The in-workspace side of claude-vm (run inside workspaces, not by hand)
     #[command(subcommand, hide = true)]
     Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and only its hash is kept
+    Create {
+        /// A name to recognise it by [default: token-<date>]
+        name: Option<String>,
+        /// Print the token and its record as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (never their secret)
+    #[command(visible_alias = "ls")]
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: requests with it fail from now on
+    #[command(visible_alias = "rm")]
+    Revoke {
+        /// Token id or name
+        token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

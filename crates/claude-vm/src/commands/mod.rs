@@ -7,6 +7,7 @@ mod cp;
 mod diff;
 mod exec;
 mod provider;
+mod server;
 mod workspace;
 
 use std::process::ExitCode;
@@ -79,6 +80,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
             color,
         } => diff::run(&engine, workspace, *stat, *json, *color),
+        Command::Server { listen } => server::serve(engine, listen),
+        Command::Web {
+            listen,
+            no_open,
+            json,
+        } => server::web(&engine, listen, *no_open, *json),
+        Command::Token(cmd) => server::token(&engine, cmd),
         Command::Agent(_) | Command::Completions { .. } => unreachable!("handled above"),
     }
 }

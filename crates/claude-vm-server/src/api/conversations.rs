@@ -1,0 +1,216 @@
+//! Conversations: list, create, send, interrupt, stop, approvals, transcript, and the live
+//! event stream (SSE, resumable with `Last-Event-ID`).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use claude_vm_engine::{ChatView, Events, NullReporter};
+use claude_vm_protocol::api::{Conversation, Decision, Event, PermissionMode, Sent};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiJson, OptionalJson};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub workspace: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<ChatView>>> {
+    let Query(q) = q?;
+    Ok(Json(s.engine.chat_list(q.workspace.as_deref()).await?))
+}
+
+pub async fn list_in_workspace(
+    State(s): State<AppState>,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Vec<ChatView>>> {
+    Ok(Json(s.engine.chat_list(Some(&ws)).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    /// `claude`, `codex`, … [default: agents.defaults.agent in config.yaml]
+    pub agent: Option<String>,
+    pub message: Option<String>,
+    /// Put every tool use to the user.
+    #[serde(default)]
+    pub ask: bool,
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    Path(ws): Path<String>,
+    OptionalJson(b): OptionalJson<CreateBody>,
+) -> ApiResult<impl IntoResponse> {
+    let mode = if b.ask {
+        PermissionMode::Ask
+    } else {
+        PermissionMode::Skip
+    };
+    let engine = s.engine.clone();
+    // Provisioning the agent can take a while: finish it even if the client leaves.
+    let view = super::detached(async move {
+        Ok(engine
+            .new_chat(&ws, b.agent.as_deref(), b.message, mode, &NullReporter)
+            .await?)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// A conversation with the workspace it lives in.
+#[derive(Debug, Serialize)]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub workspace: String,
+    pub workspace_id: String,
+}
+
+pub async fn show(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ConversationDetail>> {
+    let (id, ws, link) = s.engine.chat_link(&id).await?;
+    let conversation = link.conversation(&id).await?;
+    Ok(Json(ConversationDetail {
+        conversation,
+        workspace: ws.name.to_string(),
+        workspace_id: ws.id.to_string(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    pub text: String,
+}
+
+pub async fn send(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<SendBody>,
+) -> ApiResult<impl IntoResponse> {
+    if b.text.trim().is_empty() {
+        return Err(ApiError::bad_request("the message is empty"));
+    }
+    let (id, _, link) = s.engine.chat_link(&id).await?;
+    let sent: Sent = link.send_message(&id, &b.text).await?;
+    Ok((StatusCode::ACCEPTED, Json(sent)))
+}
+
+pub async fn interrupt(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (id, _, link) = s.engine.chat_link(&id).await?;
+    let interrupted = link.interrupt(&id).await?;
+    Ok(Json(serde_json::json!({ "interrupted": interrupted })))
+}
+
+pub async fn stop(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Conversation>> {
+    let (id, _, link) = s.engine.chat_link(&id).await?;
+    Ok(Json(link.stop_conversation(&id).await?))
+}
+
+pub async fn decide(
+    State(s): State<AppState>,
+    Path((id, approval)): Path<(String, String)>,
+    ApiJson(d): ApiJson<Decision>,
+) -> ApiResult<Json<Conversation>> {
+    let (id, _, link) = s.engine.chat_link(&id).await?;
+    Ok(Json(link.decide(&id, &approval, &d).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterQuery {
+    /// Only events with a larger sequence number.
+    #[serde(default)]
+    pub after: u64,
+}
+
+pub async fn transcript(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<Event>>> {
+    let Query(q) = q?;
+    let (id, _, link) = s.engine.chat_link(&id).await?;
+    let mut events = link.events(&id, q.after, false).await?;
+    let mut out = Vec::new();
+    while let Some(e) = events.next().await? {
+        out.push(e);
+    }
+    Ok(Json(out))
+}
+
+/// Where a (re)connecting event stream starts: `Last-Event-ID` wins over `?after=`.
+pub fn resume_point(headers: &HeaderMap, after: u64) -> u64 {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(after)
+}
+
+/// The live transcript as server-sent events: `id` is the event's sequence number, `data`
+/// the event as JSON. Ends when the server shuts down or the workspace goes away; the
+/// client reconnects with `Last-Event-ID` and misses nothing.
+pub async fn events(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let Query(q) = q?;
+    let after = resume_point(&headers, q.after);
+    let (id, _, link) = s.engine.chat_link(&id).await?;
+    let events = link.events(&id, after, true).await?;
+    Ok(sse_stream(events, s.shutdown.clone(), |e| {
+        let data = serde_json::to_string(e).unwrap_or_default();
+        SseEvent::default().id(e.seq.to_string()).data(data)
+    }))
+}
+
+/// Transcript events as an SSE stream, rendered by `render`, until the stream or the
+/// server ends. Shared with the web pages (which send HTML fragments).
+pub fn sse_stream(
+    events: Events,
+    shutdown: claude_vm_engine::CancellationToken,
+    render: impl Fn(&Event) -> SseEvent + Send + 'static,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = futures_util::stream::unfold(
+        (events, shutdown, render),
+        |(mut events, shutdown, render)| async move {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                n = events.next() => n,
+            };
+            match next {
+                Ok(Some(e)) => {
+                    let sse = render(&e);
+                    Some((Ok(sse), (events, shutdown, render)))
+                }
+                _ => None,
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,159 @@
+//! `/api/v1`: the REST + SSE API. Every route is listed once in [`API_ROUTES`] (the test
+//! suite checks it against `docs/openapi.json`) and needs credentials (`auth::require_api`).
+
+mod conversations;
+mod exec;
+mod files;
+mod workspaces;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{MethodRouter, delete, get, post};
+use axum::{Extension, Json, Router};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+
+/// Every API route: method and path (axum syntax), as documented in `docs/openapi.json`.
+pub const API_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/v1/whoami"),
+    ("GET", "/api/v1/agents"),
+    ("GET", "/api/v1/providers"),
+    ("GET", "/api/v1/workspaces"),
+    ("POST", "/api/v1/workspaces"),
+    ("GET", "/api/v1/workspaces/{workspace}"),
+    ("DELETE", "/api/v1/workspaces/{workspace}"),
+    ("POST", "/api/v1/workspaces/{workspace}/up"),
+    ("POST", "/api/v1/workspaces/{workspace}/down"),
+    ("GET", "/api/v1/workspaces/{workspace}/diff"),
+    ("GET", "/api/v1/workspaces/{workspace}/files"),
+    ("GET", "/api/v1/workspaces/{workspace}/files/content"),
+    ("POST", "/api/v1/workspaces/{workspace}/exec"),
+    ("GET", "/api/v1/workspaces/{workspace}/conversations"),
+    ("POST", "/api/v1/workspaces/{workspace}/conversations"),
+    ("GET", "/api/v1/conversations"),
+    ("GET", "/api/v1/conversations/{conversation}"),
+    ("POST", "/api/v1/conversations/{conversation}/messages"),
+    ("POST", "/api/v1/conversations/{conversation}/interrupt"),
+    ("POST", "/api/v1/conversations/{conversation}/stop"),
+    (
+        "POST",
+        "/api/v1/conversations/{conversation}/approvals/{approval}",
+    ),
+    ("GET", "/api/v1/conversations/{conversation}/transcript"),
+    ("GET", "/api/v1/conversations/{conversation}/events"),
+];
+
+fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
+    use conversations as c;
+    use workspaces as w;
+    match (method, path) {
+        ("GET", "/api/openapi.json") => get(openapi),
+        ("GET", "/api/v1/whoami") => get(whoami),
+        ("GET", "/api/v1/agents") => get(w::agents),
+        ("GET", "/api/v1/providers") => get(w::providers),
+        ("GET", "/api/v1/workspaces") => get(w::list),
+        ("POST", "/api/v1/workspaces") => post(w::create),
+        ("GET", "/api/v1/workspaces/{workspace}") => get(w::show),
+        ("DELETE", "/api/v1/workspaces/{workspace}") => delete(w::remove),
+        ("POST", "/api/v1/workspaces/{workspace}/up") => post(w::up),
+        ("POST", "/api/v1/workspaces/{workspace}/down") => post(w::down),
+        ("GET", "/api/v1/workspaces/{workspace}/diff") => get(files::diff),
+        ("GET", "/api/v1/workspaces/{workspace}/files") => get(files::list),
+        ("GET", "/api/v1/workspaces/{workspace}/files/content") => get(files::content),
+        ("POST", "/api/v1/workspaces/{workspace}/exec") => post(exec::exec),
+        ("GET", "/api/v1/workspaces/{workspace}/conversations") => get(c::list_in_workspace),
+        ("POST", "/api/v1/workspaces/{workspace}/conversations") => post(c::create),
+        ("GET", "/api/v1/conversations") => get(c::list),
+        ("GET", "/api/v1/conversations/{conversation}") => get(c::show),
+        ("POST", "/api/v1/conversations/{conversation}/messages") => post(c::send),
+        ("POST", "/api/v1/conversations/{conversation}/interrupt") => post(c::interrupt),
+        ("POST", "/api/v1/conversations/{conversation}/stop") => post(c::stop),
+        ("POST", "/api/v1/conversations/{conversation}/approvals/{approval}") => post(c::decide),
+        ("GET", "/api/v1/conversations/{conversation}/transcript") => get(c::transcript),
+        ("GET", "/api/v1/conversations/{conversation}/events") => get(c::events),
+        other => unreachable!("API route {other:?} has no handler"),
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    let mut r = Router::new();
+    for (method, path) in API_ROUTES {
+        r = r.route(path, handler(method, path));
+    }
+    r.fallback(api_not_found)
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such API route")
+        .hint("see /api/openapi.json for the routes")
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::OPENAPI,
+    )
+}
+
+async fn whoami(Extension(p): Extension<Principal>) -> Json<serde_json::Value> {
+    let v = match p {
+        Principal::Token { id, name } => {
+            serde_json::json!({"kind": "token", "token_id": id, "token_name": name})
+        }
+        Principal::Session { .. } => serde_json::json!({"kind": "session"}),
+    };
+    let mut v = v;
+    v["version"] = claude_vm_protocol::VERSION.into();
+    Json(v)
+}
+
+/// A JSON body whose errors are API errors (400 with a message, never a bare 422).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(ApiError::from(e)),
+        }
+    }
+}
+
+/// An optional JSON body: empty means the defaults.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::to_bytes(req.into_body(), 1024 * 1024)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalJson)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Run a use case to its end even if the client goes away: a half-done `up` or `down`
+/// must finish (or clean up) rather than be dropped mid-step.
+pub async fn detached<T: Send + 'static>(
+    f: impl Future<Output = ApiResult<T>> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::spawn(f).await.unwrap_or_else(|e| {
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request failed: {e}"),
+        ))
+    })
+}

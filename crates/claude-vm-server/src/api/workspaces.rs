@@ -1,0 +1,295 @@
+//! Workspaces: list with live status, up (create from a git URL or an uploaded folder, or
+//! resume), down, delete; providers and agents for pickers.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use claude_vm_engine::{
+    CancellationToken, DownRequest, NullReporter, ProviderView, UpOutcome, UpRequest, WorkspaceView,
+};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use super::{OptionalJson, detached};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Largest project folder accepted as an upload.
+pub const MAX_UPLOAD: u64 = 4 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Serialize)]
+pub struct Unreachable {
+    pub provider: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkspaceList {
+    pub workspaces: Vec<WorkspaceView>,
+    /// Providers that did not answer (their workspaces show as `unknown`).
+    pub unreachable: Vec<Unreachable>,
+}
+
+pub async fn list(State(s): State<AppState>) -> ApiResult<Json<WorkspaceList>> {
+    let (workspaces, unreachable) = s.engine.list_detailed().await?;
+    Ok(Json(WorkspaceList {
+        workspaces,
+        unreachable: unreachable
+            .into_iter()
+            .map(|(provider, reason)| Unreachable { provider, reason })
+            .collect(),
+    }))
+}
+
+/// One workspace, by id, name or unique id prefix, with live status.
+pub async fn find(s: &AppState, query: &str) -> ApiResult<WorkspaceView> {
+    let record = s.engine.find_workspace(query)?;
+    let (views, _) = s.engine.list_detailed().await?;
+    views
+        .into_iter()
+        .find(|v| v.id == record.id.as_str())
+        .ok_or_else(|| claude_vm_engine::EngineError::UnknownWorkspace(query.to_owned()).into())
+}
+
+pub async fn show(
+    State(s): State<AppState>,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<WorkspaceView>> {
+    Ok(Json(find(&s, &ws).await?))
+}
+
+/// `POST /api/v1/workspaces` with JSON.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    /// A git URL (cloned inside the workspace), or an existing workspace to resume.
+    pub target: Option<String>,
+    pub provider: Option<String>,
+    pub image: Option<String>,
+    pub branch: Option<String>,
+    pub name: Option<String>,
+}
+
+/// `POST /api/v1/workspaces` with a tar body: the query carries the options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// Name of the project folder (the uploaded folder's name).
+    pub project: String,
+    pub provider: Option<String>,
+    pub image: Option<String>,
+    pub branch: Option<String>,
+    pub name: Option<String>,
+}
+
+fn outcome_response(o: UpOutcome) -> Response {
+    let status = match o {
+        UpOutcome::Created(_) => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    (status, Json(o)).into_response()
+}
+
+async fn run_up(s: &AppState, req: UpRequest) -> ApiResult<UpOutcome> {
+    let engine = s.engine.clone();
+    detached(async move {
+        let cancel = CancellationToken::new();
+        Ok(engine.up(&req, &NullReporter, &cancel).await?)
+    })
+    .await
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    Query(upload): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/x-tar") {
+        let q: UploadQuery =
+            serde_json::from_value(serde_json::to_value(&upload).unwrap_or_default())
+                .map_err(|e| ApiError::bad_request(format!("invalid query for an upload: {e}")))?;
+        return create_from_upload(s, q, body).await;
+    }
+    if !upload.is_empty() {
+        return Err(ApiError::bad_request(
+            "query parameters are only for tar uploads (Content-Type: application/x-tar)",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, 1024 * 1024)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+    let b: CreateBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let Some(target) = b.target.clone() else {
+        return Err(ApiError::bad_request("`target` is required: a git URL or a workspace")
+            .hint("to create a workspace from a folder, upload it as a tar stream (Content-Type: application/x-tar)"));
+    };
+    if !claude_vm_core::source::is_git_url(&target) && s.engine.find_workspace(&target).is_err() {
+        return Err(ApiError::bad_request(format!(
+            "{target:?} is neither a git URL nor a workspace"
+        ))
+        .hint(
+            "folders on the client are uploaded as a tar stream (Content-Type: application/x-tar)",
+        ));
+    }
+    let req = UpRequest {
+        target: Some(target),
+        provider: b.provider,
+        image: b.image,
+        branch: b.branch,
+        name: b.name,
+    };
+    Ok(outcome_response(run_up(&s, req).await?))
+}
+
+/// A folder uploaded as a tar stream: unpacked into a private scratch folder (entries that
+/// would land outside it are refused by the unpacker), then used like a local folder.
+async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResult<Response> {
+    let p = q.project.as_str();
+    if p.is_empty() || p == "." || p == ".." || p.contains(['/', '\0']) || p.len() > 200 {
+        return Err(ApiError::bad_request(format!(
+            "invalid project name {p:?}: one folder name, without `/`"
+        )));
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("claude-vm-upload-")
+        .tempdir()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let tar_path = scratch.path().join("upload.tar");
+    let mut file = tokio::fs::File::create(&tar_path)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+        total += chunk.len() as u64;
+        if total > MAX_UPLOAD {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the upload is larger than {}",
+                    claude_vm_engine::human_bytes(MAX_UPLOAD)
+                ),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+    }
+    file.flush().await.ok();
+    drop(file);
+    let project_dir = scratch.path().join(&q.project);
+    let unpack_to = project_dir.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir(&unpack_to)?;
+        let f = std::fs::File::open(&tar_path)?;
+        let mut archive = tar::Archive::new(f);
+        archive.set_preserve_permissions(true);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            if !entry.unpack_in(&unpack_to)? {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "entry {:?} points outside the folder",
+                        entry.path().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        std::fs::remove_file(&tar_path)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::bad_request(format!("invalid tar upload: {e}")))?;
+    let req = UpRequest {
+        target: Some(project_dir.to_string_lossy().into_owned()),
+        provider: q.provider,
+        image: q.image,
+        branch: q.branch,
+        name: q.name,
+    };
+    let result = run_up(&s, req).await;
+    drop(scratch);
+    Ok(outcome_response(result?))
+}
+
+pub async fn up(State(s): State<AppState>, Path(ws): Path<String>) -> ApiResult<Response> {
+    let record = s.engine.find_workspace(&ws)?;
+    let req = UpRequest {
+        target: Some(record.id.to_string()),
+        ..UpRequest::default()
+    };
+    Ok(outcome_response(run_up(&s, req).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownBody {
+    /// Kill at once instead of stopping gracefully.
+    #[serde(default)]
+    pub force: bool,
+    /// Seconds to wait for a graceful stop (default 10).
+    pub timeout: Option<u64>,
+}
+
+pub async fn down(
+    State(s): State<AppState>,
+    Path(ws): Path<String>,
+    OptionalJson(b): OptionalJson<DownBody>,
+) -> ApiResult<Json<WorkspaceView>> {
+    let req = DownRequest {
+        target: ws,
+        force: b.force,
+        grace: Duration::from_secs(b.timeout.unwrap_or(10).min(600)),
+    };
+    let engine = s.engine.clone();
+    let (view, _) = detached(async move { Ok(engine.down(&req, &NullReporter).await?) }).await?;
+    Ok(Json(view))
+}
+
+pub async fn remove(
+    State(s): State<AppState>,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<WorkspaceView>> {
+    let engine = s.engine.clone();
+    let view = detached(async move { Ok(engine.delete(&ws, &NullReporter).await?) }).await?;
+    Ok(Json(view))
+}
+
+pub async fn providers(State(s): State<AppState>) -> ApiResult<Json<Vec<ProviderView>>> {
+    Ok(Json(s.engine.provider_list()?))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Agents {
+    /// Agents enabled in config.yaml that this build can run.
+    pub agents: Vec<String>,
+    pub default: String,
+}
+
+pub async fn agents(State(s): State<AppState>) -> Json<Agents> {
+    let config = s.engine.config();
+    Json(Agents {
+        agents: config
+            .agents
+            .enabled
+            .iter()
+            .filter(|a| claude_vm_engine::SUPPORTED_AGENTS.contains(&a.as_str()))
+            .cloned()
+            .collect(),
+        default: config.agents.defaults.agent.clone(),
+    })
+}
