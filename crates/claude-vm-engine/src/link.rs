@@ -7,6 +7,14 @@ use claude_vm_store::WorkspaceRecord;
 use crate::{Engine, EngineError, Result};
 
 impl Engine {
+    /// Drop the cached link to a workspace that stopped or went away.
+    pub(crate) fn forget_link(&self, id: &claude_vm_core::WorkspaceId) {
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
     /// The link to a running workspace named by id, name or prefix.
     pub async fn link(&self, target: &str) -> Result<(WorkspaceRecord, Link)> {
         let w = self.find_workspace(target)?;

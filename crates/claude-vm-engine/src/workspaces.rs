@@ -324,6 +324,9 @@ impl Engine {
             {
                 self.store(|s| s.set_status(&r.id, observed.status, observed.reason.as_deref()))?;
             }
+            if observed.status != Status::Running && observed.status != Status::Unknown {
+                self.forget_link(&r.id);
+            }
             views.push(WorkspaceView::new(r, &observed));
         }
         Ok((views, unreachable))
@@ -987,6 +990,7 @@ else git checkout --quiet -b "$b"; fi"#;
                 name: w.name.to_string(),
                 source: e,
             })?;
+        self.forget_link(&w.id);
         let stopped_now = match plan {
             Plan::AlreadyThere => false,
             _ => {
@@ -1035,6 +1039,7 @@ else git checkout --quiet -b "$b"; fi"#;
             name: w.name.to_string(),
             source: e,
         })?;
+        self.forget_link(&w.id);
         reporter.step(&format!("deleting {} (container and volume)", w.name));
         provider.remove(&w.id).await?;
         self.store(|s| s.delete_workspace(&w.id))?;

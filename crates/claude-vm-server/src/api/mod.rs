@@ -85,12 +85,7 @@ pub fn router() -> Router<AppState> {
     for (method, path) in API_ROUTES {
         r = r.route(path, handler(method, path));
     }
-    r.fallback(api_not_found)
-}
-
-async fn api_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such API route")
-        .hint("see /api/openapi.json for the routes")
+    r
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -156,4 +151,33 @@ pub async fn detached<T: Send + 'static>(
             format!("the request failed: {e}"),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::API_ROUTES;
+
+    /// The route table and the checked-in OpenAPI document describe the same API.
+    #[test]
+    fn routes_match_the_openapi_document() {
+        let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI).unwrap();
+        let mut documented = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, _) in item.as_object().unwrap() {
+                if method != "parameters" {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let mut routed: Vec<(String, String)> = API_ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(routed, documented, "update scripts/openapi.py and run it");
+        for (m, p) in API_ROUTES {
+            let _ = super::handler(m, p);
+        }
+    }
 }

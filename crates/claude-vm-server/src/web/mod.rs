@@ -51,7 +51,12 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-pub async fn not_found() -> Response {
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return crate::error::ApiError::new(StatusCode::NOT_FOUND, "no such API route")
+            .hint("see /api/openapi.json for the routes")
+            .into_response();
+    }
     (
         StatusCode::NOT_FOUND,
         layout(

@@ -1,0 +1,294 @@
+//! A `claude-vm server` started for a test, and a small HTTP/1.1 client with full control
+//! over what is sent (headers, malformed bodies) and streamed answers (SSE, NDJSON).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Ctx;
+
+/// A server process on a free loopback port; killed when dropped.
+pub struct Server {
+    pub port: u16,
+    pub child: Child,
+}
+
+impl Server {
+    pub fn start(ctx: &Ctx) -> Server {
+        let port = free_port();
+        Server::start_on(ctx, port)
+    }
+
+    pub fn start_on(ctx: &Ctx, port: u16) -> Server {
+        let child = ctx
+            .command(&["server", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(ctx.home.path().join("server-test.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "server did not start: {}",
+                std::fs::read_to_string(ctx.home.path().join("server-test.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            port: self.port,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Kill the server outright (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An answer.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {}", self.status, self.text()))
+    }
+
+    /// The JSON body of a response that must have this status.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> serde_json::Value {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            self.text()
+        );
+        if self.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            self.json()
+        }
+    }
+}
+
+/// Requests with fixed extra headers (credentials).
+#[derive(Clone)]
+pub struct Client {
+    pub port: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Client {
+    pub fn with(mut self, name: &str, value: &str) -> Client {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Client {
+        self.with("Authorization", &format!("Bearer {token}"))
+    }
+
+    /// Open a request and read the status line and headers; the body is left on the stream.
+    pub fn open(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, BufReader<TcpStream>) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
+            self.port
+        );
+        for (k, v) in &self.headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        (status, headers, r)
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let (status, headers, mut r) = self.open(method, path, headers, body);
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let mut body = Vec::new();
+        if chunked {
+            let mut c = Chunks::new(r);
+            while let Some(chunk) = c.next_chunk() {
+                body.extend_from_slice(&chunk);
+            }
+        } else {
+            r.read_to_end(&mut body).unwrap();
+        }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, json: &serde_json::Value) -> Response {
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            json.to_string().as_bytes(),
+        )
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.request("DELETE", path, &[], b"")
+    }
+}
+
+/// A chunked body read chunk by chunk (for streams).
+pub struct Chunks {
+    r: BufReader<TcpStream>,
+    done: bool,
+}
+
+impl Chunks {
+    pub fn new(r: BufReader<TcpStream>) -> Chunks {
+        Chunks { r, done: false }
+    }
+
+    pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut line = String::new();
+        if self.r.read_line(&mut line).ok()? == 0 {
+            self.done = true;
+            return None;
+        }
+        let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
+        if size == 0 {
+            self.done = true;
+            return None;
+        }
+        let mut buf = vec![0; size + 2];
+        self.r.read_exact(&mut buf).ok()?;
+        buf.truncate(size);
+        Some(buf)
+    }
+}
+
+/// Server-sent events from a chunked stream: `(id, data)` pairs.
+pub struct Sse {
+    chunks: Chunks,
+    buf: String,
+}
+
+impl Sse {
+    pub fn new(r: BufReader<TcpStream>) -> Sse {
+        Sse {
+            chunks: Chunks::new(r),
+            buf: String::new(),
+        }
+    }
+
+    pub fn next_event(&mut self) -> Option<(Option<String>, String)> {
+        loop {
+            if let Some(pos) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..pos + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for l in block.lines() {
+                    if let Some(v) = l.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = l.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() && id.is_none() {
+                    continue; // keep-alive comment
+                }
+                return Some((id, data));
+            }
+            let chunk = self.chunks.next_chunk()?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Writes docs/openapi.json, the description of the server's /api/v1.
+
+Edit this file, run `python3 scripts/openapi.py`, commit both. The test suite checks the
+document against the server's route table (crates/claude-vm-server, API_ROUTES).
+"""
+import json
+import pathlib
+
+def ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+def arr(s):
+    return {"type": "array", "items": s}
+
+S = {"type": "string"}
+NS = {"type": ["string", "null"]}
+I = {"type": "integer"}
+B = {"type": "boolean"}
+
+def obj(props, required=None, extra=False, desc=None):
+    o = {"type": "object", "properties": props}
+    o["required"] = required if required is not None else list(props)
+    if not extra:
+        o["additionalProperties"] = False
+    if desc:
+        o["description"] = desc
+    return o
+
+schemas = {
+    "Error": obj({"error": S, "hint": S}, ["error"], desc="Every non-2xx answer."),
+    "Status": {"type": "string", "enum": ["creating", "running", "stopped", "error", "unknown"]},
+    "Source": obj({"kind": {"type": "string", "enum": ["path", "git"]}, "location": S}),
+    "Workspace": obj({
+        "id": S, "name": S, "status": ref("Status"), "status_reason": NS, "provider": S,
+        "source": ref("Source"), "project": S, "project_dir": S, "image": S, "branch": NS,
+        "created_at": S, "updated_at": S,
+        "last_activity": {"type": ["string", "null"], "description": "RFC 3339; running workspaces only"},
+    }),
+    "WorkspaceList": obj({
+        "workspaces": arr(ref("Workspace")),
+        "unreachable": arr(obj({"provider": S, "reason": S})),
+    }),
+    "UpOutcome": obj({
+        "action": {"type": "string", "enum": ["created", "resumed", "already_running"]},
+        "workspace": ref("Workspace"),
+    }),
+    "CreateWorkspace": obj({
+        "target": {"type": "string", "description": "A git URL (cloned inside), or an existing workspace (resumed)"},
+        "provider": S, "image": S, "branch": S, "name": S,
+    }, ["target"]),
+    "Down": obj({"force": B, "timeout": {"type": "integer", "minimum": 0, "description": "seconds, default 10"}}, []),
+    "Provider": obj({
+        "name": S, "type": S, "default": B,
+        "options": {"type": "object", "additionalProperties": S, "description": "secrets masked"},
+        "workspaces": I, "created_at": S,
+    }),
+    "Agents": obj({"agents": arr(S), "default": S}),
+    "WhoAmI": obj({"kind": {"type": "string", "enum": ["token", "session"]}, "token_id": S, "token_name": S, "version": S}, ["kind", "version"]),
+    "ConversationStatus": {"type": "string", "enum": ["starting", "working", "idle", "waiting_for_approval", "failed", "stopped"]},
+    "Chat": obj({
+        "id": S, "workspace": S, "workspace_id": S, "agent": S, "title": NS,
+        "status": {"type": "string", "description": "a ConversationStatus, or the last known one"},
+        "status_reason": NS, "queued": I,
+        "live": {"type": "boolean", "description": "asked of the running workspace (or remembered)"},
+        "created_at": S, "updated_at": S,
+    }),
+    "Conversation": obj({
+        "id": S, "agent": S, "title": NS, "status": ref("ConversationStatus"), "status_reason": NS,
+        "permission_mode": {"type": "string", "enum": ["skip", "ask"]},
+        "session_id": NS, "queued": I, "last_seq": I, "created_at": S, "updated_at": S,
+    }),
+    "ConversationDetail": {"allOf": [ref("Conversation"), obj({"workspace": S, "workspace_id": S}, extra=True)]},
+    "CreateConversation": obj({
+        "agent": {"type": "string", "description": "claude, codex, gemini, goose, qwen, acp; default from config"},
+        "message": {"type": "string", "description": "first message"},
+        "ask": {"type": "boolean", "description": "put every tool use to the user"},
+    }, []),
+    "Send": obj({"text": S}),
+    "Sent": obj({"message_id": S, "seq": I}),
+    "Decision": obj({"allow": B, "message": {"type": ["string", "null"], "description": "told to the agent when denying"}}, ["allow"]),
+    "Event": {
+        "type": "object",
+        "description": "One transcript event. `type` is user, delivered, assistant, tool_call, tool_result, approval_request, approval_decision, turn_end or status; the other fields depend on it (docs/protocol.md).",
+        "required": ["seq", "ts", "type"],
+        "properties": {"seq": I, "ts": S, "type": {"type": "string", "enum": [
+            "user", "delivered", "assistant", "tool_call", "tool_result", "approval_request",
+            "approval_decision", "turn_end", "status"]}},
+    },
+    "FileInfo": obj({
+        "path": S, "name": S, "kind": {"type": "string", "enum": ["file", "dir", "symlink", "other"]},
+        "size": I, "mode": I, "mtime": I, "link_target": NS,
+    }),
+    "Listing": obj({"file": ref("FileInfo"), "entries": arr(ref("FileInfo"))}, ["file"]),
+    "FileChange": obj({
+        "path": S, "old_path": NS,
+        "change": {"type": "string", "enum": ["added", "modified", "deleted", "renamed", "untracked", "type_changed"]},
+        "additions": {"type": ["integer", "null"]}, "deletions": {"type": ["integer", "null"]}, "binary": B,
+    }),
+    "Diff": obj({"project_dir": S, "branch": NS, "head": NS, "files": arr(ref("FileChange")), "patch": S}),
+    "Exec": obj({
+        "command": {"type": "array", "items": S, "description": "program and arguments"},
+        "shell": {"type": "string", "description": "or a command line for sh -c"},
+        "workdir": S, "env": {"type": "array", "items": S, "description": "NAME=VALUE"},
+        "user": S, "stdin": S, "stdin_base64": S,
+    }, []),
+    "ExecLine": {
+        "type": "object",
+        "description": "One line of the NDJSON answer: started {pid}, stdout/stderr {data}, then exit {code} or error {message}.",
+        "required": ["type"],
+        "properties": {"type": {"type": "string", "enum": ["started", "stdout", "stderr", "exit", "error"]},
+                       "pid": I, "data": S, "code": I, "message": S},
+    },
+}
+
+def resp(desc, schema=None, ctype="application/json"):
+    r = {"description": desc}
+    if schema is not None:
+        r["content"] = {ctype: {"schema": schema}}
+    return r
+
+ERR = {code: resp(text, ref("Error")) for code, text in [
+    ("400", "Invalid request"), ("401", "No or invalid credentials"),
+    ("403", "Cookie-authenticated change without the CSRF token, or cross-site"),
+    ("404", "No such workspace or conversation"), ("409", "Not possible in the current state (e.g. not running)"),
+    ("429", "Too many failed logins from this address"),
+    ("502", "The provider or the workspace could not be reached")]}
+
+def op(summary, ok, params=(), body=None, errors=("400", "401", "403", "404", "409", "429", "502"), desc=None, op_id=None):
+    o = {"summary": summary, "operationId": op_id, "parameters": list(params), "responses": dict(ok)}
+    if desc:
+        o["description"] = desc
+    if body is not None:
+        o["requestBody"] = body
+    for e in errors:
+        o["responses"][e] = ERR[e]
+    return o
+
+def path_param(name, desc):
+    return {"name": name, "in": "path", "required": True, "schema": S, "description": desc}
+
+def query(name, schema, desc):
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": desc}
+
+WS = path_param("workspace", "workspace id, name or unique id prefix")
+CONV = path_param("conversation", "conversation id or unique prefix")
+def json_body(schema, required=True):
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+paths = {
+    "/api/openapi.json": {"get": op("This document", {"200": resp("OpenAPI 3.1", {"type": "object"})}, errors=("401", "429"), op_id="openapi")},
+    "/api/v1/whoami": {"get": op("Who the credentials belong to", {"200": resp("The caller", ref("WhoAmI"))}, errors=("401", "429"), op_id="whoami")},
+    "/api/v1/agents": {"get": op("Agents that can be started", {"200": resp("Enabled agents", ref("Agents"))}, errors=("401", "429"), op_id="listAgents")},
+    "/api/v1/providers": {"get": op("Providers (secrets masked)", {"200": resp("Providers", arr(ref("Provider")))}, errors=("401", "429"), op_id="listProviders")},
+    "/api/v1/workspaces": {
+        "get": op("Workspaces with live status", {"200": resp("Workspaces", ref("WorkspaceList"))}, errors=("401", "429"), op_id="listWorkspaces"),
+        "post": op("Create a workspace (or resume one)",
+                   {"201": resp("Created", ref("UpOutcome")), "200": resp("Resumed or already running", ref("UpOutcome"))},
+                   params=[query("project", S, "tar uploads: the project folder's name"),
+                           query("name", S, "tar uploads: workspace name"), query("provider", S, "tar uploads"),
+                           query("image", S, "tar uploads"), query("branch", S, "tar uploads")],
+                   body={"required": True, "content": {
+                       "application/json": {"schema": ref("CreateWorkspace")},
+                       "application/x-tar": {"schema": {"type": "string", "format": "binary"},
+                                              "description": "a project folder; the query carries the options"}}},
+                   errors=("400", "401", "403", "409", "429", "502"), op_id="createWorkspace",
+                   desc="From a git URL (JSON) or an uploaded folder (a tar stream, at most 4 GiB). Runs to its end even if the client disconnects."),
+    },
+    "/api/v1/workspaces/{workspace}": {
+        "parameters": [WS],
+        "get": op("One workspace", {"200": resp("The workspace", ref("Workspace"))}, op_id="getWorkspace"),
+        "delete": op("Delete a workspace: container, volume and every file in it", {"200": resp("The deleted workspace", ref("Workspace"))}, op_id="deleteWorkspace"),
+    },
+    "/api/v1/workspaces/{workspace}/up": {"parameters": [WS], "post": op("Resume a stopped workspace", {"200": resp("Outcome", ref("UpOutcome"))}, op_id="upWorkspace")},
+    "/api/v1/workspaces/{workspace}/down": {"parameters": [WS], "post": op("Stop a workspace (files kept)", {"200": resp("The workspace", ref("Workspace"))}, body=json_body(ref("Down"), False), op_id="downWorkspace")},
+    "/api/v1/workspaces/{workspace}/diff": {"parameters": [WS], "get": op("What changed in the project (untracked files included)", {"200": resp("The diff", ref("Diff"))}, params=[query("stat", B, "files and line counts only")], op_id="getDiff")},
+    "/api/v1/workspaces/{workspace}/files": {"parameters": [WS], "get": op("A file's metadata, or a directory's entries", {"200": resp("Listing", ref("Listing"))}, params=[query("path", S, "relative to the project folder, or absolute under /workspace; default the project folder")], op_id="listFiles")},
+    "/api/v1/workspaces/{workspace}/files/content": {"parameters": [WS], "get": op("A file's content", {"200": resp("The bytes", {"type": "string", "format": "binary"}, "application/octet-stream")}, params=[query("path", S, "the file")], op_id="readFile")},
+    "/api/v1/workspaces/{workspace}/exec": {"parameters": [WS], "post": op("Run a command; output streamed as JSON lines",
+        {"200": resp("NDJSON lines", ref("ExecLine"), "application/x-ndjson")},
+        params=[query("encoding", {"type": "string", "enum": ["text", "base64"]}, "how output bytes are encoded")],
+        body=json_body(ref("Exec")), op_id="exec", desc="The command is killed when the client disconnects.")},
+    "/api/v1/workspaces/{workspace}/conversations": {
+        "parameters": [WS],
+        "get": op("The workspace's conversations", {"200": resp("Conversations", arr(ref("Chat")))}, op_id="listWorkspaceConversations"),
+        "post": op("Start a conversation with an agent", {"201": resp("The conversation", ref("Chat"))}, body=json_body(ref("CreateConversation"), False), op_id="createConversation"),
+    },
+    "/api/v1/conversations": {"get": op("All conversations", {"200": resp("Conversations", arr(ref("Chat")))}, params=[query("workspace", S, "only this workspace's")], op_id="listConversations")},
+    "/api/v1/conversations/{conversation}": {"parameters": [CONV], "get": op("A conversation, live", {"200": resp("The conversation", ref("ConversationDetail"))}, op_id="getConversation")},
+    "/api/v1/conversations/{conversation}/messages": {"parameters": [CONV], "post": op("Send a message (queued while the agent works)", {"202": resp("Stored before this answer", ref("Sent"))}, body=json_body(ref("Send")), op_id="sendMessage")},
+    "/api/v1/conversations/{conversation}/interrupt": {"parameters": [CONV], "post": op("Interrupt the running turn", {"200": resp("Whether a turn was running", obj({"interrupted": B}))}, op_id="interrupt")},
+    "/api/v1/conversations/{conversation}/stop": {"parameters": [CONV], "post": op("Stop the agent (a new message starts it again)", {"200": resp("The conversation", ref("Conversation"))}, op_id="stopConversation")},
+    "/api/v1/conversations/{conversation}/approvals/{approval}": {"parameters": [CONV, path_param("approval", "approval id from an approval_request event")],
+        "post": op("Allow or deny a pending tool use", {"200": resp("The conversation", ref("Conversation"))}, body=json_body(ref("Decision")), op_id="decide")},
+    "/api/v1/conversations/{conversation}/transcript": {"parameters": [CONV], "get": op("Transcript events", {"200": resp("Events", arr(ref("Event")))}, params=[query("after", I, "only events with a larger seq")], op_id="getTranscript")},
+    "/api/v1/conversations/{conversation}/events": {"parameters": [CONV], "get": op("Live transcript (server-sent events)",
+        {"200": resp("`id` is the event's seq, `data` the Event as JSON", {"type": "string"}, "text/event-stream")},
+        params=[query("after", I, "start after this seq"),
+                {"name": "Last-Event-ID", "in": "header", "required": False, "schema": S, "description": "resume after this seq (wins over `after`)"}],
+        op_id="streamEvents", desc="Reconnect with Last-Event-ID to resume without losing or repeating events.")},
+}
+
+doc = {
+    "openapi": "3.1.0",
+    "info": {"title": "claude-vm server API", "version": "1",
+             "description": "The API of `claude-vm server`. Every route needs credentials: `Authorization: Bearer <token>` (`claude-vm token create`), or a browser session cookie, in which case state-changing requests also need the `X-CSRF-Token` header."},
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}, {"session": []}],
+    "paths": paths,
+    "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "cvm_session"},
+        },
+        "schemas": schemas,
+    },
+}
+
+out = pathlib.Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+out.write_text(json.dumps(doc, indent=2) + "\n")
+print(f"wrote {out}")
