@@ -10,7 +10,10 @@
 //!   `docker cp` both ways;
 //! - `chat`: latency between a client and a stand-in agent (`echo-agent`) through the
 //!   daemon, against the same agent behind `docker exec -i`;
-//! - `memory`: the daemon's RSS per idle conversation, and the stand-in agents' RSS.
+//! - `memory`: the daemon's RSS per idle conversation, and the stand-in agents' RSS;
+//! - `server`: `claude-vm server` with 50 running workspaces: the list page and API
+//!   (time to first byte, full answer) against `docker ps -a`, one conversation's events
+//!   fanned out to 100 SSE clients against one client, the server's memory.
 //!
 //! Ours and the baseline alternate within each iteration (and swap order every iteration)
 //! so that drift in the machine's load hits both alike.
@@ -22,6 +25,7 @@ mod files;
 mod fixture;
 mod inside;
 mod report;
+mod server;
 mod stats;
 
 use std::io::IsTerminal;
@@ -58,6 +62,8 @@ enum Group {
     Chat,
     /// Daemon memory per idle conversation
     Memory,
+    /// The server: list page/API with many workspaces, SSE fan-out, memory
+    Server,
 }
 
 impl Group {
@@ -81,7 +87,9 @@ impl Group {
         "  files      100 MB in and out: link write/read, claude-vm cp vs docker cp\n",
         "  chat       send -> agent stdin, agent stdout -> events(follow) with a stand-in\n",
         "             agent, vs the same agent behind docker exec -i\n",
-        "  memory     daemon RSS with 0, 10, 20 idle conversations; the agents' RSS\n\n",
+        "  memory     daemon RSS with 0, 10, 20 idle conversations; the agents' RSS\n",
+        "  server     list page and API with 50 running workspaces vs docker ps -a;\n",
+        "             SSE fan-out to 100 clients vs 1 client; server RSS\n\n",
         "Build the binaries under test first:\n",
         "  cargo build --release -p claude-vm -p claude-vm-bench\n",
         "Everything created is removed at the end, also after a failure or Ctrl-C."
@@ -121,6 +129,18 @@ struct Args {
     /// Idle conversations for the memory measurement
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     idle_conversations: u32,
+    /// Running workspaces while the server is measured
+    #[arg(long, default_value_t = 50)]
+    server_workspaces: u32,
+    /// SSE clients following one conversation
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    sse_clients: u32,
+    /// Measured loads of the list page and API
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    server_repetitions: u32,
+    /// Messages fanned out to the SSE clients
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    fanout_messages: u32,
     /// Unmeasured rounds first, to warm caches: this many lifecycle iterations, list
     /// repetitions, file round trips and `claude-vm exec`s x3; link execs x20, messages x10
     #[arg(long, default_value_t = 1)]
@@ -300,7 +320,8 @@ fn bench(args: &Args) -> Result<Report> {
     }
     let bin = bin.canonicalize()?;
     let bin_bytes = bin.metadata()?.len();
-    let conversations = args.runs(Group::Chat) || args.runs(Group::Memory);
+    let conversations =
+        args.runs(Group::Chat) || args.runs(Group::Memory) || args.runs(Group::Server);
     let agent = if conversations {
         let agent = match &args.agent {
             Some(a) => a.clone(),
@@ -626,6 +647,61 @@ fn bench(args: &Args) -> Result<Report> {
         memory = Some(Memory::new(points));
     }
 
+    let mut server_memory = None;
+    if args.runs(Group::Server) {
+        let s = server::server(
+            &tools,
+            &repo,
+            args.server_workspaces as usize,
+            args.sse_clients as usize,
+            args.server_repetitions as usize,
+            args.fanout_messages as usize,
+        )?;
+        let n = args.server_workspaces;
+        results.push(OpResult::new(
+            "server_page_ttfb",
+            format!("workspace list page, first byte ({n} running)"),
+            "GET / (HTTP/1.0, bearer token)",
+            "docker ps -a",
+            Summary::of(&s.page_ttfb),
+            Summary::of(&s.docker_ps),
+            Target::MaxP50Ms { ms: 200.0 },
+        ));
+        results.push(OpResult::new(
+            "server_page_full",
+            format!("workspace list page, whole page ({n} running)"),
+            "GET / until the connection closes",
+            "docker ps -a",
+            Summary::of(&s.page_full),
+            Summary::of(&s.docker_ps),
+            Target::MaxP50Ms { ms: 250.0 },
+        ));
+        results.push(OpResult::new(
+            "server_api_list",
+            format!("GET /api/v1/workspaces ({n} running)"),
+            "GET /api/v1/workspaces until the connection closes",
+            "docker ps -a",
+            Summary::of(&s.api_full),
+            Summary::of(&s.docker_ps),
+            Target::MaxP50Ms { ms: 250.0 },
+        ));
+        results.push(OpResult::latency(
+            "server_sse_fanout",
+            format!(
+                "send -> the user event at each of {} SSE clients",
+                args.sse_clients
+            ),
+            "POST /messages until each client's EventSource stream has it",
+            Summary::of_ms(s.fanout_many),
+            Some((
+                "the same, one SSE client".to_owned(),
+                Summary::of_ms(s.fanout_one),
+            )),
+            Target::MaxP99Ms { ms: 100.0 },
+        ));
+        server_memory = Some(s.memory);
+    }
+
     environment.loadavg_end = loadavg();
     environment.duration_s = started.elapsed().as_secs_f64();
     let show = |l: Option<f64>| l.map_or("?".to_owned(), |l| format!("{l:.2}"));
@@ -635,7 +711,9 @@ fn bench(args: &Args) -> Result<Report> {
         show(environment.loadavg_end),
         environment.duration_s,
     );
-    Ok(Report::new(environment, results, throughput, memory))
+    let mut report = Report::new(environment, results, throughput, memory);
+    report.server_memory = server_memory;
+    Ok(report)
 }
 
 /// The file name the stand-in agent has inside workspaces.

@@ -346,6 +346,8 @@ pub struct Report {
     pub results: Vec<OpResult>,
     pub throughput: Vec<Throughput>,
     pub memory: Option<Memory>,
+    /// `claude-vm server`'s memory, when the `server` group ran.
+    pub server_memory: Option<crate::server::ServerMemory>,
     /// Every target met.
     pub pass: bool,
 }
@@ -363,6 +365,7 @@ impl Report {
             results,
             throughput,
             memory,
+            server_memory: None,
             pass,
         }
     }
@@ -510,6 +513,26 @@ impl Report {
                     "tmux + chat-tty viewers (n)",
                 ],
                 &rows,
+            ));
+        }
+        if let Some(m) = &self.server_memory {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+            out.push_str(&markdown(
+                &["claude-vm server", "RSS"],
+                &[
+                    vec!["no workspaces (baseline)".to_owned(), mib(m.empty_kib)],
+                    vec![
+                        format!("{} running workspaces listed and linked", m.workspaces),
+                        mib(m.linked_kib),
+                    ],
+                    vec![
+                        format!("+ {} SSE clients on one conversation", m.clients),
+                        mib(m.with_clients_kib),
+                    ],
+                ],
             ));
         }
         out
