@@ -465,8 +465,8 @@ pub fn provider(
                     last_stderr,
                 };
                 let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(30))
-                    .pool_max_idle_per_host(8)
+                    .pool_idle_timeout(Duration::from_secs(15))
+                    .pool_max_idle_per_host(2)
                     .build(connector);
                 let transport = move |req: BollardRequest| {
                     let fut = client.request(req);
