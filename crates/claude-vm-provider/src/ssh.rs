@@ -284,18 +284,22 @@ impl SshTarget {
                 local: std::env::consts::ARCH.to_owned(),
             });
         }
+        let user = facts
+            .get("user")
+            .filter(|u| !u.is_empty())
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| self.user_for_messages());
         let no_docker = |reason: String| ProviderError::NoDocker {
             destination: self.destination(),
-            user: self.user_for_messages(),
+            user: user.clone(),
             reason,
         };
         match facts.get("docker").copied() {
             Some("ok") => {}
             Some("denied") => {
                 return Err(no_docker(format!(
-                    "permission denied on {} for {}",
-                    self.socket,
-                    self.user_for_messages()
+                    "permission denied on {} for {user}",
+                    self.socket
                 )));
             }
             Some("notsocket") => {
@@ -354,6 +358,7 @@ impl SshTarget {
 const CHECK_SCRIPT: &str = r#"d="${XDG_CACHE_HOME:-$HOME/.cache}/claude-vm/bin"
 b="$d/$2"
 echo "arch=$(uname -m)"
+echo "user=$(id -un 2>/dev/null)"
 echo "dir=$d"
 if [ -f "$b" ] && [ -x "$b" ]; then
   st="$1 $(stat -c '%s %i %y %z' "$b" 2>/dev/null)"
