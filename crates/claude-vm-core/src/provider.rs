@@ -16,14 +16,18 @@ pub const MASK: &str = "********";
 pub enum ProviderKind {
     /// Containers on a Docker Engine (local, or any `DOCKER_HOST`).
     Docker,
+    /// Containers on the Docker Engine of a remote Linux host, every byte over the user's
+    /// SSH connection (the system OpenSSH client).
+    Ssh,
 }
 
 impl ProviderKind {
-    pub const ALL: &[ProviderKind] = &[ProviderKind::Docker];
+    pub const ALL: &[ProviderKind] = &[ProviderKind::Docker, ProviderKind::Ssh];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Docker => "docker",
+            ProviderKind::Ssh => "ssh",
         }
     }
 
@@ -31,6 +35,7 @@ impl ProviderKind {
     pub fn options(self) -> &'static [OptionSpec] {
         match self {
             ProviderKind::Docker => DOCKER_OPTIONS,
+            ProviderKind::Ssh => SSH_OPTIONS,
         }
     }
 }
@@ -42,7 +47,7 @@ impl fmt::Display for ProviderKind {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown provider type {0:?}; known types: docker")]
+#[error("unknown provider type {0:?}; known types: docker, ssh")]
 pub struct UnknownKind(pub String);
 
 impl FromStr for ProviderKind {
@@ -50,6 +55,7 @@ impl FromStr for ProviderKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "docker" => Ok(ProviderKind::Docker),
+            "ssh" => Ok(ProviderKind::Ssh),
             _ => Err(UnknownKind(s.to_owned())),
         }
     }
@@ -65,6 +71,16 @@ pub enum ValueKind {
     Cpus,
     /// A byte size with an optional `k`, `m`, `g` suffix (`512m`, `4g`).
     Memory,
+    /// A host name, address or `ssh_config` alias: no whitespace, not starting with `-`.
+    SshHost,
+    /// A remote user name: no whitespace, `@` or `:`, not starting with `-`.
+    SshUser,
+    /// A TCP port, 1 to 65535.
+    Port,
+    /// A local file (`~/` allowed).
+    LocalPath,
+    /// An absolute path on the remote host.
+    RemotePath,
 }
 
 /// One option a provider kind accepts.
@@ -75,6 +91,8 @@ pub struct OptionSpec {
     pub value: ValueKind,
     /// Secrets are masked when shown and never logged.
     pub secret: bool,
+    /// A provider of this kind cannot be added (or keep existing) without it.
+    pub required: bool,
 }
 
 const DOCKER_OPTIONS: &[OptionSpec] = &[
@@ -83,42 +101,143 @@ const DOCKER_OPTIONS: &[OptionSpec] = &[
         help: "Docker endpoint (unix://, tcp://); default: $DOCKER_HOST, then the local socket",
         value: ValueKind::DockerHost,
         secret: false,
+        required: false,
     },
     OptionSpec {
         key: "network",
         help: "Docker network the workspace containers join (default: bridge)",
         value: ValueKind::Text,
         secret: false,
+        required: false,
     },
     OptionSpec {
         key: "cpus",
         help: "CPU limit per workspace, e.g. 2 or 1.5",
         value: ValueKind::Cpus,
         secret: false,
+        required: false,
     },
     OptionSpec {
         key: "memory",
         help: "memory limit per workspace, e.g. 4g or 512m",
         value: ValueKind::Memory,
         secret: false,
+        required: false,
     },
     OptionSpec {
         key: "image",
         help: "default image for workspaces on this provider",
         value: ValueKind::Text,
         secret: false,
+        required: false,
     },
     OptionSpec {
         key: "registry_user",
         help: "user name for pulling images from a private registry",
         value: ValueKind::Text,
         secret: false,
+        required: false,
     },
     OptionSpec {
         key: "registry_password",
         help: "password or token for pulling images from a private registry",
         value: ValueKind::Text,
         secret: true,
+        required: false,
+    },
+];
+
+const SSH_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "host",
+        help: "the remote host: a name, an address or a Host alias from your ssh config",
+        value: ValueKind::SshHost,
+        secret: false,
+        required: true,
+    },
+    OptionSpec {
+        key: "user",
+        help: "user to log in as (default: your ssh config, then your local user name)",
+        value: ValueKind::SshUser,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "port",
+        help: "SSH port (default: your ssh config, then 22)",
+        value: ValueKind::Port,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "identity",
+        help: "private key file to log in with, e.g. ~/.ssh/id_ed25519 (default: ssh-agent and your ssh config)",
+        value: ValueKind::LocalPath,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "known_hosts",
+        help: "known_hosts file to check the host key against (default: ~/.ssh/known_hosts)",
+        value: ValueKind::LocalPath,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "ssh_config",
+        help: "ssh config file to use instead of ~/.ssh/config (ssh -F)",
+        value: ValueKind::LocalPath,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "docker_socket",
+        help: "the Docker socket on the host (default: /var/run/docker.sock)",
+        value: ValueKind::RemotePath,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "network",
+        help: "Docker network the workspace containers join (default: bridge)",
+        value: ValueKind::Text,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "cpus",
+        help: "CPU limit per workspace, e.g. 2 or 1.5",
+        value: ValueKind::Cpus,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "memory",
+        help: "memory limit per workspace, e.g. 4g or 512m",
+        value: ValueKind::Memory,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "image",
+        help: "default image for workspaces on this provider",
+        value: ValueKind::Text,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "registry_user",
+        help: "user name for pulling images from a private registry",
+        value: ValueKind::Text,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "registry_password",
+        help: "password or token for pulling images from a private registry",
+        value: ValueKind::Text,
+        secret: true,
+        required: false,
     },
 ];
 
@@ -137,6 +256,11 @@ pub enum OptionError {
         key: String,
         value: String,
         why: &'static str,
+    },
+    #[error("{kind} providers need the option {key:?} (--option {key}=...)")]
+    Missing {
+        key: &'static str,
+        kind: ProviderKind,
     },
 }
 
@@ -195,6 +319,60 @@ pub fn validate_option(kind: ProviderKind, key: &str, value: &str) -> Result<(),
             Some(_) => bad("Docker needs at least 6m of memory"),
             None => bad("expected a size such as 512m or 4g"),
         },
+        // Values that end up as arguments of `ssh` must never read as one of its flags.
+        ValueKind::SshHost => {
+            if value.starts_with('-') || value.chars().any(|c| c.is_whitespace() || c == '@') {
+                bad(
+                    "expected a host name, address or ssh config alias (the user goes in the user option)",
+                )
+            } else {
+                Ok(())
+            }
+        }
+        ValueKind::SshUser => {
+            if value.starts_with('-')
+                || value
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | ':'))
+            {
+                bad("expected a user name")
+            } else {
+                Ok(())
+            }
+        }
+        ValueKind::Port => match value.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(()),
+            _ => bad("expected a port number from 1 to 65535"),
+        },
+        ValueKind::LocalPath => {
+            if value.chars().any(char::is_control) {
+                bad("expected a file path")
+            } else {
+                Ok(())
+            }
+        }
+        ValueKind::RemotePath => {
+            if !value.starts_with('/') || value.chars().any(char::is_control) {
+                bad("expected an absolute path on the host, e.g. /var/run/docker.sock")
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Check that every option the kind requires is set (and not empty).
+pub fn check_required(
+    kind: ProviderKind,
+    options: &BTreeMap<String, String>,
+) -> Result<(), OptionError> {
+    match kind
+        .options()
+        .iter()
+        .find(|o| o.required && options.get(o.key).is_none_or(|v| v.is_empty()))
+    {
+        Some(o) => Err(OptionError::Missing { key: o.key, kind }),
+        None => Ok(()),
     }
 }
 
@@ -292,6 +470,89 @@ mod tests {
         assert!(
             err.to_string().contains("known options: host, network"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn ssh_option_validation() {
+        let k = ProviderKind::Ssh;
+        let table: &[(&str, &str, bool)] = &[
+            ("host", "build.example.com", true),
+            ("host", "10.0.0.5", true),
+            ("host", "::1", true),
+            ("host", "my-alias", true),
+            ("host", "-oProxyCommand=evil", false),
+            ("host", "me@box", false),
+            ("host", "two words", false),
+            ("user", "deploy", true),
+            ("user", "-l", false),
+            ("user", "a b", false),
+            ("user", "me@x", false),
+            ("port", "22", true),
+            ("port", "2222", true),
+            ("port", "0", false),
+            ("port", "65536", false),
+            ("port", "ssh", false),
+            ("identity", "~/.ssh/id_ed25519", true),
+            ("identity", "bad\nname", false),
+            ("identity", "with space/id_rsa", true),
+            ("known_hosts", "/tmp/kh", true),
+            ("ssh_config", "/dev/null", true),
+            ("docker_socket", "/run/user/1000/docker.sock", true),
+            ("docker_socket", "docker.sock", false),
+            ("cpus", "2", true),
+            ("cpus", "-1", false),
+            ("memory", "2g", true),
+            ("network", "host", true),
+            ("image", "debian:bookworm", true),
+            ("registry_password", "pw", true),
+            // Docker-only: the engine is always the host's own socket.
+            ("host_socket", "x", false),
+        ];
+        for (key, value, ok) in table {
+            assert_eq!(
+                validate_option(k, key, value).is_ok(),
+                *ok,
+                "{key}={value:?}: {:?}",
+                validate_option(k, key, value)
+            );
+        }
+        let err = validate_option(k, "colour", "blue").unwrap_err();
+        assert!(
+            err.to_string().contains("known options: host, user, port"),
+            "{err}"
+        );
+        assert!(is_secret(k, "registry_password"));
+        assert!(!is_secret(k, "identity"), "a key's path is not a secret");
+    }
+
+    #[test]
+    fn required_options() {
+        let opts = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let ssh = ProviderKind::Ssh;
+        assert!(check_required(ssh, &opts(&[("host", "h")])).is_ok());
+        let err = check_required(ssh, &opts(&[("user", "u")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ssh providers need the option \"host\" (--option host=...)"
+        );
+        assert!(check_required(ssh, &opts(&[("host", "")])).is_err());
+        assert!(check_required(ProviderKind::Docker, &opts(&[])).is_ok());
+    }
+
+    #[test]
+    fn kinds_parse_and_print() {
+        for k in ProviderKind::ALL {
+            assert_eq!(k.as_str().parse::<ProviderKind>().unwrap(), *k);
+        }
+        assert_eq!(
+            "fly".parse::<ProviderKind>().unwrap_err().to_string(),
+            "unknown provider type \"fly\"; known types: docker, ssh"
         );
     }
 

@@ -43,6 +43,8 @@ pub enum EngineError {
     Workspace { name: String, message: String },
     #[error("workspace {name} is not running")]
     NotRunning { name: String },
+    #[error("the workspace's provider did not answer within {secs}s")]
+    ProviderTimeout { secs: u64, hint: String },
     #[error("interrupted")]
     Interrupted,
 }
@@ -53,6 +55,7 @@ impl EngineError {
         match self {
             EngineError::Provider(p) => p.hint(),
             EngineError::Link(claude_vm_link::LinkError::Provider(p)) => p.hint(),
+            EngineError::ProviderTimeout { hint, .. } => Some(hint.clone()),
             EngineError::NotRunning { name } => {
                 Some(format!("start it with `claude-vm workspace up {name}`"))
             }

@@ -38,6 +38,8 @@ pub struct Engine {
     config: Config,
     store: Mutex<Store>,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
+    /// What to do about each provider that failed to answer `list`, by name.
+    hints: Mutex<HashMap<String, String>>,
     links: Mutex<HashMap<claude_vm_core::WorkspaceId, claude_vm_link::Link>>,
 }
 
@@ -61,6 +63,7 @@ impl Engine {
             config,
             store: Mutex::new(store),
             providers: Mutex::new(HashMap::new()),
+            hints: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
         })
     }
@@ -82,6 +85,21 @@ impl Engine {
         Ok(f(&store)?)
     }
 
+    /// What the user can do about a provider that [`Engine::list`] could not reach.
+    pub fn unreachable_hint(&self, provider: &str) -> String {
+        if let Some(h) = self
+            .hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(provider)
+        {
+            return h.clone();
+        }
+        self.provider_client(provider)
+            .map(|p| p.unreachable_hint())
+            .unwrap_or_else(|_| UNREACHABLE_HINT.to_owned())
+    }
+
     /// The provider client for a configured provider name.
     fn provider_client(&self, name: &str) -> Result<Arc<dyn Provider>> {
         if let Some(p) = self
@@ -99,6 +117,9 @@ impl Engine {
             claude_vm_core::provider::ProviderKind::Docker => {
                 Arc::new(DockerProvider::new(&record.options)?)
             }
+            claude_vm_core::provider::ProviderKind::Ssh => Arc::new(
+                claude_vm_provider::ssh::provider(&record.options, self.home.root())?,
+            ),
         };
         self.providers
             .lock()

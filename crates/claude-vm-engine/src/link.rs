@@ -27,16 +27,8 @@ impl Engine {
             return Ok((w, link.clone()));
         }
         let provider = self.provider_client(&w.provider)?;
-        match self.live_state(provider.as_ref(), &w.id).await {
+        match self.live_state_checked(provider.as_ref(), &w.id).await? {
             LiveState::Running if w.status != Status::Creating => {}
-            LiveState::Unreachable(why) => {
-                return Err(EngineError::Provider(
-                    claude_vm_provider::ProviderError::Unreachable {
-                        endpoint: w.provider.clone(),
-                        reason: why,
-                    },
-                ));
-            }
             _ => {
                 return Err(EngineError::NotRunning {
                     name: w.name.to_string(),

@@ -44,6 +44,8 @@ impl Engine {
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
             .collect();
+        provider::check_required(kind, &opts)
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
         self.store(|s| s.add_provider(name, kind, &opts))?;
         self.provider_view(name)
     }
@@ -89,6 +91,8 @@ impl Engine {
                 opts.insert(k, v);
             }
         }
+        provider::check_required(record.kind, &opts)
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
         self.store(|s| s.set_provider_options(name, &opts))?;
         // Drop a cached client so the new options apply.
         self.providers
@@ -96,6 +100,15 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         self.provider_view(name)
+    }
+
+    /// Connect to a provider and check it answers (for `ssh`: log in, check the host's
+    /// architecture and Docker, install claude-vm there).
+    pub async fn provider_check(&self, name: &str) -> Result<()> {
+        let client = self.provider_client(name)?;
+        client.connect().await?;
+        client.ping().await?;
+        Ok(())
     }
 
     pub fn provider_delete(&self, name: &str) -> Result<()> {

@@ -248,19 +248,25 @@ impl Engine {
         Err(EngineError::UnknownTarget(arg.to_owned()))
     }
 
-    /// Current state of one workspace according to its provider.
-    pub(crate) async fn live_state(&self, provider: &dyn Provider, id: &WorkspaceId) -> LiveState {
+    /// The live state of one workspace before acting on it: the provider connected first
+    /// (one-time setup such as installing claude-vm on an ssh host is not cut short), then
+    /// asked within [`STATUS_TIMEOUT`]. A provider that fails is an error with its own remedy.
+    pub(crate) async fn live_state_checked(
+        &self,
+        provider: &dyn Provider,
+        id: &WorkspaceId,
+    ) -> Result<LiveState> {
+        provider.connect().await?;
         match tokio::time::timeout(STATUS_TIMEOUT, provider.states()).await {
-            Ok(Ok(mut states)) => states.remove(id).unwrap_or(LiveState::Missing),
-            Ok(Err(e)) => LiveState::Unreachable(e.to_string()),
-            Err(_) => {
-                LiveState::Unreachable(format!("no answer within {}s", STATUS_TIMEOUT.as_secs()))
-            }
+            Ok(Ok(mut states)) => Ok(states.remove(id).unwrap_or(LiveState::Missing)),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(EngineError::ProviderTimeout {
+                secs: STATUS_TIMEOUT.as_secs(),
+                hint: provider.unreachable_hint(),
+            }),
         }
     }
 
-    /// `workspace list`: every workspace with its live status, providers asked in parallel.
-    /// Returns the views and the providers that could not be reached (name, reason).
     /// `workspace list -l`: [`Engine::list`] plus each running workspace's last activity,
     /// asked of the workspaces in parallel (a workspace that does not answer in time shows
     /// none).
@@ -295,7 +301,15 @@ impl Engine {
             let states = match self.provider_client(name) {
                 Ok(client) => match tokio::time::timeout(STATUS_TIMEOUT, client.states()).await {
                     Ok(Ok(s)) => Ok(s),
-                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(Err(e)) => {
+                        if let Some(hint) = e.hint() {
+                            self.hints
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(name.clone(), hint);
+                        }
+                        Err(e.to_string())
+                    }
                     Err(_) => Err(format!("no answer within {}s", STATUS_TIMEOUT.as_secs())),
                 },
                 Err(e) => Err(e.to_string()),
@@ -372,7 +386,10 @@ impl Engine {
             .store(|s| s.workspace(&w.id))?
             .ok_or_else(|| EngineError::UnknownWorkspace(w.id.to_string()))?;
         let provider = self.provider_client(&w.provider)?;
-        let observed = observe(&w, &self.live_state(provider.as_ref(), &w.id).await);
+        let observed = observe(
+            &w,
+            &self.live_state_checked(provider.as_ref(), &w.id).await?,
+        );
         let plan = workspace::plan(&observed, Action::Up).map_err(|e| EngineError::Transition {
             name: w.name.to_string(),
             source: e,
@@ -984,7 +1001,10 @@ else git checkout --quiet -b "$b"; fi"#;
             .store(|s| s.workspace(&w.id))?
             .ok_or_else(|| EngineError::UnknownWorkspace(req.target.clone()))?;
         let provider = self.provider_client(&w.provider)?;
-        let observed = observe(&w, &self.live_state(provider.as_ref(), &w.id).await);
+        let observed = observe(
+            &w,
+            &self.live_state_checked(provider.as_ref(), &w.id).await?,
+        );
         let plan =
             workspace::plan(&observed, Action::Down).map_err(|e| EngineError::Transition {
                 name: w.name.to_string(),
@@ -1034,7 +1054,10 @@ else git checkout --quiet -b "$b"; fi"#;
             .store(|s| s.workspace(&w.id))?
             .ok_or_else(|| EngineError::UnknownWorkspace(target.to_owned()))?;
         let provider = self.provider_client(&w.provider)?;
-        let observed = observe(&w, &self.live_state(provider.as_ref(), &w.id).await);
+        let observed = observe(
+            &w,
+            &self.live_state_checked(provider.as_ref(), &w.id).await?,
+        );
         workspace::plan(&observed, Action::Delete).map_err(|e| EngineError::Transition {
             name: w.name.to_string(),
             source: e,

@@ -54,20 +54,9 @@ struct Settings {
     credentials: Option<DockerCredentials>,
 }
 
-pub struct DockerProvider {
-    endpoint: String,
-    settings: Settings,
-    client: OnceCell<Docker>,
-}
-
-impl DockerProvider {
-    /// A provider for the engine named by `options["host"]`, else `$DOCKER_HOST`, else the
-    /// local socket. Connects lazily, on first use.
-    pub fn new(options: &BTreeMap<String, String>) -> Result<Self, ProviderError> {
+impl Settings {
+    fn from_options(options: &BTreeMap<String, String>) -> Result<Settings, ProviderError> {
         let get = |k: &str| options.get(k).filter(|v| !v.is_empty()).cloned();
-        let endpoint = get("host")
-            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|v| !v.is_empty()))
-            .unwrap_or_else(|| DEFAULT_SOCKET.to_owned());
         let nano_cpus = match get("cpus") {
             Some(c) => Some(
                 c.parse::<f64>()
@@ -90,14 +79,94 @@ impl DockerProvider {
             password: Some(password),
             ..Default::default()
         });
+        Ok(Settings {
+            network: get("network"),
+            nano_cpus,
+            memory,
+            credentials,
+        })
+    }
+}
+
+/// Opens a client to the engine (not yet version-negotiated). Called on first use, and
+/// again after a failure.
+pub(crate) type Connect = Box<
+    dyn Fn() -> futures_util::future::BoxFuture<'static, Result<Docker, ProviderError>>
+        + Send
+        + Sync,
+>;
+
+/// Turns the reason a connection-level failure happened into the error to show.
+pub(crate) type Unreachable = Box<dyn Fn(String) -> ProviderError + Send + Sync>;
+
+pub struct DockerProvider {
+    endpoint: String,
+    settings: Settings,
+    connect: Connect,
+    unreachable: Unreachable,
+    hint: String,
+    client: OnceCell<Docker>,
+}
+
+impl DockerProvider {
+    /// A provider for the engine named by `options["host"]`, else `$DOCKER_HOST`, else the
+    /// local socket. Connects lazily, on first use.
+    pub fn new(options: &BTreeMap<String, String>) -> Result<Self, ProviderError> {
+        let endpoint = options
+            .get("host")
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_owned());
+        let connect: Connect = {
+            let endpoint = endpoint.clone();
+            Box::new(move || {
+                let endpoint = endpoint.clone();
+                Box::pin(async move {
+                    let unreachable = |reason: String| ProviderError::Unreachable {
+                        endpoint: endpoint.clone(),
+                        reason,
+                    };
+                    if let Some(path) = endpoint.strip_prefix("unix://")
+                        && !std::path::Path::new(path).exists()
+                    {
+                        return Err(unreachable(format!("socket {path} does not exist")));
+                    }
+                    Docker::connect_with_host(&endpoint).map_err(|e| unreachable(e.to_string()))
+                })
+            })
+        };
+        let unreachable: Unreachable = {
+            let endpoint = endpoint.clone();
+            Box::new(move |reason| ProviderError::Unreachable {
+                endpoint: endpoint.clone(),
+                reason,
+            })
+        };
+        Self::with_connector(
+            options,
+            endpoint,
+            connect,
+            unreachable,
+            crate::UNREACHABLE_HINT.to_owned(),
+        )
+    }
+
+    /// A provider for any engine `connect` reaches: the same containers, volumes and
+    /// labels whatever carries the API (a local socket, TCP, an SSH connection).
+    pub(crate) fn with_connector(
+        options: &BTreeMap<String, String>,
+        endpoint: String,
+        connect: Connect,
+        unreachable: Unreachable,
+        hint: String,
+    ) -> Result<Self, ProviderError> {
         Ok(DockerProvider {
             endpoint,
-            settings: Settings {
-                network: get("network"),
-                nano_cpus,
-                memory,
-                credentials,
-            },
+            settings: Settings::from_options(options)?,
+            connect,
+            unreachable,
+            hint,
             client: OnceCell::new(),
         })
     }
@@ -109,23 +178,13 @@ impl DockerProvider {
     async fn docker(&self) -> Result<&Docker, ProviderError> {
         self.client
             .get_or_try_init(|| async {
-                let unreachable = |reason: String| ProviderError::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    reason,
-                };
-                if let Some(path) = self.endpoint.strip_prefix("unix://")
-                    && !std::path::Path::new(path).exists()
-                {
-                    return Err(unreachable(format!("socket {path} does not exist")));
-                }
-                let docker = Docker::connect_with_host(&self.endpoint)
-                    .map_err(|e| unreachable(e.to_string()))?;
+                let docker = (self.connect)().await?;
                 // Negotiation costs one round trip and makes every engine version work.
                 let negotiated =
                     tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
                         .await
-                        .map_err(|_| unreachable("no answer within 10s".to_owned()))?
-                        .map_err(|e| unreachable(error_text(&e)))?;
+                        .map_err(|_| (self.unreachable)("no answer within 10s".to_owned()))?
+                        .map_err(|e| (self.unreachable)(error_text(&e)))?;
                 Ok(negotiated)
             })
             .await
@@ -143,10 +202,7 @@ impl DockerProvider {
                 op,
                 message: e.to_string(),
             },
-            other => ProviderError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                reason: error_text(&other),
-            },
+            other => (self.unreachable)(error_text(&other)),
         }
     }
 }
@@ -183,6 +239,14 @@ fn split_image(image: &str) -> (&str, &str) {
 
 #[async_trait]
 impl Provider for DockerProvider {
+    fn unreachable_hint(&self) -> String {
+        self.hint.clone()
+    }
+
+    async fn connect(&self) -> Result<(), ProviderError> {
+        self.docker().await.map(|_| ())
+    }
+
     async fn ping(&self) -> Result<(), ProviderError> {
         let docker = self.docker().await?;
         docker.ping().await.map_err(|e| self.err("ping", e))?;

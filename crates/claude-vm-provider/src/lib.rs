@@ -8,6 +8,7 @@
 
 pub mod docker;
 mod error;
+pub mod ssh;
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use claude_vm_core::{LiveState, WorkspaceId};
 use futures_util::Stream;
 
-pub use error::{ProviderError, UNREACHABLE_HINT};
+pub use error::{ProviderError, SshFailure, UNREACHABLE_HINT, ssh_hint};
 
 /// A bidirectional byte stream (a command's stdin and stdout).
 pub trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
@@ -84,6 +85,18 @@ pub struct FileStat {
 /// are retried after partial failures.
 #[async_trait]
 pub trait Provider: Send + Sync {
+    /// What to do when the backend does not answer in time (the errors it returns carry
+    /// their own [`ProviderError::hint`]).
+    fn unreachable_hint(&self) -> String {
+        UNREACHABLE_HINT.to_owned()
+    }
+
+    /// Connect to the backend, doing any one-time setup first (for `ssh`: checking the host
+    /// and installing claude-vm there, which can take a while). Cheap once connected.
+    async fn connect(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// Check the backend answers. Errors with [`ProviderError::Unreachable`] otherwise.
     async fn ping(&self) -> Result<(), ProviderError>;
 

@@ -159,7 +159,7 @@ pub enum TokenCommand {
 pub enum ProviderCommand {
     /// Add a provider
     #[command(
-        after_help = "Examples:\n  claude-vm provider add gpu-box --type docker --option host=tcp://10.0.0.5:2375 --option cpus=8\n  claude-vm provider add small --type docker --option memory=2g\n\nDocker options: host, network, cpus, memory, image, registry_user, registry_password."
+        after_help = "Examples:\n  claude-vm provider add gpu-box --type docker --option host=tcp://10.0.0.5:2375 --option cpus=8\n  claude-vm provider add small --type docker --option memory=2g\n  claude-vm provider add box --type ssh --option host=build.example.com --option user=dev\n  claude-vm provider add lab --type ssh --option host=10.0.0.7 --option port=2222 --option identity=~/.ssh/id_ed25519\n\nDocker options: host, network, cpus, memory, image, registry_user, registry_password.\nSSH options: host (required), user, port, identity, known_hosts, ssh_config, docker_socket, and the Docker ones but host.\n\nAn ssh provider runs workspaces as Docker containers on a remote Linux host, all traffic over your SSH connection (your ssh config, agent, keys and known_hosts apply; claude-vm never prompts and never accepts an unknown host key). Adding it logs in, checks the host and installs claude-vm there."
     )]
     Add {
         /// Name to refer to it by
@@ -170,6 +170,9 @@ pub enum ProviderCommand {
         /// Set an option (repeatable)
         #[arg(long = "option", short = 'o', value_name = "KEY=VALUE")]
         options: Vec<String>,
+        /// Add it without connecting first (an ssh provider is otherwise checked)
+        #[arg(long)]
+        no_check: bool,
         /// Print the provider as JSON
         #[arg(long)]
         json: bool,
@@ -406,6 +409,12 @@ pub enum AgentCommand {
     Serve,
     /// Join stdin/stdout to the daemon's socket (the link's transport)
     Connect,
+    /// Join stdin/stdout to a Docker socket (the ssh provider's transport, run on the host)
+    DialDocker {
+        /// The Docker socket
+        #[arg(long, default_value = "/var/run/docker.sock")]
+        socket: std::path::PathBuf,
+    },
     /// Show a conversation live and send typed lines (runs in its tmux session)
     ChatTty { conversation: String },
     /// Ask the daemon for its version and health; prints JSON

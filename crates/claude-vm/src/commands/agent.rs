@@ -30,6 +30,10 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
             super::runtime()?.block_on(claude_vm_daemon::bridge::connect(&socket))?;
             Ok(ExitCode::SUCCESS)
         }
+        AgentCommand::DialDocker { socket } => {
+            super::runtime()?.block_on(claude_vm_daemon::bridge::connect(socket))?;
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCommand::Health { wait } => {
             let socket = PathBuf::from(claude_vm_protocol::SOCKET_PATH);
             let health = super::runtime()?

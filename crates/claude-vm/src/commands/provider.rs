@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
+use claude_vm_core::provider::ProviderKind;
 use claude_vm_engine::{Engine, ProviderView};
 
 use super::print_json;
@@ -16,6 +17,7 @@ pub fn run(engine: &Engine, cmd: &ProviderCommand) -> Result<ExitCode> {
             name,
             kind,
             options,
+            no_check,
             json,
         } => {
             let kind = match kind {
@@ -26,9 +28,23 @@ pub fn run(engine: &Engine, cmd: &ProviderCommand) -> Result<ExitCode> {
                 {
                     name.clone()
                 }
-                None => bail!("--type is required (known types: docker)"),
+                None => bail!("--type is required (known types: docker, ssh)"),
             };
             let view = engine.provider_add(name, &kind, options)?;
+            // A remote provider is checked before it is kept: a typo in the host, a missing
+            // key or a host without Docker shows now, not at the first `up`.
+            if view.kind == ProviderKind::Ssh && !no_check {
+                eprintln!(
+                    "checking {name}: logging in, checking the host, installing claude-vm there"
+                );
+                let checked = super::runtime()?.block_on(engine.provider_check(name));
+                if let Err(e) = checked {
+                    engine.provider_delete(name)?;
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "provider {name} not added (pass --no-check to add it anyway)"
+                    )));
+                }
+            }
             if *json {
                 print_json(&view)?;
             } else {

@@ -175,11 +175,16 @@ async fn list(
         );
     }
     if !unreachable.is_empty() {
-        eprintln!(
-            "{} {}",
-            output::paint("hint:", Style::Hint),
-            claude_vm_engine::UNREACHABLE_HINT
-        );
+        let mut hints: Vec<String> = Vec::new();
+        for (provider, _) in &unreachable {
+            let hint = engine.unreachable_hint(provider);
+            if !hints.contains(&hint) {
+                hints.push(hint);
+            }
+        }
+        for hint in hints {
+            eprintln!("{} {hint}", output::paint("hint:", Style::Hint));
+        }
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
