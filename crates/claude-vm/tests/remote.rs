@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::chat::{claude_binary, ctx_with_agents, wait_for};
+use common::chat::{Tmux, claude_binary, ctx_with_agents, wait_for};
 use common::{Ctx, MANIFEST, Run, dexec, local_manifest, sample_project};
 
 fn free_port() -> u16 {
@@ -195,7 +195,8 @@ fn a_logged_in_cli_runs_workspaces_and_conversations_on_the_server() {
               {"match": {"after_tool_result_contains": "note.txt"}, "response": [{"text": "Wrote note.txt."}]},
               {"match": {"last_user_contains": "run the slow job"},
                "response": [{"tool_use": {"name": "Bash", "input": {"command": "sleep 8 && echo slow-done", "description": "slow job"}}}]},
-              {"match": {"after_tool_result_contains": "slow-done"}, "response": [{"text": "The slow job finished."}]}
+              {"match": {"after_tool_result_contains": "slow-done"}, "response": [{"text": "The slow job finished."}]},
+              {"match": {"last_user_contains": "greet the terminal"}, "response": [{"text": "Hi, remote terminal."}]}
             ]"#,
         )
         .unwrap(),
@@ -401,6 +402,23 @@ fn a_logged_in_cli_runs_workspaces_and_conversations_on_the_server() {
         "{after:#?}"
     );
     drop(follower);
+
+    // The interactive chat: picker, history, a typed message and its answer, commands.
+    let cmd = format!(
+        "CLAUDE_VM_HOME={} NO_COLOR=1 {} chat -w far; sleep 30",
+        client.home.path().display(),
+        client.bin.display()
+    );
+    let term = Tmux::start("remote-chat", 150, 40, &cmd);
+    let within = Duration::from_secs(60);
+    term.wait_for("The slow job finished.", within);
+    term.send("please greet the terminal");
+    term.wait_for("Hi, remote terminal.", within);
+    term.send("/status");
+    term.wait_for("Idle", within);
+    term.send("/quit");
+    term.wait_for("the agent keeps working", within);
+    drop(term);
 
     // down, up (resume), delete.
     let down = client.run(&["workspace", "down", "far"]).ok();
