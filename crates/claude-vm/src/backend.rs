@@ -114,7 +114,15 @@ impl Backend {
     ) -> Result<UpOutcome> {
         match self {
             Backend::Local(e) => Ok(e.up(req, reporter, cancel).await?),
-            Backend::Remote(r) => remote_up(r, req, reporter).await,
+            // Dropping the request closes the connection: an unfinished upload is
+            // discarded by the server; once uploaded, the server finishes `up` on its own.
+            Backend::Remote(r) => tokio::select! {
+                result = remote_up(r, req, reporter) => result,
+                _ = cancel.cancelled() => {
+                    reporter.progress_end();
+                    Err(EngineError::Interrupted.into())
+                }
+            },
         }
     }
 
