@@ -13,7 +13,7 @@ use claude_vm_link::Link;
 use claude_vm_protocol::api::{AgentSpec, Conversation, NewConversation, PermissionMode};
 use claude_vm_provider::{ExecSpec, Provider};
 use claude_vm_store::{ConversationRecord, WorkspaceRecord};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::pack::{self, Extra, ExtraContent};
 use crate::{Engine, EngineError, Reporter, Result};
@@ -34,7 +34,7 @@ fn default_command(kind: &str) -> &str {
 pub const SUPPORTED_AGENTS: &[&str] = &["claude", "codex", "gemini", "goose", "qwen", "acp"];
 
 /// A conversation as `chat list` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChatView {
     pub id: String,
     pub workspace: String,

@@ -14,7 +14,7 @@ use claude_vm_protocol as protocol;
 use claude_vm_provider::{CreateSpec, ExecSpec, Provider, ProviderError};
 use claude_vm_store::{Store, WorkspaceRecord};
 use futures_util::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::pack::{self, Extra, ExtraContent};
@@ -41,7 +41,7 @@ pub struct UpRequest {
 }
 
 /// What `workspace up` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "action", content = "workspace", rename_all = "snake_case")]
 pub enum UpOutcome {
     Created(WorkspaceView),
@@ -67,7 +67,7 @@ pub struct DownRequest {
 }
 
 /// A workspace as shown by `list` and `--json` (a stable, documented shape).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkspaceView {
     pub id: String,
     pub name: String,

@@ -119,6 +119,25 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
 
+    /// Work against a claude-vm server: workspace and chat commands then run there
+    #[command(
+        after_help = "The token comes from --token, else $CLAUDE_VM_TOKEN, else it is asked for (or read from stdin). It is checked against the server and kept in $CLAUDE_VM_HOME/remote.json (owner-only).\n\nExamples:\n  claude-vm login http://127.0.0.1:7878     # a server here, or through `ssh -L 7878:127.0.0.1:7878 host`\n  claude-vm login --status"
+    )]
+    Login {
+        /// Server URL, as `claude-vm server` prints it
+        #[arg(required_unless_present = "status")]
+        url: Option<String>,
+        /// API token from `claude-vm token create` on the server
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Show which server this CLI works against, if any
+        #[arg(long, conflicts_with_all = ["url", "token"])]
+        status: bool,
+    },
+
+    /// Forget the server: commands work on this machine again
+    Logout,
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]

@@ -7,23 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::chat::{Tmux, ctx_with_agents, events, git_project, status, wait_for};
+use common::chat::{Tmux, claude_binary, ctx_with_agents, events, git_project, status, wait_for};
 use common::{Ctx, dexec};
-
-/// The Claude Code binary bundled with the Python SDK; the suite installs it.
-fn claude_binary() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import claude_agent_sdk,os;print(os.path.join(os.path.dirname(claude_agent_sdk.__file__),'_bundled','claude'))"])
-        .output()
-        .expect("python3 runs");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        out.status.success() && std::path::Path::new(&path).exists(),
-        "Claude Code not found: install it with `pip install claude-agent-sdk` (scripts/test-deps.sh does)\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
 
 const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
 

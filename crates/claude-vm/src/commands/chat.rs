@@ -8,16 +8,17 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use claude_vm_engine::{ChatView, Engine, Link};
+use claude_vm_engine::ChatView;
 use claude_vm_protocol::api::{ConversationStatus, Decision, Event, EventBody, PermissionMode};
 use tokio::io::AsyncBufReadExt;
 
 use super::print_json;
+use crate::backend::{Backend, Chat};
 use crate::cli::{ChatArgs, ChatCommand};
 use crate::output::{self, CliReporter, Style};
 
 pub fn new_chat(
-    engine: &Engine,
+    engine: &Backend,
     workspace: &str,
     agent: Option<&str>,
     message: Option<String>,
@@ -51,7 +52,7 @@ pub fn new_chat(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run(engine: &Engine, args: &ChatArgs, quiet: bool) -> Result<ExitCode> {
+pub fn run(engine: &Backend, args: &ChatArgs, quiet: bool) -> Result<ExitCode> {
     let rt = super::runtime()?;
     let code = rt.block_on(async {
         match &args.command {
@@ -77,18 +78,17 @@ pub fn run(engine: &Engine, args: &ChatArgs, quiet: bool) -> Result<ExitCode> {
                 list(engine, workspace.as_deref(), *json).await
             }
             Some(ChatCommand::Stop { conversation }) => {
-                let (id, _, link) = engine.chat_link(conversation).await?;
-                link.stop_conversation(&id).await?;
+                let chat = engine.chat(conversation).await?;
+                chat.stop().await?;
                 if !quiet {
-                    eprintln!("{} stopped {id}", output::paint("✓", Style::Good));
+                    eprintln!("{} stopped {}", output::paint("✓", Style::Good), chat.id);
                 }
                 Ok(ExitCode::SUCCESS)
             }
             Some(ChatCommand::Interrupt { conversation }) => {
-                let (id, _, link) = engine.chat_link(conversation).await?;
-                let sent = link.interrupt(&id).await?;
-                if !sent {
-                    bail!("conversation {id} has no running agent to interrupt");
+                let chat = engine.chat(conversation).await?;
+                if !chat.interrupt().await? {
+                    bail!("conversation {} has no running agent to interrupt", chat.id);
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -96,9 +96,8 @@ pub fn run(engine: &Engine, args: &ChatArgs, quiet: bool) -> Result<ExitCode> {
                 conversation,
                 approval,
             }) => {
-                let (id, _, link) = engine.chat_link(conversation).await?;
-                link.decide(
-                    &id,
+                let chat = engine.chat(conversation).await?;
+                chat.decide(
                     approval,
                     &Decision {
                         allow: true,
@@ -113,9 +112,8 @@ pub fn run(engine: &Engine, args: &ChatArgs, quiet: bool) -> Result<ExitCode> {
                 approval,
                 message,
             }) => {
-                let (id, _, link) = engine.chat_link(conversation).await?;
-                link.decide(
-                    &id,
+                let chat = engine.chat(conversation).await?;
+                chat.decide(
                     approval,
                     &Decision {
                         allow: false,
@@ -233,16 +231,16 @@ pub fn render(e: &Event) -> Option<String> {
 }
 
 async fn send(
-    engine: &Engine,
+    engine: &Backend,
     conversation: &str,
     text: &str,
     wait: bool,
     quiet: bool,
 ) -> Result<ExitCode> {
-    let (id, _, link) = engine.chat_link(conversation).await?;
+    let chat = engine.chat(conversation).await?;
     // Follow from the current end before sending, so the reply cannot slip past.
-    let before = link.conversation(&id).await?.last_seq;
-    let sent = link.send_message(&id, text).await?;
+    let before = chat.conversation().await?.last_seq;
+    let sent = chat.send_message(text).await?;
     if !wait {
         if !quiet {
             eprintln!(
@@ -253,7 +251,7 @@ async fn send(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut events = link.events(&id, before, true).await?;
+    let mut events = chat.events(before, true).await?;
     let mut last_text: Option<String> = None;
     while let Some(e) = events.next().await? {
         if e.seq <= sent.seq {
@@ -286,9 +284,9 @@ async fn send(
     bail!("the event stream ended before the turn finished")
 }
 
-async fn log(engine: &Engine, conversation: &str, follow: bool, json: bool) -> Result<ExitCode> {
-    let (id, _, link) = engine.chat_link(conversation).await?;
-    let mut events = link.events(&id, 0, follow).await?;
+async fn log(engine: &Backend, conversation: &str, follow: bool, json: bool) -> Result<ExitCode> {
+    let chat = engine.chat(conversation).await?;
+    let mut events = chat.events(0, follow).await?;
     let mut out = std::io::stdout().lock();
     while let Some(e) = events.next().await? {
         if json {
@@ -302,7 +300,7 @@ async fn log(engine: &Engine, conversation: &str, follow: bool, json: bool) -> R
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(engine: &Engine, workspace: Option<&str>, json: bool) -> Result<ExitCode> {
+async fn list(engine: &Backend, workspace: Option<&str>, json: bool) -> Result<ExitCode> {
     let chats = engine.chat_list(workspace).await?;
     if json {
         print_json(&chats)?;
@@ -374,7 +372,7 @@ fn pick<'a, T>(what: &str, items: &'a [T], label: impl Fn(&T) -> String) -> Resu
 }
 
 async fn interactive(
-    engine: &Engine,
+    engine: &Backend,
     workspace: Option<&str>,
     conversation: Option<&str>,
 ) -> Result<ExitCode> {
@@ -384,7 +382,7 @@ async fn interactive(
             let ws = match workspace {
                 Some(w) => w.to_owned(),
                 None => {
-                    let (all, _) = engine.list().await?;
+                    let (all, _) = engine.list(false).await?;
                     let running: Vec<_> = all
                         .into_iter()
                         .filter(|w| w.status == claude_vm_core::Status::Running)
@@ -413,36 +411,30 @@ async fn interactive(
             .clone()
         }
     };
-    let (id, ws, link) = engine.chat_link(&conv).await?;
-    let c = link.conversation(&id).await?;
+    let chat = engine.chat(&conv).await?;
+    let c = chat.conversation().await?;
     eprintln!(
         "{} {} in {} — {}. Type a message and Enter; /interrupt, /status, /quit.",
         output::paint("conversation", Style::Dim),
-        id,
-        ws.name,
+        chat.id,
+        chat.workspace,
         c.agent
     );
-    let follower = {
-        let link = link.clone();
-        let id = id.clone();
-        tokio::spawn(async move {
-            let Ok(mut events) = link.events(&id, 0, true).await else {
-                return;
-            };
-            while let Ok(Some(e)) = events.next().await {
-                if let Some(line) = render(&e) {
-                    println!("{line}");
-                }
+    let mut events = chat.events(0, true).await?;
+    let follower = tokio::spawn(async move {
+        while let Ok(Some(e)) = events.next().await {
+            if let Some(line) = render(&e) {
+                println!("{line}");
             }
-        })
-    };
+        }
+    });
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         let line = line.trim_end();
         if line.is_empty() {
             continue;
         }
-        if let Err(e) = command(&link, &id, line).await {
+        if let Err(e) = command(&chat, line).await {
             match e {
                 Quit => break,
                 Failed(msg) => eprintln!("{} {msg}", output::paint("error:", Style::Error)),
@@ -451,7 +443,8 @@ async fn interactive(
     }
     follower.abort();
     eprintln!(
-        "left the conversation; the agent keeps working (`claude-vm chat -c {id}` to come back)"
+        "left the conversation; the agent keeps working (`claude-vm chat -c {}` to come back)",
+        chat.id
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -462,17 +455,17 @@ enum Outcome {
 }
 use Outcome::{Failed, Quit};
 
-async fn command(link: &Link, id: &str, line: &str) -> Result<(), Outcome> {
-    let fail = |e: claude_vm_engine::LinkError| Failed(e.to_string());
+async fn command(chat: &Chat, line: &str) -> Result<(), Outcome> {
+    let fail = |e: anyhow::Error| Failed(format!("{e:#}"));
     let mut words = line.split_whitespace();
     match words.next() {
         Some("/quit" | "/exit" | "/q") => Err(Quit),
-        Some("/interrupt") => match link.interrupt(id).await.map_err(fail)? {
+        Some("/interrupt") => match chat.interrupt().await.map_err(fail)? {
             true => Ok(()),
             false => Err(Failed("no running agent to interrupt".into())),
         },
         Some("/status") => {
-            let c = link.conversation(id).await.map_err(fail)?;
+            let c = chat.conversation().await.map_err(fail)?;
             eprintln!(
                 "{:?}{}; {} queued; agent {}{}",
                 c.status,
@@ -496,7 +489,7 @@ async fn command(link: &Link, id: &str, line: &str) -> Result<(), Outcome> {
                 allow: cmd == "/allow",
                 message: (!message.is_empty()).then(|| message.join(" ")),
             };
-            link.decide(id, approval, &decision).await.map_err(fail)?;
+            chat.decide(approval, &decision).await.map_err(fail)?;
             Ok(())
         }
         Some(w) if w.starts_with('/') && !w.starts_with("//") => Err(Failed(format!(
@@ -508,7 +501,7 @@ async fn command(link: &Link, id: &str, line: &str) -> Result<(), Outcome> {
                 .strip_prefix('/')
                 .filter(|t| t.starts_with('/'))
                 .unwrap_or(line);
-            link.send_message(id, text).await.map_err(fail)?;
+            chat.send_message(text).await.map_err(fail)?;
             Ok(())
         }
     }

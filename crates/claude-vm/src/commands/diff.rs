@@ -4,24 +4,21 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use claude_vm_engine::Engine;
 use claude_vm_protocol::api::{ChangeKind, Diff};
 
 use super::print_json;
+use crate::backend::Backend;
 use crate::cli::ColorChoice;
 
 pub fn run(
-    engine: &Engine,
+    engine: &Backend,
     workspace: &str,
     stat: bool,
     json: bool,
     color: ColorChoice,
 ) -> Result<ExitCode> {
     let rt = super::runtime()?;
-    let diff = rt.block_on(async {
-        let (_, link) = engine.link(workspace).await?;
-        anyhow::Ok(link.diff(stat).await?)
-    })?;
+    let diff = rt.block_on(engine.diff(workspace, stat))?;
     if json {
         print_json(&diff)?;
         return Ok(ExitCode::SUCCESS);

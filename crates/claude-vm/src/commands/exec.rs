@@ -5,6 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
+use crate::backend::{Backend, ws_path};
+use crate::remote::Remote;
 use anyhow::{Result, bail};
 use claude_vm_engine::{Engine, ExecEvent};
 use claude_vm_protocol::api::ExecRequest;
@@ -64,20 +66,101 @@ fn terminal_size() -> Option<(u16, u16)> {
     None
 }
 
-pub fn run(engine: &Engine, args: &ExecArgs) -> Result<ExitCode> {
+pub fn run(backend: &Backend, args: &ExecArgs) -> Result<ExitCode> {
     let rt = super::runtime()?;
-    let code = rt.block_on(exec(engine, args))?;
+    let code = match backend {
+        Backend::Local(engine) => rt.block_on(exec(engine, args))?,
+        Backend::Remote(_) if args.tty => return Err(backend.unsupported("exec -t")),
+        Backend::Remote(_) if args.detach => return Err(backend.unsupported("exec -d")),
+        Backend::Remote(remote) => rt.block_on(exec_remote(remote, args))?,
+    };
     // Do not wait for the blocking stdin reader.
     rt.shutdown_background();
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-async fn exec(engine: &Engine, args: &ExecArgs) -> Result<i32> {
+fn check_env(args: &ExecArgs) -> Result<()> {
     for e in &args.env {
         if !e.contains('=') || e.starts_with('=') {
             bail!("invalid --env {e:?}: expected NAME=VALUE");
         }
     }
+    Ok(())
+}
+
+/// Docker's convention for a command that could not be run: 127 not found, 126 otherwise.
+fn cannot_run(args: &ExecArgs, msg: &str) -> i32 {
+    eprintln!("error: cannot run {}: {msg}", args.command[0]);
+    if msg.contains("No such file") || msg.contains("not found") {
+        127
+    } else {
+        126
+    }
+}
+
+/// Largest standard input sent to a command on a server (it goes in one request).
+const MAX_REMOTE_STDIN: usize = 3 * 1024 * 1024;
+
+/// `exec` on a server: standard input is read to its end and sent with the request, the
+/// output comes back as JSON lines.
+async fn exec_remote(remote: &Remote, args: &ExecArgs) -> Result<i32> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    check_env(args)?;
+    let stdin = if args.interactive || !std::io::stdin().is_terminal() {
+        let mut buf = Vec::new();
+        tokio::io::stdin().read_to_end(&mut buf).await?;
+        if buf.len() > MAX_REMOTE_STDIN {
+            bail!(
+                "standard input is larger than 3 MiB, too much to send to a server in one go; copy the data into the workspace first"
+            );
+        }
+        Some(b64.encode(&buf))
+    } else {
+        None
+    };
+    let body = serde_json::json!({
+        "command": args.command,
+        "env": args.env,
+        "workdir": args.workdir,
+        "user": args.user,
+        "stdin_base64": stdin,
+    });
+    let path = ws_path(&args.workspace, "/exec?encoding=base64");
+    let mut lines = remote.post_stream(&path, &body).await?;
+    while let Some(line) = lines.next().await? {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&line)
+            .map_err(|e| anyhow::anyhow!("unexpected output from {}: {e}", remote.url()))?;
+        let data = || b64.decode(v["data"].as_str().unwrap_or_default());
+        match v["type"].as_str() {
+            Some("stdout") => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&data()?)?;
+                out.flush()?;
+            }
+            Some("stderr") => {
+                let mut err = std::io::stderr().lock();
+                err.write_all(&data()?)?;
+                err.flush()?;
+            }
+            Some("exit") => return Ok(v["code"].as_i64().unwrap_or(1) as i32),
+            Some("error") => {
+                return Ok(cannot_run(args, v["message"].as_str().unwrap_or_default()));
+            }
+            _ => {}
+        }
+    }
+    bail!(
+        "the command ended without an exit status (the connection to {} closed)",
+        remote.url()
+    )
+}
+
+async fn exec(engine: &Engine, args: &ExecArgs) -> Result<i32> {
+    check_env(args)?;
     let (_, link) = engine.link(&args.workspace).await?;
     let size = if args.tty { terminal_size() } else { None };
     let req = ExecRequest {
@@ -187,15 +270,7 @@ async fn exec(engine: &Engine, args: &ExecArgs) -> Result<i32> {
             Some(ExecEvent::Exit(code)) => return Ok(code),
             Some(ExecEvent::Error(msg)) => {
                 drop(_raw);
-                eprintln!("error: cannot run {}: {msg}", args.command[0]);
-                // Docker's convention: 127 not found, 126 cannot be run.
-                return Ok(
-                    if msg.contains("No such file") || msg.contains("not found") {
-                        127
-                    } else {
-                        126
-                    },
-                );
+                return Ok(cannot_run(args, &msg));
             }
             None => bail!("the command ended without an exit status"),
         }

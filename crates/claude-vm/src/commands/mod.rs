@@ -6,6 +6,7 @@ pub mod chat;
 mod cp;
 mod diff;
 mod exec;
+mod login;
 mod provider;
 mod server;
 mod workspace;
@@ -16,6 +17,7 @@ use anyhow::Result;
 use claude_vm_engine::Engine;
 use claude_vm_store::Home;
 
+use crate::backend::Backend;
 use crate::cli::{Cli, Command};
 
 fn init_logging() {
@@ -52,12 +54,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         _ => {}
     }
     init_logging();
-    let engine = open_engine(&cli)?;
     match &cli.command {
-        Command::Provider(cmd) => provider::run(&engine, cmd),
-        Command::Workspace(cmd) => workspace::run(&engine, cmd, cli.quiet),
-        Command::Exec(args) => exec::run(&engine, args),
-        Command::Chat(args) => chat::run(&engine, args, cli.quiet),
+        Command::Login { url, token, status } => {
+            return login::login(url.as_deref(), token.clone(), *status);
+        }
+        Command::Logout => return login::logout(),
+        // A server always serves this machine's home.
+        Command::Server { listen } => return server::serve(open_engine(&cli)?, listen),
+        _ => {}
+    }
+    // Logged in to a server: workspace and chat commands go there, the rest refuse.
+    let backend = Backend::open(cli.config.clone())?;
+    match &cli.command {
+        Command::Provider(cmd) => provider::run(backend.engine("provider")?, cmd),
+        Command::Workspace(cmd) => workspace::run(&backend, cmd, cli.quiet),
+        Command::Exec(args) => exec::run(&backend, args),
+        Command::Chat(args) => chat::run(&backend, args, cli.quiet),
         Command::NewChat {
             workspace,
             agent,
@@ -65,7 +77,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ask,
             json,
         } => chat::new_chat(
-            &engine,
+            &backend,
             workspace,
             agent.as_deref(),
             message.clone(),
@@ -73,21 +85,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             *json,
             cli.quiet,
         ),
-        Command::Cp { src, dest } => cp::run(&engine, src, dest, cli.quiet),
+        Command::Cp { src, dest } => cp::run(backend.engine("cp")?, src, dest, cli.quiet),
         Command::Diff {
             workspace,
             stat,
             json,
             color,
-        } => diff::run(&engine, workspace, *stat, *json, *color),
-        Command::Server { listen } => server::serve(engine, listen),
+        } => diff::run(&backend, workspace, *stat, *json, *color),
         Command::Web {
             listen,
             no_open,
             json,
-        } => server::web(&engine, listen, *no_open, *json),
-        Command::Token(cmd) => server::token(&engine, cmd),
-        Command::Agent(_) | Command::Completions { .. } => unreachable!("handled above"),
+        } => server::web(backend.engine("web")?, listen, *no_open, *json),
+        Command::Token(cmd) => server::token(backend.engine("token")?, cmd),
+        Command::Agent(_)
+        | Command::Completions { .. }
+        | Command::Server { .. }
+        | Command::Login { .. }
+        | Command::Logout => unreachable!("handled above"),
     }
 }
 

@@ -6,15 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use claude_vm_core::Status;
-use claude_vm_engine::{
-    CancellationToken, DownRequest, Engine, UpOutcome, UpRequest, WorkspaceView,
-};
+use claude_vm_engine::{CancellationToken, DownRequest, UpOutcome, UpRequest, WorkspaceView};
 
 use super::{print_json, runtime};
+use crate::backend::Backend;
 use crate::cli::{StatusFilter, UpArgs, WorkspaceCommand};
 use crate::output::{self, CliReporter, Style};
 
-pub fn run(engine: &Engine, cmd: &WorkspaceCommand, quiet: bool) -> Result<ExitCode> {
+pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<ExitCode> {
     let rt = runtime()?;
     let reporter = CliReporter::new(quiet);
     match cmd {
@@ -52,18 +51,14 @@ pub fn run(engine: &Engine, cmd: &WorkspaceCommand, quiet: bool) -> Result<ExitC
             json,
         } => {
             if !yes {
-                let w = engine.find_workspace(workspace)?;
+                let (name, id) = rt.block_on(engine.find_workspace(workspace))?;
                 let q = format!(
-                    "Delete workspace {} ({})? Its container and volume, with every file in it, will be removed.",
-                    w.name, w.id
+                    "Delete workspace {name} ({id})? Its container and volume, with every file in it, will be removed."
                 );
                 match output::confirm(&q) {
                     Some(true) => {}
                     Some(false) => bail!("not deleted"),
-                    None => bail!(
-                        "refusing to delete {} without confirmation: pass -y/--yes",
-                        w.name
-                    ),
+                    None => bail!("refusing to delete {name} without confirmation: pass -y/--yes"),
                 }
             }
             let view = rt.block_on(engine.delete(workspace, &reporter))?;
@@ -105,7 +100,7 @@ fn cancel_on_signals() -> CancellationToken {
     token
 }
 
-async fn up(engine: &Engine, args: &UpArgs, reporter: &CliReporter) -> Result<ExitCode> {
+async fn up(engine: &Backend, args: &UpArgs, reporter: &CliReporter) -> Result<ExitCode> {
     let req = UpRequest {
         target: args.target.clone(),
         provider: args.provider.clone(),
@@ -149,16 +144,12 @@ fn matches(filter: StatusFilter, s: Status) -> bool {
 }
 
 async fn list(
-    engine: &Engine,
+    engine: &Backend,
     long: bool,
     status: Option<StatusFilter>,
     json: bool,
 ) -> Result<ExitCode> {
-    let (views, unreachable) = if long {
-        engine.list_detailed().await?
-    } else {
-        engine.list().await?
-    };
+    let (views, unreachable) = engine.list(long).await?;
     let views: Vec<WorkspaceView> = views
         .into_iter()
         .filter(|v| status.is_none_or(|f| matches(f, v.status)))

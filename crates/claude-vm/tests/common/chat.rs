@@ -7,6 +7,21 @@ use std::time::{Duration, Instant};
 
 use super::{Ctx, git, test_image};
 
+/// The Claude Code binary bundled with the Python SDK; the suite installs it.
+pub fn claude_binary() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import claude_agent_sdk,os;print(os.path.join(os.path.dirname(claude_agent_sdk.__file__),'_bundled','claude'))"])
+        .output()
+        .expect("python3 runs");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && std::path::Path::new(&path).exists(),
+        "Claude Code not found: install it with `pip install claude-agent-sdk` (scripts/test-deps.sh does)\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 /// A home whose `config.yaml` sets the test image and `agents_yaml` (the lines under
 /// `agents:`, indented by two), and whose workspaces share the host's network so agents
 /// reach the scripted model server on loopback.

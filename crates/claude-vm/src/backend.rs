@@ -1,0 +1,480 @@
+//! Where commands run: the local [`Engine`], or a server the CLI is logged in to
+//! ([`Remote`]). Both answer with the engine's types (`WorkspaceView`, `ChatView`, the
+//! protocol's `Conversation`/`Event`/`Diff`), so commands render them the same way.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use claude_vm_core::Status;
+use claude_vm_engine::{
+    CancellationToken, ChatView, DownRequest, Engine, EngineError, Events, Link, Reporter,
+    UpOutcome, UpRequest, WorkspaceView,
+};
+use claude_vm_protocol::api::{Conversation, Decision, Diff, Event, PermissionMode, Sent};
+use claude_vm_store::Home;
+use hyper::Method;
+use serde::Deserialize;
+
+use crate::remote::{Login, Remote, SseEvents, enc, stream_body};
+
+pub enum Backend {
+    Local(Box<Engine>),
+    Remote(Remote),
+}
+
+/// Providers that did not answer `list`: (name, reason).
+pub type Unreachable = Vec<(String, String)>;
+
+#[derive(Deserialize)]
+struct RemoteList {
+    workspaces: Vec<WorkspaceView>,
+    unreachable: Vec<RemoteUnreachable>,
+}
+
+#[derive(Deserialize)]
+struct RemoteUnreachable {
+    provider: String,
+    reason: String,
+}
+
+impl Backend {
+    /// The server from `remote.json` when logged in, else this machine's engine.
+    pub fn open(config: Option<PathBuf>) -> Result<Backend> {
+        let home = Home::from_env()?;
+        if let Some(login) = Login::load(&home)? {
+            return Ok(Backend::Remote(Remote::new(&login)?));
+        }
+        Ok(Backend::Local(Box::new(Engine::open(home, config)?)))
+    }
+
+    /// The local engine, for commands that only work locally.
+    pub fn engine(&self, command: &str) -> Result<&Engine> {
+        match self {
+            Backend::Local(e) => Ok(e.as_ref()),
+            Backend::Remote(_) => Err(self.unsupported(command)),
+        }
+    }
+
+    /// One line saying `command` cannot run against the server.
+    pub fn unsupported(&self, command: &str) -> anyhow::Error {
+        let url = match self {
+            Backend::Remote(r) => r.url(),
+            Backend::Local(_) => "a server",
+        };
+        anyhow!(
+            "`claude-vm {command}` does not work against a server yet, and this CLI is logged in to {url}; run `claude-vm logout` to go back to local mode"
+        )
+    }
+
+    pub async fn list(&self, detailed: bool) -> Result<(Vec<WorkspaceView>, Unreachable)> {
+        match self {
+            Backend::Local(e) if detailed => Ok(e.list_detailed().await?),
+            Backend::Local(e) => Ok(e.list().await?),
+            Backend::Remote(r) => {
+                let l: RemoteList = r.get("/api/v1/workspaces").await?;
+                let mut views = l.workspaces;
+                if !detailed {
+                    for v in &mut views {
+                        v.last_activity = None;
+                    }
+                }
+                let unreachable = l
+                    .unreachable
+                    .into_iter()
+                    .map(|u| (u.provider, u.reason))
+                    .collect();
+                Ok((views, unreachable))
+            }
+        }
+    }
+
+    /// A workspace's name and id, by id, name or unique id prefix.
+    pub async fn find_workspace(&self, query: &str) -> Result<(String, String)> {
+        match self {
+            Backend::Local(e) => {
+                let w = e.find_workspace(query)?;
+                Ok((w.name.to_string(), w.id.to_string()))
+            }
+            Backend::Remote(r) => {
+                let w: WorkspaceView = r.get(&ws_path(query, "")).await?;
+                Ok((w.name, w.id))
+            }
+        }
+    }
+
+    pub async fn up(
+        &self,
+        req: &UpRequest,
+        reporter: &dyn Reporter,
+        cancel: &CancellationToken,
+    ) -> Result<UpOutcome> {
+        match self {
+            Backend::Local(e) => Ok(e.up(req, reporter, cancel).await?),
+            // Dropping the request closes the connection: an unfinished upload is
+            // discarded by the server; once uploaded, the server finishes `up` on its own.
+            Backend::Remote(r) => tokio::select! {
+                result = remote_up(r, req, reporter) => result,
+                _ = cancel.cancelled() => {
+                    reporter.progress_end();
+                    Err(EngineError::Interrupted.into())
+                }
+            },
+        }
+    }
+
+    /// Stop a workspace; `true` when it was running.
+    pub async fn down(
+        &self,
+        req: &DownRequest,
+        reporter: &dyn Reporter,
+    ) -> Result<(WorkspaceView, bool)> {
+        match self {
+            Backend::Local(e) => Ok(e.down(req, reporter).await?),
+            Backend::Remote(r) => {
+                let before: WorkspaceView = r.get(&ws_path(&req.target, "")).await?;
+                let body = serde_json::json!({
+                    "force": req.force,
+                    "timeout": req.grace.as_secs(),
+                });
+                let after: WorkspaceView = r.post(&ws_path(&req.target, "/down"), &body).await?;
+                Ok((after, before.status != Status::Stopped))
+            }
+        }
+    }
+
+    pub async fn delete(&self, workspace: &str, reporter: &dyn Reporter) -> Result<WorkspaceView> {
+        match self {
+            Backend::Local(e) => Ok(e.delete(workspace, reporter).await?),
+            Backend::Remote(r) => Ok(r.delete(&ws_path(workspace, "")).await?),
+        }
+    }
+
+    pub async fn new_chat(
+        &self,
+        workspace: &str,
+        agent: Option<&str>,
+        message: Option<String>,
+        mode: PermissionMode,
+        reporter: &dyn Reporter,
+    ) -> Result<ChatView> {
+        match self {
+            Backend::Local(e) => Ok(e
+                .new_chat(workspace, agent, message, mode, reporter)
+                .await?),
+            Backend::Remote(r) => {
+                let body = serde_json::json!({
+                    "agent": agent,
+                    "message": message,
+                    "ask": mode == PermissionMode::Ask,
+                });
+                Ok(r.post(&ws_path(workspace, "/conversations"), &body).await?)
+            }
+        }
+    }
+
+    pub async fn chat_list(&self, workspace: Option<&str>) -> Result<Vec<ChatView>> {
+        match self {
+            Backend::Local(e) => Ok(e.chat_list(workspace).await?),
+            Backend::Remote(r) => {
+                let path = match workspace {
+                    Some(w) => format!("/api/v1/conversations?workspace={}", enc(w)),
+                    None => "/api/v1/conversations".to_owned(),
+                };
+                Ok(r.get(&path).await?)
+            }
+        }
+    }
+
+    /// A conversation by id or unique id prefix, ready to talk to.
+    pub async fn chat(&self, conversation: &str) -> Result<Chat> {
+        match self {
+            Backend::Local(e) => {
+                let (id, ws, link) = e.chat_link(conversation).await?;
+                Ok(Chat {
+                    id,
+                    workspace: ws.name.to_string(),
+                    via: Via::Local(link),
+                })
+            }
+            Backend::Remote(r) => {
+                #[derive(Deserialize)]
+                struct Detail {
+                    id: String,
+                    workspace: String,
+                }
+                let d: Detail = r
+                    .get(&format!("/api/v1/conversations/{}", enc(conversation)))
+                    .await?;
+                Ok(Chat {
+                    id: d.id,
+                    workspace: d.workspace,
+                    via: Via::Remote(r.clone()),
+                })
+            }
+        }
+    }
+
+    pub async fn diff(&self, workspace: &str, stat: bool) -> Result<Diff> {
+        match self {
+            Backend::Local(e) => {
+                let (_, link) = e.link(workspace).await?;
+                Ok(link.diff(stat).await?)
+            }
+            Backend::Remote(r) => Ok(r
+                .get(&ws_path(workspace, &format!("/diff?stat={stat}")))
+                .await?),
+        }
+    }
+}
+
+/// `/api/v1/workspaces/<ws><rest>`.
+pub fn ws_path(workspace: &str, rest: &str) -> String {
+    format!("/api/v1/workspaces/{}{rest}", enc(workspace))
+}
+
+fn pathish(arg: &str) -> bool {
+    arg.starts_with('.') || arg.starts_with('/') || arg.starts_with('~') || arg.contains('/')
+}
+
+/// `workspace up` against a server, deciding what TARGET is in the same order as locally:
+/// a workspace's exact id or name, a git URL, a folder (uploaded), a unique id prefix.
+async fn remote_up(r: &Remote, req: &UpRequest, reporter: &dyn Reporter) -> Result<UpOutcome> {
+    let target = req.target.clone().unwrap_or_else(|| ".".to_owned());
+    let create = |target: String| {
+        serde_json::json!({
+            "target": target,
+            "provider": req.provider,
+            "image": req.image,
+            "branch": req.branch,
+            "name": req.name,
+        })
+    };
+    if claude_vm_core::source::is_git_url(&target) {
+        if target.starts_with("file://") {
+            bail!(
+                "{target} names a repository on this machine, which the server at {} cannot see",
+                r.url()
+            );
+        }
+        return Ok(r.post("/api/v1/workspaces", &create(target)).await?);
+    }
+    let local = Path::new(&target);
+    if !pathish(&target) {
+        match r.get::<WorkspaceView>(&ws_path(&target, "")).await {
+            Ok(w) if w.id == target || w.name == target || !local.exists() => {
+                return Ok(r.post("/api/v1/workspaces", &create(w.id)).await?);
+            }
+            Ok(_) => {}
+            Err(e) if e.status == Some(404) => {}
+            Err(e) if e.status.is_none() || !local.exists() => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
+    if local.exists() {
+        return upload(r, local, req, reporter).await;
+    }
+    if pathish(&target) {
+        return Err(EngineError::InvalidInput(format!("path {target:?} does not exist")).into());
+    }
+    Err(EngineError::UnknownTarget(target).into())
+}
+
+/// Create a workspace from a local folder: the same files as a local `up` (git's idea of
+/// what belongs, plus `.git`), sent as a tar stream.
+async fn upload(
+    r: &Remote,
+    folder: &Path,
+    req: &UpRequest,
+    reporter: &dyn Reporter,
+) -> Result<UpOutcome> {
+    let abs = std::fs::canonicalize(folder)
+        .map_err(|e| anyhow!("cannot use {folder:?} as a project folder: {e}"))?;
+    if !abs.is_dir() {
+        bail!(
+            "{} is not a folder; `up` copies a whole project folder",
+            abs.display()
+        );
+    }
+    if req.branch.is_some() && !abs.join(".git").exists() {
+        bail!(
+            "--branch needs a git repository, and {} has no .git",
+            abs.display()
+        );
+    }
+    let project = claude_vm_core::source::project_name(&abs.display().to_string());
+    let mut query = format!("project={}", enc(&project));
+    for (key, value) in [
+        ("name", &req.name),
+        ("provider", &req.provider),
+        ("image", &req.image),
+        ("branch", &req.branch),
+    ] {
+        if let Some(v) = value {
+            query.push_str(&format!("&{key}={}", enc(v)));
+        }
+    }
+    reporter.step(&format!("reading {}", abs.display()));
+    let root = abs.clone();
+    let plan = tokio::task::spawn_blocking(move || claude_vm_engine::pack::plan(&root))
+        .await
+        .map_err(|e| anyhow!("reading the project failed: {e}"))?
+        .map_err(EngineError::from)?;
+    let total = plan.bytes;
+    reporter.progress_start(
+        &format!(
+            "uploading {} {} ({}) to {}",
+            plan.files,
+            if plan.files == 1 { "file" } else { "files" },
+            claude_vm_engine::human_bytes(total),
+            r.url()
+        ),
+        total,
+    );
+    let counter = Arc::new(AtomicU64::new(0));
+    let tar =
+        claude_vm_engine::pack::stream(Some((plan, PathBuf::from("."))), vec![], counter.clone());
+    let path = format!("/api/v1/workspaces?{query}");
+    let send = r.request(
+        Method::POST,
+        &path,
+        Some("application/x-tar"),
+        &[],
+        stream_body(tar),
+    );
+    tokio::pin!(send);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut uploading = true;
+    let resp = loop {
+        tokio::select! {
+            r = &mut send => break r,
+            _ = tick.tick(), if uploading => {
+                let done = counter.load(Ordering::Relaxed);
+                if total > 0 {
+                    reporter.progress(done, total);
+                }
+                if done >= total {
+                    uploading = false;
+                    reporter.progress_end();
+                    reporter.step(&format!("creating the workspace on {}", r.url()));
+                }
+            }
+        }
+    };
+    reporter.progress_end();
+    let resp = resp?;
+    use http_body_util::BodyExt;
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| anyhow!("the answer from {} broke off: {e}", r.url()))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| anyhow!("unexpected answer from {}: {e}", r.url()))
+}
+
+/// A conversation, local or on the server.
+pub struct Chat {
+    /// The full id.
+    pub id: String,
+    /// Name of its workspace.
+    pub workspace: String,
+    via: Via,
+}
+
+#[derive(Clone)]
+enum Via {
+    Local(Link),
+    Remote(Remote),
+}
+
+impl Chat {
+    fn path(&self, rest: &str) -> String {
+        format!("/api/v1/conversations/{}{rest}", enc(&self.id))
+    }
+
+    pub async fn conversation(&self) -> Result<Conversation> {
+        match &self.via {
+            Via::Local(l) => Ok(l.conversation(&self.id).await?),
+            Via::Remote(r) => Ok(r.get(&self.path("")).await?),
+        }
+    }
+
+    pub async fn send_message(&self, text: &str) -> Result<Sent> {
+        match &self.via {
+            Via::Local(l) => Ok(l.send_message(&self.id, text).await?),
+            Via::Remote(r) => Ok(r
+                .post(
+                    &self.path("/messages"),
+                    &serde_json::json!({ "text": text }),
+                )
+                .await?),
+        }
+    }
+
+    /// Transcript events after `after`; with `follow`, waits for new ones.
+    pub async fn events(&self, after: u64, follow: bool) -> Result<EventStream> {
+        match &self.via {
+            Via::Local(l) => Ok(EventStream::Local(l.events(&self.id, after, follow).await?)),
+            Via::Remote(r) if follow => Ok(EventStream::Remote(r.events(&self.id, after).await?)),
+            Via::Remote(r) => {
+                let all: Vec<Event> = r
+                    .get(&self.path(&format!("/transcript?after={after}")))
+                    .await?;
+                Ok(EventStream::List(all.into()))
+            }
+        }
+    }
+
+    /// Interrupt the running turn; `false` when no agent runs.
+    pub async fn interrupt(&self) -> Result<bool> {
+        match &self.via {
+            Via::Local(l) => Ok(l.interrupt(&self.id).await?),
+            Via::Remote(r) => {
+                let v: serde_json::Value = r
+                    .post(&self.path("/interrupt"), &serde_json::json!({}))
+                    .await?;
+                Ok(v["interrupted"].as_bool().unwrap_or(false))
+            }
+        }
+    }
+
+    pub async fn stop(&self) -> Result<Conversation> {
+        match &self.via {
+            Via::Local(l) => Ok(l.stop_conversation(&self.id).await?),
+            Via::Remote(r) => Ok(r.post(&self.path("/stop"), &serde_json::json!({})).await?),
+        }
+    }
+
+    pub async fn decide(&self, approval: &str, decision: &Decision) -> Result<Conversation> {
+        match &self.via {
+            Via::Local(l) => Ok(l.decide(&self.id, approval, decision).await?),
+            Via::Remote(r) => Ok(r
+                .post(
+                    &self.path(&format!("/approvals/{}", enc(approval))),
+                    decision,
+                )
+                .await?),
+        }
+    }
+}
+
+/// Transcript events from either side.
+pub enum EventStream {
+    Local(Events),
+    Remote(SseEvents),
+    List(VecDeque<Event>),
+}
+
+impl EventStream {
+    pub async fn next(&mut self) -> Result<Option<Event>> {
+        match self {
+            EventStream::Local(e) => Ok(e.next().await?),
+            EventStream::Remote(e) => Ok(e.next().await?),
+            EventStream::List(l) => Ok(l.pop_front()),
+        }
+    }
+}
