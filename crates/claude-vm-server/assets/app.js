@@ -81,6 +81,7 @@
   document.addEventListener("click", async (ev) => {
     const btn = ev.target.closest("button[data-post]");
     if (!btn) return;
+    if (btn.dataset.confirm && !confirm(btn.dataset.confirm)) return;
     const label = btn.textContent;
     btn.disabled = true;
     btn.dataset.pending = "1";
@@ -253,14 +254,19 @@
     }
 
     let source = null;
+    let backoff = 1000;
     function connect() {
       // After a reconnect the browser sends Last-Event-ID, which the server prefers;
-      // `after` covers a fresh EventSource (after a permanent error).
+      // `after` covers a fresh EventSource (after a permanent error, e.g. an error page).
       source = new EventSource(tr.dataset.stream + "?after=" + last);
-      source.onmessage = (m) => add(Number(m.lastEventId), m.data);
+      source.onmessage = (m) => {
+        backoff = 1000;
+        add(Number(m.lastEventId), m.data);
+      };
       source.onerror = () => {
         if (source.readyState === EventSource.CLOSED) {
-          setTimeout(connect, 2000);
+          setTimeout(connect, backoff);
+          backoff = Math.min(backoff * 2, 30000);
         }
       };
     }

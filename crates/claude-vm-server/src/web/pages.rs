@@ -111,7 +111,8 @@ fn ws_actions(w: &WorkspaceView) -> Markup {
         div.actions {
             @match w.status {
                 Status::Running => {
-                    button.btn.secondary type="button" data-post={(base) "/down"} data-busy="Stopping…" { "Stop" }
+                    button.btn.secondary type="button" data-post={(base) "/down"} data-busy="Stopping…"
+                        data-confirm={"Stop " (w.name) "? Its agents stop with it; files stay."} { "Stop" }
                 }
                 Status::Stopped | Status::Error | Status::Unknown => {
                     button.btn type="button" data-post={(base) "/up"} data-busy="Starting…" { "Start" }
