@@ -392,6 +392,18 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     // --- The list shows the conversation's state; logging out ends the session.
     b.goto(&server.url("/"));
     b.wait_text(card, "idle", long);
+    // Stop (after a confirmation) and start again from the list.
+    b.click(&format!("{card} button[data-post$='/down']"));
+    b.cmd("POST", "alert/accept", None);
+    b.wait("the workspace to stop", long, |b| {
+        b.exists(&format!("{card} .badge.ws-stopped"))
+    });
+    assert!(b.exists(&format!("{card} button[data-post$='/up']")));
+    b.screenshot("7-stopped");
+    b.click(&format!("{card} button[data-post$='/up']"));
+    b.wait("the workspace to run again", long, |b| {
+        b.exists(&format!("{card} .badge.ws-running"))
+    });
     b.click("form.logout button");
     b.wait("the login page", long, |b| b.url().contains("/login"));
     b.goto(&server.url("/w/webui"));
