@@ -30,6 +30,22 @@ fn claude_binary() -> String {
     path
 }
 
+/// A home whose Claude agent is the real CLI pointed at `model`.
+fn ctx_with_model(model: &ScriptedModel) -> Ctx {
+    ctx_with_agents(&format!(
+        "  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: sk-test-web\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
+        bin = claude_binary(),
+        url = model.url(),
+    ))
+}
+
+/// Log the browser in through a fresh one-time link.
+fn log_in(ctx: &Ctx, server: &Server, b: &Browser) {
+    let web = ctx.run(&["web", "--json", "--no-open"]).ok().json();
+    b.goto(web["login_url"].as_str().unwrap());
+    assert_eq!(b.url(), server.url("/"), "login failed: {}", b.text("body"));
+}
+
 /// `claude-vm server` on a fixed port, killed (and reaped) on drop.
 struct Server {
     child: Child,
@@ -144,11 +160,7 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
         .unwrap(),
     )
     .unwrap();
-    let ctx = ctx_with_agents(&format!(
-        "  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: sk-test-web\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        bin = claude_binary(),
-        url = model.url(),
-    ));
+    let ctx = ctx_with_model(&model);
     ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "webui"]);
     let port = free_port();
     let mut server = Server::start(&ctx, port);
@@ -409,4 +421,118 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     b.goto(&server.url("/w/webui"));
     assert!(b.url().contains("/login"), "still logged in: {}", b.url());
     drop(server);
+}
+
+#[test]
+fn approvals_interrupts_and_attention_marks_from_the_phone() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "write the approved file"},
+               "response": [{"tool_use": {"name": "Write", "input": {"file_path": "/workspace/proj/approved.txt", "content": "yes\n"}}}]},
+              {"match": {"after_tool_result_contains": "approved.txt"}, "response": [{"text": "Wrote it after your approval."}]},
+              {"match": {"last_user_contains": "write the forbidden file"},
+               "response": [{"tool_use": {"name": "Write", "input": {"file_path": "/workspace/proj/forbidden.txt", "content": "no\n"}}}]},
+              {"match": {"contains": "forbidden.txt", "not_contains": "think for a long time"}, "response": [{"text": "Left it alone."}]},
+              {"match": {"last_user_contains": "think for a long time"}, "delay_ms": 30000, "response": [{"text": "Finally done thinking."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "asks"]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    let server = Server::start(&ctx, free_port());
+    let browser = Browser::start(WIDTH as u32, 800);
+    let b = &browser;
+    let long = Duration::from_secs(120);
+    log_in(&ctx, &server, b);
+
+    // "Ask before each tool use" from the form.
+    b.goto(&server.url("/w/asks/new"));
+    b.wait_text("h1", "New conversation", long);
+    b.click("#ask");
+    b.type_into("#message", "please write the approved file");
+    b.click("#new-conv button[type=submit]");
+    b.wait("the conversation page", long, |b| b.url().contains("/c/"));
+    let conv_url = b.url();
+    assert!(b.text("main").contains("asks before tool use"));
+
+    // A pending approval stands out on the list.
+    b.wait("an approval request", long, |b| {
+        b.exists("#transcript .ev.approval button[data-approve]")
+    });
+    b.wait_text("#status", "needs approval", long);
+    assert_fits(b, "approval");
+    b.screenshot("8-approval");
+    b.goto(&server.url("/"));
+    assert!(
+        b.exists("article.ws[data-ws=asks] .badge.cs-waiting_for_approval.attn"),
+        "{}",
+        b.text("main")
+    );
+    assert!(
+        b.text("article.ws[data-ws=asks]")
+            .contains("needs approval")
+    );
+
+    // Allow: the tool runs.
+    b.goto(&conv_url);
+    b.click("#transcript .ev.approval button[data-allow=true]");
+    b.wait_text("#transcript", "Wrote it after your approval.", long);
+    assert!(b.text("#transcript .ev.approval").contains("Allowed"));
+    assert!(!b.exists("#transcript button[data-approve]"));
+    assert_eq!(
+        common::dexec(&id, "cat /workspace/proj/approved.txt"),
+        "yes\n"
+    );
+
+    // Deny: the tool never runs.
+    b.type_into("#text", "now write the forbidden file");
+    b.click("#composer button[type=submit]");
+    b.wait("a second approval request", long, |b| {
+        b.exists("#transcript .ev.approval button[data-approve]")
+    });
+    b.click("#transcript .ev.approval button[data-allow=false]");
+    b.wait("the denial", long, |b| {
+        b.text("#transcript").contains("Denied")
+    });
+    b.wait("an idle status", long, |b| {
+        b.text("#status").contains("idle")
+    });
+    assert_eq!(
+        common::dexec(
+            &id,
+            "test -e /workspace/proj/forbidden.txt && echo yes || echo no"
+        )
+        .trim(),
+        "no"
+    );
+
+    // Interrupt a slow turn; the conversation goes on.
+    b.type_into("#text", "think for a long time");
+    b.click("#composer button[type=submit]");
+    b.wait_text("#status", "working", long);
+    let t = Instant::now();
+    b.click("#interrupt");
+    b.wait(
+        "the interrupted turn to end",
+        Duration::from_secs(20),
+        |b| b.text("#status").contains("idle"),
+    );
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(!b.text("#transcript").contains("Finally done thinking."));
+
+    // A reply this browser has not shown is marked on the list, until it is seen.
+    b.exec("localStorage.clear();", json!([]));
+    b.goto(&server.url("/"));
+    let badge = "article.ws[data-ws=asks] .badge[data-conv]";
+    b.wait_text(badge, "new reply", Duration::from_secs(10));
+    b.screenshot("9-new-reply");
+    b.goto(&conv_url);
+    b.wait_text("#status", "idle", long);
+    b.goto(&server.url("/"));
+    b.wait_text(badge, "idle", Duration::from_secs(10));
+    assert!(!b.text(badge).contains("new reply"));
 }
