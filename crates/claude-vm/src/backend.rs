@@ -70,6 +70,17 @@ impl Backend {
         )
     }
 
+    /// What to do about a provider that did not answer.
+    pub fn unreachable_hint(&self, provider: &str) -> String {
+        match self {
+            Backend::Local(e) => e.unreachable_hint(provider),
+            Backend::Remote(r) => format!(
+                "the server at {} could not reach provider {provider}; check it there (`claude-vm provider list -v`)",
+                r.url()
+            ),
+        }
+    }
+
     pub async fn list(&self, detailed: bool) -> Result<(Vec<WorkspaceView>, Unreachable)> {
         match self {
             Backend::Local(e) if detailed => Ok(e.list_detailed().await?),

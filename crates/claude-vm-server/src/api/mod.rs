@@ -1,7 +1,7 @@
 //! `/api/v1`: the REST + SSE API. Every route is listed once in [`API_ROUTES`] (the test
 //! suite checks it against `docs/openapi.json`) and needs credentials (`auth::require_api`).
 
-mod conversations;
+pub(crate) mod conversations;
 mod exec;
 mod files;
 mod workspaces;

@@ -4,6 +4,8 @@
 //! Pages read through the engine directly; actions (send, interrupt, approve, up/down,
 //! commands) call `/api/v1` from the page's script with the session's CSRF token.
 
+mod conversation;
+mod diff;
 mod login;
 mod pages;
 
@@ -68,7 +70,8 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
         .into_response()
 }
 
-/// The page frame. `csrf` is put in a meta tag for the page's script.
+/// The page frame: a top bar (with a logout button when there is a session, whose CSRF
+/// token also goes in a meta tag for the page's script), the page, the version.
 pub fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -81,7 +84,19 @@ pub fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
                 link rel="stylesheet" href="/assets/app.css";
                 script src="/assets/app.js" defer {}
             }
-            body { (body) }
+            body {
+                header.top {
+                    a.brand href="/" { "claude-vm" }
+                    @if let Some(c) = csrf {
+                        form.logout method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(c);
+                            button.link type="submit" { "Log out" }
+                        }
+                    }
+                }
+                (body)
+                footer.foot { "claude-vm " (claude_vm_protocol::VERSION) }
+            }
         }
     }
 }
@@ -102,7 +117,6 @@ pub fn url_encode(s: &str) -> String {
 
 /// Markdown to HTML with every piece of raw HTML in it shown as text, and only safe link
 /// targets kept: model output can never inject markup or script.
-#[allow(dead_code)] // used by the conversation page
 pub fn markdown(text: &str) -> Markup {
     use pulldown_cmark::{Event, Options, Parser, Tag};
     let parser =

@@ -2,6 +2,7 @@
 //! Docker engine, each test in its own `CLAUDE_VM_HOME`, and clean up whatever it created.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod chat;
 pub mod http;
 
