@@ -157,6 +157,7 @@ paths = {
         "post": op("Create a workspace (or resume one)",
                    {"201": resp("Created", ref("UpOutcome")), "200": resp("Resumed or already running", ref("UpOutcome"))},
                    params=[query("project", S, "tar uploads: the project folder's name"),
+                           query("source", S, "tar uploads: the folder's path on the client, recorded as the workspace's source"),
                            query("name", S, "tar uploads: workspace name"), query("provider", S, "tar uploads"),
                            query("image", S, "tar uploads"), query("branch", S, "tar uploads")],
                    body={"required": True, "content": {

@@ -38,6 +38,9 @@ pub struct UpRequest {
     pub image: Option<String>,
     pub branch: Option<String>,
     pub name: Option<String>,
+    /// For a folder: what to record as its location instead of the local path (a folder
+    /// uploaded to the server is recorded as the client's path, not the scratch copy's).
+    pub source_label: Option<String>,
 }
 
 /// What `workspace up` did.
@@ -584,7 +587,11 @@ impl Engine {
                         abs.display()
                     )));
                 }
-                (Source::Path(abs.display().to_string()), Some(abs))
+                let location = req
+                    .source_label
+                    .clone()
+                    .unwrap_or_else(|| abs.display().to_string());
+                (Source::Path(location), Some(abs))
             }
             git => (git, None),
         };

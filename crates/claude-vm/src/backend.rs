@@ -317,7 +317,11 @@ async fn upload(
         );
     }
     let project = claude_vm_core::source::project_name(&abs.display().to_string());
-    let mut query = format!("project={}", enc(&project));
+    let mut query = format!(
+        "project={}&source={}",
+        enc(&project),
+        enc(&abs.display().to_string())
+    );
     for (key, value) in [
         ("name", &req.name),
         ("provider", &req.provider),

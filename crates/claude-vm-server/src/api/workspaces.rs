@@ -81,6 +81,8 @@ pub struct CreateBody {
 pub struct UploadQuery {
     /// Name of the project folder (the uploaded folder's name).
     pub project: String,
+    /// Where the folder is on the client, recorded as the workspace's source.
+    pub source: Option<String>,
     pub provider: Option<String>,
     pub image: Option<String>,
     pub branch: Option<String>,
@@ -148,6 +150,7 @@ pub async fn create(
         image: b.image,
         branch: b.branch,
         name: b.name,
+        source_label: None,
     };
     Ok(outcome_response(run_up(&s, req).await?))
 }
@@ -220,6 +223,10 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
         image: q.image,
         branch: q.branch,
         name: q.name,
+        source_label: Some(match q.source {
+            Some(s) if !s.trim().is_empty() && s.len() <= 4096 => s,
+            _ => format!("(uploaded)/{}", q.project),
+        }),
     };
     let result = run_up(&s, req).await;
     drop(scratch);

@@ -107,6 +107,7 @@ async fn up(engine: &Backend, args: &UpArgs, reporter: &CliReporter) -> Result<E
         image: args.image.clone(),
         branch: args.branch.clone(),
         name: args.name.clone(),
+        source_label: None,
     };
     let cancel = cancel_on_signals();
     let outcome = engine.up(&req, reporter, &cancel).await?;
