@@ -7,18 +7,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::chat::{Tmux, claude_binary, ctx_with_agents, events, git_project, status, wait_for};
+use common::chat::{Tmux, ctx_with_claude, events, git_project, status, wait_for};
 use common::{Ctx, dexec};
 
 const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
 
 /// A home whose Claude agent is the real CLI pointed at `model`.
 fn ctx_with_model(model: &ScriptedModel) -> Ctx {
-    ctx_with_agents(&format!(
-        "  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: {SECRET}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        bin = claude_binary(),
-        url = model.url(),
-    ))
+    ctx_with_claude(&model.url(), SECRET)
 }
 
 #[test]

@@ -4,102 +4,15 @@
 mod common;
 
 use std::io::{BufRead, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::chat::{Tmux, claude_binary, ctx_with_agents, wait_for};
+use common::chat::{Tmux, ctx_with_claude, wait_for};
+use common::http::{Server, free_port};
 use common::{Ctx, MANIFEST, Run, dexec, local_manifest, sample_project};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `claude-vm server` on one home; killed when dropped (its log printed if the test failed).
-struct Server {
-    child: Option<Child>,
-    bin: PathBuf,
-    home: PathBuf,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(ctx: &Ctx, port: u16) -> Server {
-        let mut s = Server {
-            child: None,
-            bin: ctx.bin.clone(),
-            home: ctx.home.path().to_owned(),
-            port,
-            log: ctx.home.path().join("test-server.log"),
-        };
-        s.spawn();
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(&self.bin)
-            .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .env("CLAUDE_VM_HOME", &self.home)
-            .env_remove("CLAUDE_VM_CONFIG")
-            .env_remove("DOCKER_HOST")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the server exited ({status}):\n{}", self.log_text());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the server never listened:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: no chance to say goodbye to anyone.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("--- server log ---\n{}", self.log_text());
-        }
-    }
-}
 
 /// A token created on the server's home.
 fn token(server_side: &Ctx) -> String {
@@ -203,13 +116,9 @@ fn a_logged_in_cli_runs_workspaces_and_conversations_on_the_server() {
     )
     .unwrap();
     // The server's home: the agent, and workspaces on the host network to reach the model.
-    let server_side = ctx_with_agents(&format!(
-        "  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: sk-test\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        bin = claude_binary(),
-        url = model.url(),
-    ));
+    let server_side = ctx_with_claude(&model.url(), "sk-test");
     let client = Ctx::new();
-    let mut server = Server::start(&server_side, free_port());
+    let mut server = Server::start(&server_side);
     let url = server.url();
     let token = token(&server_side);
     let remote_json = client.home.path().join("remote.json");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
 use common::Ctx;
-use common::chat::ctx_with_agents;
+use common::chat::ctx_with_claude;
 use common::http::{Client, Server, Sse};
 
 fn openapi() -> serde_json::Value {
@@ -236,19 +236,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn claude_binary() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import claude_agent_sdk,os;print(os.path.join(os.path.dirname(claude_agent_sdk.__file__),'_bundled','claude'))"])
-        .output()
-        .expect("python3 runs");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        out.status.success() && std::path::Path::new(&path).exists(),
-        "Claude Code not found: install it with `pip install claude-agent-sdk` (scripts/test-deps.sh does)"
-    );
-    path
-}
-
 /// NDJSON lines of an exec answer.
 fn exec_lines(api: &Client, ws: &str, body: serde_json::Value) -> Vec<serde_json::Value> {
     let r = api.post(&format!("/api/v1/workspaces/{ws}/exec"), &body);
@@ -309,11 +296,7 @@ fn workspaces_files_commands_and_a_conversation_through_the_api() {
         .unwrap(),
     )
     .unwrap();
-    let ctx = ctx_with_agents(&format!(
-        "  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: sk-test-api\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        bin = claude_binary(),
-        url = model.url(),
-    ));
+    let ctx = ctx_with_claude(&model.url(), "sk-test-api");
     let mut server = Server::start(&ctx);
     let token = create_token(&ctx, "api");
     let api = server.client().bearer(&token);

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::chat::{ctx_with_agents, git_project};
+use common::chat::{ctx_with_claude, git_project};
 use common::{Ctx, MANIFEST, dexec, local_manifest, sample_project};
 
 /// A throwaway OpenSSH server for root on 127.0.0.1. Its sessions see
@@ -422,21 +422,6 @@ fn a_workspace_on_an_ssh_host_lives_its_whole_life_over_ssh() {
     assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty());
 }
 
-/// The Claude Code binary bundled with the Python SDK; the suite installs it.
-fn claude_binary() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import claude_agent_sdk,os;print(os.path.join(os.path.dirname(claude_agent_sdk.__file__),'_bundled','claude'))"])
-        .output()
-        .expect("python3 runs");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        out.status.success() && Path::new(&path).exists(),
-        "Claude Code not found: install it with `pip install claude-agent-sdk` (scripts/test-deps.sh does)\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
-
 #[test]
 fn a_conversation_with_claude_code_runs_on_an_ssh_host() {
     let model = ScriptedModel::start(
@@ -452,11 +437,7 @@ fn a_conversation_with_claude_code_runs_on_an_ssh_host() {
     )
     .unwrap();
     let sshd = Sshd::start();
-    let ctx = ctx_with_agents(&format!(
-        "  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: sk-test-ssh\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        bin = claude_binary(),
-        url = model.url(),
-    ));
+    let ctx = ctx_with_claude(&model.url(), "sk-test-ssh");
     // The workspace shares the host's network to reach the scripted model on loopback.
     add_provider(&ctx, &sshd, "box", &["network=host"]).ok();
     let proj = git_project(&ctx);

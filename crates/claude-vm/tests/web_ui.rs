@@ -4,103 +4,27 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
 use common::Ctx;
 use common::browser::{Browser, free_port, http};
-use common::chat::{ctx_with_agents, git_project};
+use common::chat::{ctx_with_claude, git_project};
+use common::http::Server;
 use serde_json::json;
 
 const WIDTH: u64 = 360;
 
-/// The Claude Code binary bundled with the Python SDK; the suite installs it.
-fn claude_binary() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import claude_agent_sdk,os;print(os.path.join(os.path.dirname(claude_agent_sdk.__file__),'_bundled','claude'))"])
-        .output()
-        .expect("python3 runs");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        out.status.success() && std::path::Path::new(&path).exists(),
-        "Claude Code not found: install it with `pip install claude-agent-sdk` (scripts/test-deps.sh does)\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
-
 /// A home whose Claude agent is the real CLI pointed at `model`.
 fn ctx_with_model(model: &ScriptedModel) -> Ctx {
-    ctx_with_agents(&format!(
-        "  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: sk-test-web\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        bin = claude_binary(),
-        url = model.url(),
-    ))
+    ctx_with_claude(&model.url(), "sk-test-web")
 }
 
 /// Log the browser in through a fresh one-time link.
 fn log_in(ctx: &Ctx, server: &Server, b: &Browser) {
     let web = ctx.run(&["web", "--json", "--no-open"]).ok().json();
     b.goto(web["login_url"].as_str().unwrap());
-    assert_eq!(b.url(), server.url("/"), "login failed: {}", b.text("body"));
-}
-
-/// `claude-vm server` on a fixed port, killed (and reaped) on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(ctx: &Ctx, port: u16) -> Server {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(ctx.home.path().join("server-test.log"))
-            .unwrap();
-        let child = ctx
-            .command(&["server", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let mut s = Server { child, port };
-        let start = Instant::now();
-        loop {
-            if let Ok((200, _, _)) = http(port, "GET", "/login", &[], None) {
-                return s;
-            }
-            if let Some(status) = s.child.try_wait().unwrap() {
-                panic!(
-                    "the server exited ({status}): {}",
-                    std::fs::read_to_string(ctx.home.path().join("server-test.log"))
-                        .unwrap_or_default()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Kill it outright, like a crash: open event streams break.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    assert_eq!(b.url(), server.at("/"), "login failed: {}", b.text("body"));
 }
 
 /// The sequence numbers of the events a server-sent-event body carries, in order.
@@ -163,7 +87,7 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     let ctx = ctx_with_model(&model);
     ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "webui"]);
     let port = free_port();
-    let mut server = Server::start(&ctx, port);
+    let mut server = Server::start_on(&ctx, port);
     let browser = Browser::start(WIDTH as u32, 800);
     let b = &browser;
     let long = Duration::from_secs(120);
@@ -172,11 +96,11 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     let web = ctx.run(&["web", "--json", "--no-open"]).ok().json();
     assert_eq!(web["started"], false, "{web}");
     let login = web["login_url"].as_str().unwrap().to_owned();
-    assert!(login.starts_with(&server.url("/login?code=")), "{login}");
-    b.goto(&server.url("/"));
+    assert!(login.starts_with(&server.at("/login?code=")), "{login}");
+    b.goto(&server.at("/"));
     assert!(b.url().contains("/login"), "not redirected: {}", b.url());
     b.goto(&login);
-    assert_eq!(b.url(), server.url("/"));
+    assert_eq!(b.url(), server.at("/"));
     b.wait_text("main", "webui", long);
     assert!(
         b.cookies()
@@ -185,7 +109,7 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
         "{:?}",
         b.cookies()
     );
-    let login_path = login.strip_prefix(&server.url("")).unwrap();
+    let login_path = login.strip_prefix(&server.at("")).unwrap();
     let (status, _, body) = http(port, "GET", login_path, &[], None).unwrap();
     assert_eq!(status, 401, "the login link worked twice: {body}");
     assert!(body.contains("already used"), "{body}");
@@ -256,7 +180,7 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     // and the transcript holds every event exactly once.
     server.kill();
     std::thread::sleep(Duration::from_millis(1500));
-    let server = Server::start(&ctx, port);
+    let server = Server::start_on(&ctx, port);
     b.type_into("#text", "now show me markup please");
     let sent = Instant::now();
     loop {
@@ -342,13 +266,13 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     );
     assert!(!body.contains("<script>"), "{body}");
     // A reload shows the same transcript once.
-    b.goto(&server.url(&format!("/c/{conv}")));
+    b.goto(&server.at(&format!("/c/{conv}")));
     b.wait_text("#transcript", "end.", long);
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(page_seqs(b), transcript, "after a reload");
 
     // --- The workspace again: the agent's file in the changes, a command's streamed output.
-    b.goto(&server.url("/w/webui"));
+    b.goto(&server.at("/w/webui"));
     b.wait_text("#changes", "notes.md", long);
     let file = "#changes details.file[data-path='notes.md']";
     assert!(b.text(file).contains("untracked"), "{}", b.text(file));
@@ -402,7 +326,7 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     b.screenshot("6-command");
 
     // --- The list shows the conversation's state; logging out ends the session.
-    b.goto(&server.url("/"));
+    b.goto(&server.at("/"));
     b.wait_text(card, "idle", long);
     // Stop (after a confirmation) and start again from the list.
     b.click(&format!("{card} button[data-post$='/down']"));
@@ -418,7 +342,7 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     });
     b.click("form.logout button");
     b.wait("the login page", long, |b| b.url().contains("/login"));
-    b.goto(&server.url("/w/webui"));
+    b.goto(&server.at("/w/webui"));
     assert!(b.url().contains("/login"), "still logged in: {}", b.url());
     drop(server);
 }
@@ -443,14 +367,14 @@ fn approvals_interrupts_and_attention_marks_from_the_phone() {
     let ctx = ctx_with_model(&model);
     let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "asks"]);
     let id = w["id"].as_str().unwrap().to_owned();
-    let server = Server::start(&ctx, free_port());
+    let server = Server::start(&ctx);
     let browser = Browser::start(WIDTH as u32, 800);
     let b = &browser;
     let long = Duration::from_secs(120);
     log_in(&ctx, &server, b);
 
     // "Ask before each tool use" from the form.
-    b.goto(&server.url("/w/asks/new"));
+    b.goto(&server.at("/w/asks/new"));
     b.wait_text("h1", "New conversation", long);
     b.click("#ask");
     b.type_into("#message", "please write the approved file");
@@ -466,7 +390,7 @@ fn approvals_interrupts_and_attention_marks_from_the_phone() {
     b.wait_text("#status", "needs approval", long);
     assert_fits(b, "approval");
     b.screenshot("8-approval");
-    b.goto(&server.url("/"));
+    b.goto(&server.at("/"));
     assert!(
         b.exists("article.ws[data-ws=asks] .badge.cs-waiting_for_approval.attn"),
         "{}",
@@ -526,13 +450,13 @@ fn approvals_interrupts_and_attention_marks_from_the_phone() {
 
     // A reply this browser has not shown is marked on the list, until it is seen.
     b.exec("localStorage.clear();", json!([]));
-    b.goto(&server.url("/"));
+    b.goto(&server.at("/"));
     let badge = "article.ws[data-ws=asks] .badge[data-conv]";
     b.wait_text(badge, "new reply", Duration::from_secs(10));
     b.screenshot("9-new-reply");
     b.goto(&conv_url);
     b.wait_text("#status", "idle", long);
-    b.goto(&server.url("/"));
+    b.goto(&server.at("/"));
     b.wait_text(badge, "idle", Duration::from_secs(10));
     assert!(!b.text(badge).contains("new reply"));
 }

@@ -12,14 +12,7 @@ use serde_json::{Value, json};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::http::free_port;
 
 /// One HTTP/1.1 exchange (`Connection: close`): status, headers, body.
 pub fn http(

@@ -22,6 +22,15 @@ pub fn claude_binary() -> String {
     path
 }
 
+/// A home whose `claude` agent is the real Claude Code CLI talking to the scripted model at
+/// `model_url` with this (fake) API key; workspaces on the host network (see below).
+pub fn ctx_with_claude(model_url: &str, api_key: &str) -> Ctx {
+    ctx_with_agents(&format!(
+        "  claude:\n    binary: {bin}\n    env:\n      ANTHROPIC_BASE_URL: {model_url}\n      ANTHROPIC_API_KEY: {api_key}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
+        bin = claude_binary(),
+    ))
+}
+
 /// A home whose `config.yaml` sets the test image and `agents_yaml` (the lines under
 /// `agents:`, indented by two), and whose workspaces share the host's network so agents
 /// reach the scripted model server on loopback.

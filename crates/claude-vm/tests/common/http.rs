@@ -8,40 +8,74 @@ use std::time::{Duration, Instant};
 
 use super::Ctx;
 
-/// A server process on a free loopback port; killed when dropped.
+/// `claude-vm server` for one home on a loopback port; killed when dropped, its log printed
+/// when the test failed.
 pub struct Server {
     pub port: u16,
-    pub child: Child,
+    child: Option<Child>,
+    bin: std::path::PathBuf,
+    home: std::path::PathBuf,
+    log: std::path::PathBuf,
 }
 
 impl Server {
+    /// On a free port.
     pub fn start(ctx: &Ctx) -> Server {
-        let port = free_port();
-        Server::start_on(ctx, port)
+        Server::start_on(ctx, free_port())
     }
 
     pub fn start_on(ctx: &Ctx, port: u16) -> Server {
-        let child = ctx
-            .command(&["server", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(ctx.home.path().join("server-test.log")).unwrap())
+        let mut s = Server {
+            port,
+            child: None,
+            bin: ctx.bin.clone(),
+            home: ctx.home.path().to_owned(),
+            log: ctx.home.path().join("server-test.log"),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Start the process (again, after [`Server::kill`]) and wait until it listens.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = std::process::Command::new(&self.bin)
+            .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("CLAUDE_VM_HOME", &self.home)
+            .env_remove("CLAUDE_VM_CONFIG")
+            .env_remove("DOCKER_HOST")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
+        self.child = Some(child);
         let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the server exited ({status}):\n{}", self.log_text());
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "server did not start: {}",
-                std::fs::read_to_string(ctx.home.path().join("server-test.log"))
-                    .unwrap_or_default()
+                "the server never listened:\n{}",
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Server { port, child }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL of a path on this server.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url())
     }
 
     pub fn client(&self) -> Client {
@@ -51,16 +85,25 @@ impl Server {
         }
     }
 
-    /// Kill the server outright (as a crash would).
+    /// SIGKILL, as a crash: open streams break.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}", self.log_text());
+        }
     }
 }
 
