@@ -12,7 +12,7 @@
 #   - the local Docker base image (scripts/base-image.sh)
 set -euo pipefail
 
-APT_PACKAGES=(debootstrap git tmux jq)
+APT_PACKAGES=(debootstrap git tmux jq openssh-client rsync)
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 

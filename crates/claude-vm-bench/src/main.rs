@@ -37,7 +37,7 @@ use crate::inside::Inside;
 use crate::report::{Environment, Memory, OpResult, Report, Target, Throughput};
 use crate::stats::Summary;
 
-const DEFAULT_IMAGE: &str = "claude-vm-test-base:bookworm-2";
+const DEFAULT_IMAGE: &str = "claude-vm-test-base:bookworm-3";
 /// Label on every baseline container, with the run's id as value.
 const BASELINE_LABEL: &str = "dev.claude-vm-bench.run";
 

@@ -5,8 +5,9 @@ mod agent;
 pub mod chat;
 mod cp;
 mod diff;
-mod exec;
+pub(crate) mod exec;
 mod provider;
+pub mod ssh;
 mod workspace;
 
 use std::process::ExitCode;
@@ -72,6 +73,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             *json,
             cli.quiet,
         ),
+        Command::Ssh(args) => ssh::run(&engine, args),
+        Command::SshConfig {
+            install,
+            print,
+            json,
+        } => ssh::config(&engine, *install, *print, *json),
         Command::Cp { src, dest } => cp::run(&engine, src, dest, cli.quiet),
         Command::Diff {
             workspace,

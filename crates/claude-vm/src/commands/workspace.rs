@@ -116,6 +116,15 @@ async fn up(engine: &Engine, args: &UpArgs, reporter: &CliReporter) -> Result<Ex
     let cancel = cancel_on_signals();
     let outcome = engine.up(&req, reporter, &cancel).await?;
     let w = outcome.workspace();
+    if engine.ssh_config_opted_in()
+        && let Err(e) = super::ssh::refresh(engine, &w.id).await
+    {
+        eprintln!(
+            "{} cannot update the SSH config for {}: {e:#}",
+            output::paint("warning:", Style::Warn),
+            w.name
+        );
+    }
     if args.json {
         print_json(&outcome)?;
     } else {
