@@ -10,7 +10,9 @@
 //!   `docker cp` both ways;
 //! - `chat`: latency between a client and a stand-in agent (`echo-agent`) through the
 //!   daemon, against the same agent behind `docker exec -i`;
-//! - `memory`: the daemon's RSS per idle conversation, and the stand-in agents' RSS.
+//! - `memory`: the daemon's RSS per idle conversation, and the stand-in agents' RSS;
+//! - `ssh`: `ssh WS.claude-vm true` (OpenSSH through `claude-vm ssh --stdio`) against
+//!   `docker exec CTR true`, and scp of the file in and out against `docker cp`.
 //!
 //! Ours and the baseline alternate within each iteration (and swap order every iteration)
 //! so that drift in the machine's load hits both alike.
@@ -22,6 +24,7 @@ mod files;
 mod fixture;
 mod inside;
 mod report;
+mod sshs;
 mod stats;
 
 use std::io::IsTerminal;
@@ -58,6 +61,8 @@ enum Group {
     Chat,
     /// Daemon memory per idle conversation
     Memory,
+    /// OpenSSH through the ProxyCommand: ssh true and scp vs docker exec and docker cp
+    Ssh,
 }
 
 impl Group {
@@ -81,7 +86,9 @@ impl Group {
         "  files      100 MB in and out: link write/read, claude-vm cp vs docker cp\n",
         "  chat       send -> agent stdin, agent stdout -> events(follow) with a stand-in\n",
         "             agent, vs the same agent behind docker exec -i\n",
-        "  memory     daemon RSS with 0, 10, 20 idle conversations; the agents' RSS\n\n",
+        "  memory     daemon RSS with 0, 10, 20 idle conversations; the agents' RSS\n",
+        "  ssh        ssh WS.claude-vm true (OpenSSH, ProxyCommand claude-vm ssh --stdio)\n",
+        "             vs docker exec CTR true; scp of the file in and out vs docker cp\n\n",
         "Build the binaries under test first:\n",
         "  cargo build --release -p claude-vm -p claude-vm-bench\n",
         "Everything created is removed at the end, also after a failure or Ctrl-C."
@@ -464,7 +471,13 @@ fn bench(args: &Args) -> Result<Report> {
         ));
     }
 
-    let linked = [Group::Exec, Group::CliExec, Group::Files, Group::Chat];
+    let linked = [
+        Group::Exec,
+        Group::CliExec,
+        Group::Files,
+        Group::Chat,
+        Group::Ssh,
+    ];
     let inside = if linked.iter().any(|g| args.runs(*g)) || args.runs(Group::Memory) {
         Some(Inside::open(&tools)?)
     } else {
@@ -608,6 +621,53 @@ fn bench(args: &Args) -> Result<Report> {
                 Summary::of_ms(s.send_ack),
                 None,
                 Target::None,
+            ));
+        }
+        if args.runs(Group::Ssh) {
+            let ssh = sshs::Ssh::setup(&tools, &ws)?;
+            let s = sshs::round_trip(
+                &tools,
+                &ssh,
+                &ws,
+                args.cli_exec_samples as usize,
+                3 * warmup,
+            )?;
+            results.push(OpResult::new(
+                "ssh_true",
+                "ssh WS.claude-vm true (OpenSSH via claude-vm ssh --stdio)",
+                "ssh -F $CLAUDE_VM_HOME/ssh_config NAME.claude-vm true",
+                "docker exec CTR true",
+                Summary::of(&s.ours),
+                Summary::of(&s.baseline),
+                Target::None,
+            ));
+            let bytes = environment.file_bytes;
+            let c = sshs::copies(
+                &tools,
+                &ssh,
+                &ws,
+                bytes as usize,
+                args.file_repetitions as usize,
+                warmup,
+            )?;
+            let mb = args.file_mb;
+            throughput.push(Throughput::new(
+                "scp_in",
+                format!("{mb} MB in: scp"),
+                "scp FILE NAME.claude-vm:PATH",
+                "docker cp FILE CTR:PATH",
+                bytes,
+                Summary::of(&c.scp_in.ours),
+                Summary::of(&c.scp_in.baseline),
+            ));
+            throughput.push(Throughput::new(
+                "scp_out",
+                format!("{mb} MB out: scp"),
+                "scp NAME.claude-vm:PATH FILE",
+                "docker cp CTR:PATH FILE",
+                bytes,
+                Summary::of(&c.scp_out.ours),
+                Summary::of(&c.scp_out.baseline),
             ));
         }
     }

@@ -654,7 +654,10 @@ async fn session_channel(channel: Channel<Msg>, handle: Handle, shared: Arc<Shar
                     }
                 }
                 Ok(Some((Kind::Exit, data))) if data.len() == 4 => {
+                    // The last frame (output was drained before it). A background process
+                    // still holding the pipes does not keep the session open.
                     code = Some(i32::from_be_bytes([data[0], data[1], data[2], data[3]]));
+                    break 'out;
                 }
                 Ok(Some((Kind::Error, msg))) => {
                     let mut line = String::from_utf8_lossy(&msg).into_owned();
@@ -666,6 +669,7 @@ async fn session_channel(channel: Channel<Msg>, handle: Handle, shared: Arc<Shar
                     line = format!("claude-vm: {line}\n");
                     let _ = write.extended_data(1, line.as_bytes()).await;
                     code = Some(c);
+                    break 'out;
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
@@ -673,7 +677,8 @@ async fn session_channel(channel: Channel<Msg>, handle: Handle, shared: Arc<Shar
             }
         }
     }
-    let _ = runner.await;
+    // It finishes on its own (after the exit frame, or once the reader reports the client gone).
+    drop(runner);
     let _ = write
         .exit_status(code.unwrap_or(255).clamp(0, 255) as u32)
         .await;
