@@ -543,7 +543,7 @@ fn keys_are_checked_both_ways_and_install_is_idempotent() {
     // a replaced host key is refused by OpenSSH and by claude-vm ssh, and not re-pinned
     dexec(
         &env.id,
-        "rm /workspace/.claude-vm/ssh/host_ed25519_key && kill $(pgrep -f 'claude-vm agent serve')",
+        "rm /workspace/.claude-vm/ssh/host_ed25519_key && kill $(pgrep -f '^/opt/claude-vm/bin/claude-vm agent serve')",
     );
     std::thread::sleep(Duration::from_secs(2));
     let r = env.ssh("echo should-not-run").fails();
