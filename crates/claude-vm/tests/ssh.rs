@@ -593,3 +593,59 @@ fn keys_are_checked_both_ways_and_install_is_idempotent() {
     assert!(r.stdout.contains("Host *.claude-vm"));
     assert!(r.stdout.contains("StrictHostKeyChecking yes"));
 }
+
+#[test]
+fn misbehaving_clients_do_not_hurt_the_daemon() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::new("sshr");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let engine =
+            claude_vm_engine::Engine::open(claude_vm_store::Home::at(env.ctx.home.path()), None)
+                .unwrap();
+        let (_, link) = engine.link("sshr").await.unwrap();
+        // garbage after a valid banner: the server closes the connection
+        let mut s = link.ssh_stream().await.unwrap();
+        s.write_all(b"SSH-2.0-Fuzz_1.0\r\n").await.unwrap();
+        let _ = s.write_all(&[0xffu8; 200_000]).await;
+        let mut sink = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut sink)).await;
+        assert!(ended.is_ok(), "the server kept a garbage connection open");
+        // connections abandoned mid-handshake, many at once
+        let mut open = Vec::new();
+        for _ in 0..30 {
+            let mut s = link.ssh_stream().await.unwrap();
+            s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await.unwrap();
+            open.push(s);
+        }
+        drop(open);
+        // the link and the daemon still answer
+        link.activity().await.unwrap();
+    });
+    assert_eq!(env.ssh("echo alive").ok().stdout, "alive\n");
+
+    // a client killed mid-command: its command is killed too
+    let mut child = env
+        .tool("ssh")
+        .arg(env.host())
+        .arg("sleep 4242")
+        .spawn()
+        .unwrap();
+    let started = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        dexec(&env.id, "pgrep -x sleep -a | grep -c 4242 || true").trim() != "0"
+    });
+    assert!(started, "the command never started");
+    child.kill().unwrap();
+    let _ = child.wait();
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        dexec(&env.id, "pgrep -x sleep -a | grep -c 4242 || true").trim() == "0"
+    });
+    assert!(gone, "the command outlived its client");
+    assert_eq!(env.ssh("echo still-alive").ok().stdout, "still-alive\n");
+}
