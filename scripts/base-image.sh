@@ -7,7 +7,7 @@
 # this script exits almost immediately.
 #
 # Environment:
-#   CLAUDE_VM_TEST_IMAGE     image tag (default: claude-vm-test-base:bookworm-2)
+#   CLAUDE_VM_TEST_IMAGE     image tag (default: claude-vm-test-base:bookworm-3)
 #                            Bump the suffix when the image contents change.
 #   CLAUDE_VM_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the first
 #                            bookworm mirror in the host's apt sources, else
@@ -17,11 +17,13 @@
 # Needs root (or sudo) only when the image actually has to be built.
 set -euo pipefail
 
-TAG="${CLAUDE_VM_TEST_IMAGE:-claude-vm-test-base:bookworm-2}"
+TAG="${CLAUDE_VM_TEST_IMAGE:-claude-vm-test-base:bookworm-3}"
 SUITE="bookworm"
 # python3 and python3-venv: the ACP agent the conversation tests drive (claude-code-acp,
-# from PyPI) is pip-installed into a venv inside the workspace at test time.
-PACKAGES="git,tmux,ca-certificates,procps,python3,python3-venv"
+# from PyPI) is pip-installed into a venv inside the workspace at test time. rsync: the
+# SSH tests run rsync over `ssh <ws>.claude-vm`, which needs it on both ends; openssh-client:
+# ssh-add inside the workspace lists a forwarded agent's keys.
+PACKAGES="git,tmux,ca-certificates,procps,python3,python3-venv,rsync,openssh-client"
 LOCK_FILE="/tmp/claude-vm-base-image.lock"
 LOCK_TIMEOUT="${CLAUDE_VM_LOCK_TIMEOUT:-1800}"
 
@@ -190,7 +192,7 @@ IMAGE_ID="$("${SUDO[@]}" tar --numeric-owner -C "$ROOTFS" -c . \
 [ -n "$IMAGE_ID" ] || die "docker import printed no image id"
 
 log "smoke-testing $IMAGE_ID"
-docker run --rm --network none "$IMAGE_ID" sh -c 'git --version && tmux -V && ps --version && python3 -m venv --help >/dev/null && python3 --version' >&2 \
+docker run --rm --network none "$IMAGE_ID" sh -c 'git --version && tmux -V && ps --version && python3 -m venv --help >/dev/null && python3 --version && rsync --version >/dev/null && command -v ssh-add >/dev/null' >&2 \
     || die "smoke test of the imported image failed"
 
 docker tag "$IMAGE_ID" "$TAG"

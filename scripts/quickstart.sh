@@ -20,7 +20,7 @@ if ! docker image inspect "$default_image" >/dev/null 2>&1 \
     && ! docker pull -q "$default_image" >/dev/null 2>&1; then
     echo "== $default_image cannot be pulled here; using the locally built base image" >&2
     "$repo/scripts/base-image.sh"
-    image_args=(--image "${CLAUDE_VM_TEST_IMAGE:-claude-vm-test-base:bookworm-2}")
+    image_args=(--image "${CLAUDE_VM_TEST_IMAGE:-claude-vm-test-base:bookworm-3}")
 fi
 
 echo "== claude-vm workspace up $target" >&2

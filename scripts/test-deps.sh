@@ -12,7 +12,7 @@
 #   - the local Docker base image (scripts/base-image.sh)
 set -euo pipefail
 
-APT_PACKAGES=(debootstrap git tmux jq openssh-server openssh-client chromium chromium-driver)
+APT_PACKAGES=(debootstrap git tmux jq openssh-server openssh-client rsync chromium chromium-driver)
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 

@@ -13,7 +13,9 @@
 //! - `memory`: the daemon's RSS per idle conversation, and the stand-in agents' RSS;
 //! - `server`: `claude-vm server` with 50 running workspaces: the list page and API
 //!   (time to first byte, full answer) against `docker ps -a`, one conversation's events
-//!   fanned out to 100 SSE clients against one client, the server's memory.
+//!   fanned out to 100 SSE clients against one client, the server's memory;
+//! - `ssh`: `ssh WS.claude-vm true` (OpenSSH through `claude-vm ssh --stdio`) against
+//!   `docker exec CTR true`, and scp of the file in and out against `docker cp`.
 //!
 //! Ours and the baseline alternate within each iteration (and swap order every iteration)
 //! so that drift in the machine's load hits both alike.
@@ -26,6 +28,7 @@ mod fixture;
 mod inside;
 mod report;
 mod server;
+mod sshs;
 mod stats;
 
 use std::io::IsTerminal;
@@ -41,7 +44,7 @@ use crate::inside::Inside;
 use crate::report::{Environment, Memory, OpResult, Report, Target, Throughput};
 use crate::stats::Summary;
 
-const DEFAULT_IMAGE: &str = "claude-vm-test-base:bookworm-2";
+const DEFAULT_IMAGE: &str = "claude-vm-test-base:bookworm-3";
 /// Label on every baseline container, with the run's id as value.
 const BASELINE_LABEL: &str = "dev.claude-vm-bench.run";
 
@@ -64,6 +67,8 @@ enum Group {
     Memory,
     /// The server: list page/API with many workspaces, SSE fan-out, memory
     Server,
+    /// OpenSSH through the ProxyCommand: ssh true and scp vs docker exec and docker cp
+    Ssh,
 }
 
 impl Group {
@@ -89,7 +94,9 @@ impl Group {
         "             agent, vs the same agent behind docker exec -i\n",
         "  memory     daemon RSS with 0, 10, 20 idle conversations; the agents' RSS\n",
         "  server     list page and API with 50 running workspaces vs docker ps -a;\n",
-        "             SSE fan-out to 100 clients vs 1 client; server RSS\n\n",
+        "             SSE fan-out to 100 clients vs 1 client; server RSS\n",
+        "  ssh        ssh WS.claude-vm true (OpenSSH, ProxyCommand claude-vm ssh --stdio)\n",
+        "             vs docker exec CTR true; scp of the file in and out vs docker cp\n\n",
         "Build the binaries under test first:\n",
         "  cargo build --release -p claude-vm -p claude-vm-bench\n",
         "Everything created is removed at the end, also after a failure or Ctrl-C."
@@ -485,7 +492,13 @@ fn bench(args: &Args) -> Result<Report> {
         ));
     }
 
-    let linked = [Group::Exec, Group::CliExec, Group::Files, Group::Chat];
+    let linked = [
+        Group::Exec,
+        Group::CliExec,
+        Group::Files,
+        Group::Chat,
+        Group::Ssh,
+    ];
     let inside = if linked.iter().any(|g| args.runs(*g)) || args.runs(Group::Memory) {
         Some(Inside::open(&tools)?)
     } else {
@@ -629,6 +642,53 @@ fn bench(args: &Args) -> Result<Report> {
                 Summary::of_ms(s.send_ack),
                 None,
                 Target::None,
+            ));
+        }
+        if args.runs(Group::Ssh) {
+            let ssh = sshs::Ssh::setup(&tools, &ws)?;
+            let s = sshs::round_trip(
+                &tools,
+                &ssh,
+                &ws,
+                args.cli_exec_samples as usize,
+                3 * warmup,
+            )?;
+            results.push(OpResult::new(
+                "ssh_true",
+                "ssh WS.claude-vm true (OpenSSH via claude-vm ssh --stdio)",
+                "ssh -F $CLAUDE_VM_HOME/ssh_config NAME.claude-vm true",
+                "docker exec CTR true",
+                Summary::of(&s.ours),
+                Summary::of(&s.baseline),
+                Target::None,
+            ));
+            let bytes = environment.file_bytes;
+            let c = sshs::copies(
+                &tools,
+                &ssh,
+                &ws,
+                bytes as usize,
+                args.file_repetitions as usize,
+                warmup,
+            )?;
+            let mb = args.file_mb;
+            throughput.push(Throughput::new(
+                "scp_in",
+                format!("{mb} MB in: scp"),
+                "scp FILE NAME.claude-vm:PATH",
+                "docker cp FILE CTR:PATH",
+                bytes,
+                Summary::of(&c.scp_in.ours),
+                Summary::of(&c.scp_in.baseline),
+            ));
+            throughput.push(Throughput::new(
+                "scp_out",
+                format!("{mb} MB out: scp"),
+                "scp NAME.claude-vm:PATH FILE",
+                "docker cp CTR:PATH FILE",
+                bytes,
+                Summary::of(&c.scp_out.ours),
+                Summary::of(&c.scp_out.baseline),
             ));
         }
     }

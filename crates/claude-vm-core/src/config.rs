@@ -17,6 +17,29 @@ pub struct Config {
     /// Image used when `--image` and the provider's `image` option are not given.
     pub default_image: String,
     pub agents: Agents,
+    pub ssh: SshSettings,
+}
+
+/// The workspaces' SSH servers (`claude-vm ssh`, `ssh <ws>.claude-vm`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshSettings {
+    /// Login user when none is given: `agent` (the agent user, uid 1000) or `root`.
+    pub user: String,
+    /// Also accept the public keys in `~/.ssh/*.pub` (claude-vm's own key always is).
+    pub user_keys: bool,
+    /// More public keys to accept: OpenSSH key lines, or paths of `.pub` files.
+    pub authorized_keys: Vec<String>,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            user: "agent".to_owned(),
+            user_keys: true,
+            authorized_keys: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +109,7 @@ impl Default for Config {
             default_provider: "docker".to_owned(),
             default_image: FALLBACK_IMAGE.to_owned(),
             agents: Agents::default(),
+            ssh: SshSettings::default(),
         }
     }
 }
@@ -128,6 +152,12 @@ impl Config {
         if !self.agents.enabled.contains(default) {
             return Err(format!(
                 "agents.defaults.agent is {default:?}, which is not in agents.enabled"
+            ));
+        }
+        if !matches!(self.ssh.user.as_str(), "agent" | "root") {
+            return Err(format!(
+                "ssh.user is {:?}; use agent (the agent user) or root",
+                self.ssh.user
             ));
         }
         if self.default_image.trim().is_empty() {

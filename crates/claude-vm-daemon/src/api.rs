@@ -34,6 +34,8 @@ pub struct State {
     /// The workspace root every file operation is confined to.
     pub root: std::path::PathBuf,
     pub conversations: Arc<crate::conversations::Manager>,
+    /// The embedded SSH server (`None` if its host key could not be made).
+    pub ssh: Option<Arc<crate::ssh::Shared>>,
 }
 
 pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -132,6 +134,10 @@ pub async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} not allowed on {path}"),
         ),
+        _ if path.starts_with("/v1/ssh") => match crate::ssh::handle(&state, req).await {
+            Some(res) => res,
+            None => error(StatusCode::NOT_FOUND, format!("no such route: {path}")),
+        },
         _ if path.starts_with("/v1/conversations") => {
             match crate::conv_routes::handle(&state, req).await {
                 Some(res) => res,

@@ -203,10 +203,24 @@ pub async fn serve(
         activity.clone(),
     );
     conversations.resume_all();
+    let ssh_dir = crate::ssh::ssh_dir(&paths.state_dir);
+    let ssh = match crate::ssh::load_or_create_host_key(&ssh_dir) {
+        Ok(key) => Some(Arc::new(crate::ssh::Shared::new(
+            key,
+            &paths.state_dir,
+            default_dir.clone(),
+            activity.clone(),
+        ))),
+        Err(e) => {
+            tracing::warn!("SSH server disabled: {e}");
+            None
+        }
+    };
     let state = Arc::new(State {
         health,
         activity,
         conversations,
+        ssh,
         default_dir,
         root: paths
             .state_dir

@@ -47,6 +47,18 @@ pub enum EngineError {
     ProviderTimeout { secs: u64, hint: String },
     #[error("interrupted")]
     Interrupted,
+    #[error("{0}")]
+    Ssh(String),
+    #[error(
+        "workspace {name} presents SSH host key {presented}, but {pinned} is pinned for it in {}",
+        known_hosts.display()
+    )]
+    HostKeyChanged {
+        name: String,
+        pinned: String,
+        presented: String,
+        known_hosts: std::path::PathBuf,
+    },
 }
 
 impl EngineError {
@@ -87,6 +99,10 @@ impl EngineError {
             EngineError::Transition { source: TransitionError::Unreachable(_), .. } => {
                 Some(claude_vm_provider::UNREACHABLE_HINT.to_owned())
             }
+            EngineError::HostKeyChanged { known_hosts, .. } => Some(format!(
+                "the workspace's key was replaced, or something is impersonating it; if you replaced it yourself, delete its line from {}",
+                known_hosts.display()
+            )),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@ mod link;
 pub mod pack;
 mod providers;
 mod report;
+pub mod ssh;
 mod workspaces;
 
 use std::collections::HashMap;

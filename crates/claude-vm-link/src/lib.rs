@@ -278,6 +278,7 @@ mod conversations;
 mod exec;
 pub use conversations::Events;
 mod files;
+mod ssh;
 pub use exec::{ExecEvent, ExecInput, ExecSession};
 pub use files::Download;
 

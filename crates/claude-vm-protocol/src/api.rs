@@ -262,3 +262,17 @@ pub enum EventBody {
         reason: Option<String>,
     },
 }
+
+/// `GET /v1/ssh/host-key`: the workspace's SSH host key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshHostKey {
+    /// One OpenSSH public key line: `ssh-ed25519 AAAA...`.
+    pub host_key: String,
+}
+
+/// `PUT /v1/ssh/authorized-keys`: the public keys the SSH server accepts (replaces the
+/// previous list); the answer has the number of keys kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizedKeys {
+    pub keys: Vec<String>,
+}

@@ -138,6 +138,28 @@ pub enum Command {
     /// Forget the server: commands work on this machine again
     Logout,
 
+    /// Open a shell or run a command in a workspace over SSH (no OpenSSH needed)
+    #[command(
+        after_help = "Examples:\n  claude-vm ssh bold-fire-1234                 # login shell with a terminal\n  claude-vm ssh bold-fire-1234 -- make test    # run a command; its exit code becomes claude-vm's\n  claude-vm ssh bold-fire-1234 --user root\n  ssh -o ProxyCommand='claude-vm ssh --stdio %h' bold-fire-1234.claude-vm\n\nThe connection goes through the link to the workspace's own SSH server; nothing listens on a port. The workspace's host key is pinned in $CLAUDE_VM_HOME/known_hosts on first use and a different one is refused. See `claude-vm ssh-config` for OpenSSH, scp, rsync, git and editors."
+    )]
+    Ssh(SshArgs),
+
+    /// Write an OpenSSH config so `ssh <workspace>.claude-vm` (scp, rsync, git, VS Code) works
+    #[command(
+        after_help = "Writes $CLAUDE_VM_HOME/ssh_config: one `Host *.claude-vm` block whose ProxyCommand is this claude-vm (`ssh --stdio %h`), with the managed known_hosts, StrictHostKeyChecking yes, the default user (ssh.user in config.yaml) and claude-vm's key plus your usual keys. It also pins the host keys of running workspaces.\n\nWith --install, adds one `Include` line for it at the top of ~/.ssh/config (created 0600 if missing; never added twice). Nothing outside $CLAUDE_VM_HOME is touched without --install.\n\nOnce you have run this command, `claude-vm workspace up` keeps the file current and pins each new workspace's host key. Accepted keys: claude-vm's own, ~/.ssh/*.pub, and ssh.authorized_keys in config.yaml (set ssh.user_keys: false to leave out ~/.ssh/*.pub)."
+    )]
+    SshConfig {
+        /// Also add `Include <that file>` to ~/.ssh/config
+        #[arg(long)]
+        install: bool,
+        /// Print the config block on stdout
+        #[arg(long)]
+        print: bool,
+        /// Print what was done as JSON
+        #[arg(long, conflicts_with = "print")]
+        json: bool,
+    },
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -329,6 +351,24 @@ pub struct ExecArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SshArgs {
+    /// Workspace: name, id, unique id prefix, or any of them followed by .claude-vm
+    pub workspace: String,
+    /// Log in as this user: agent (the agent user) or root [default: ssh.user in config.yaml]
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Allocate a terminal even for a command
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Join stdin/stdout to the workspace's SSH server (for OpenSSH's ProxyCommand)
+    #[arg(long, conflicts_with_all = ["user", "tty", "command"])]
+    pub stdio: bool,
+    /// Command to run instead of a login shell (joined with spaces, as ssh does)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ChatArgs {
     #[command(subcommand)]
     pub command: Option<ChatCommand>,
@@ -434,6 +474,8 @@ pub enum AgentCommand {
         #[arg(long, default_value = "/var/run/docker.sock")]
         socket: std::path::PathBuf,
     },
+    /// SFTP server on stdin/stdout (the SSH server's sftp subsystem)
+    SftpServer,
     /// Show a conversation live and send typed lines (runs in its tmux session)
     ChatTty { conversation: String },
     /// Ask the daemon for its version and health; prints JSON

@@ -325,6 +325,32 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     );
     b.screenshot("6-command");
 
+    // --- The same pages in a desktop-sized window.
+    b.cmd(
+        "POST",
+        "window/rect",
+        Some(json!({"width": 1280, "height": 900})),
+    );
+    for (name, path) in [
+        ("desktop-workspaces", "/"),
+        ("desktop-workspace", "/w/webui"),
+    ] {
+        b.goto(&server.at(path));
+        let (viewport, page) = (b.viewport_width(), b.scroll_width());
+        assert!(
+            viewport >= 1200 && page <= viewport,
+            "{name}: {page} px wide in a {viewport} px window"
+        );
+        b.screenshot(name);
+    }
+    b.cmd(
+        "POST",
+        "window/rect",
+        Some(json!({"width": 360, "height": 800})),
+    );
+    b.goto(&server.at("/w/webui"));
+    assert_fits(b, "workspace-back-on-the-phone");
+
     // --- The list shows the conversation's state; logging out ends the session.
     b.goto(&server.at("/"));
     b.wait_text(card, "idle", long);

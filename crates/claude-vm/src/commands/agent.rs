@@ -21,6 +21,13 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
                 .context("daemon failed")?;
             Ok(ExitCode::SUCCESS)
         }
+        AgentCommand::SftpServer => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(claude_vm_daemon::sftp::serve_stdio());
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCommand::ChatTty { conversation } => {
             super::runtime()?.block_on(chat_tty(conversation))?;
             Ok(ExitCode::SUCCESS)

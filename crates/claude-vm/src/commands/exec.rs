@@ -15,10 +15,10 @@ use tokio::io::AsyncReadExt;
 use crate::cli::ExecArgs;
 
 /// Puts the local terminal in raw mode for `-t` and restores it on drop.
-struct RawMode(Option<nix::sys::termios::Termios>);
+pub(crate) struct RawMode(Option<nix::sys::termios::Termios>);
 
 impl RawMode {
-    fn enable() -> RawMode {
+    pub(crate) fn enable() -> RawMode {
         use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {
@@ -49,7 +49,7 @@ impl Drop for RawMode {
 nix::ioctl_read_bad!(get_winsize, nix::libc::TIOCGWINSZ, nix::libc::winsize);
 
 /// The local terminal's size (rows, cols), if there is one.
-fn terminal_size() -> Option<(u16, u16)> {
+pub(crate) fn terminal_size() -> Option<(u16, u16)> {
     use std::os::fd::AsRawFd;
     let mut ws = nix::libc::winsize {
         ws_row: 0,

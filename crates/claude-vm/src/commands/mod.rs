@@ -5,10 +5,11 @@ mod agent;
 pub mod chat;
 mod cp;
 mod diff;
-mod exec;
+pub(crate) mod exec;
 mod login;
 mod provider;
 mod server;
+pub mod ssh;
 mod workspace;
 
 use std::process::ExitCode;
@@ -85,6 +86,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             *json,
             cli.quiet,
         ),
+        Command::Ssh(args) => ssh::run(backend.engine("ssh")?, args),
+        Command::SshConfig {
+            install,
+            print,
+            json,
+        } => ssh::config(backend.engine("ssh-config")?, *install, *print, *json),
         Command::Cp { src, dest } => cp::run(backend.engine("cp")?, src, dest, cli.quiet),
         Command::Diff {
             workspace,

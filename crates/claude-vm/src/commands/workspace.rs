@@ -112,6 +112,17 @@ async fn up(engine: &Backend, args: &UpArgs, reporter: &CliReporter) -> Result<E
     let cancel = cancel_on_signals();
     let outcome = engine.up(&req, reporter, &cancel).await?;
     let w = outcome.workspace();
+    // Only a local engine has workspaces this machine's OpenSSH can reach.
+    if let Backend::Local(local) = engine
+        && local.ssh_config_opted_in()
+        && let Err(e) = super::ssh::refresh(local, &w.id).await
+    {
+        eprintln!(
+            "{} cannot update the SSH config for {}: {e:#}",
+            output::paint("warning:", Style::Warn),
+            w.name
+        );
+    }
     if args.json {
         print_json(&outcome)?;
     } else {
