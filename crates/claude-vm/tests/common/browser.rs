@@ -120,6 +120,15 @@ pub struct Browser {
 impl Browser {
     /// Headless Chromium with a phone-sized window (`width`×`height` CSS pixels).
     pub fn start(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, true)
+    }
+
+    /// Headless Chromium as a desktop browser (no touch, no phone emulation).
+    pub fn desktop(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, false)
+    }
+
+    fn launch(width: u32, height: u32, phone: bool) -> Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -147,7 +156,7 @@ impl Browser {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let mut caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -161,6 +170,12 @@ impl Browser {
                 "mobileEmulation": {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2, "touch": true}},
             },
         }}});
+        if !phone {
+            caps["capabilities"]["alwaysMatch"]["goog:chromeOptions"]
+                .as_object_mut()
+                .unwrap()
+                .remove("mobileEmulation");
+        }
         let v = b.raw("POST", "/session", Some(caps));
         b.session = v["value"]["sessionId"]
             .as_str()
