@@ -95,59 +95,67 @@ pub struct OptionSpec {
     pub required: bool,
 }
 
-const DOCKER_OPTIONS: &[OptionSpec] = &[
-    OptionSpec {
-        key: "host",
-        help: "Docker endpoint (unix://, tcp://); default: $DOCKER_HOST, then the local socket",
-        value: ValueKind::DockerHost,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "network",
-        help: "Docker network the workspace containers join (default: bridge)",
-        value: ValueKind::Text,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "cpus",
-        help: "CPU limit per workspace, e.g. 2 or 1.5",
-        value: ValueKind::Cpus,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "memory",
-        help: "memory limit per workspace, e.g. 4g or 512m",
-        value: ValueKind::Memory,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "image",
-        help: "default image for workspaces on this provider",
-        value: ValueKind::Text,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "registry_user",
-        help: "user name for pulling images from a private registry",
-        value: ValueKind::Text,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "registry_password",
-        help: "password or token for pulling images from a private registry",
-        value: ValueKind::Text,
-        secret: true,
-        required: false,
-    },
-];
+/// Every kind's own options followed by those of the containers it runs (network, limits,
+/// image, registry credentials), written once.
+macro_rules! with_container_options {
+    ($($own:expr),* $(,)?) => {
+        &[
+            $($own,)*
+            OptionSpec {
+                key: "network",
+                help: "Docker network the workspace containers join (default: bridge)",
+                value: ValueKind::Text,
+                secret: false,
+                required: false,
+            },
+            OptionSpec {
+                key: "cpus",
+                help: "CPU limit per workspace, e.g. 2 or 1.5",
+                value: ValueKind::Cpus,
+                secret: false,
+                required: false,
+            },
+            OptionSpec {
+                key: "memory",
+                help: "memory limit per workspace, e.g. 4g or 512m",
+                value: ValueKind::Memory,
+                secret: false,
+                required: false,
+            },
+            OptionSpec {
+                key: "image",
+                help: "default image for workspaces on this provider",
+                value: ValueKind::Text,
+                secret: false,
+                required: false,
+            },
+            OptionSpec {
+                key: "registry_user",
+                help: "user name for pulling images from a private registry",
+                value: ValueKind::Text,
+                secret: false,
+                required: false,
+            },
+            OptionSpec {
+                key: "registry_password",
+                help: "password or token for pulling images from a private registry",
+                value: ValueKind::Text,
+                secret: true,
+                required: false,
+            },
+        ]
+    };
+}
 
-const SSH_OPTIONS: &[OptionSpec] = &[
+const DOCKER_OPTIONS: &[OptionSpec] = with_container_options![OptionSpec {
+    key: "host",
+    help: "Docker endpoint (unix://, tcp://); default: $DOCKER_HOST, then the local socket",
+    value: ValueKind::DockerHost,
+    secret: false,
+    required: false,
+},];
+
+const SSH_OPTIONS: &[OptionSpec] = with_container_options![
     OptionSpec {
         key: "host",
         help: "the remote host: a name, an address or a Host alias from your ssh config",
@@ -195,48 +203,6 @@ const SSH_OPTIONS: &[OptionSpec] = &[
         help: "the Docker socket on the host (default: /var/run/docker.sock)",
         value: ValueKind::RemotePath,
         secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "network",
-        help: "Docker network the workspace containers join (default: bridge)",
-        value: ValueKind::Text,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "cpus",
-        help: "CPU limit per workspace, e.g. 2 or 1.5",
-        value: ValueKind::Cpus,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "memory",
-        help: "memory limit per workspace, e.g. 4g or 512m",
-        value: ValueKind::Memory,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "image",
-        help: "default image for workspaces on this provider",
-        value: ValueKind::Text,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "registry_user",
-        help: "user name for pulling images from a private registry",
-        value: ValueKind::Text,
-        secret: false,
-        required: false,
-    },
-    OptionSpec {
-        key: "registry_password",
-        help: "password or token for pulling images from a private registry",
-        value: ValueKind::Text,
-        secret: true,
         required: false,
     },
 ];

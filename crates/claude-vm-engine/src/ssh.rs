@@ -9,7 +9,6 @@
 //!
 //! The editing functions are pure and unit-tested; the engine methods do the IO.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use claude_vm_link::Link;
@@ -189,21 +188,7 @@ fn pub_keys_in(dir: &Path) -> Vec<String> {
 }
 
 fn write_private(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    claude_vm_store::write_file_atomic(path, text.as_bytes(), mode)
 }
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> EngineError {

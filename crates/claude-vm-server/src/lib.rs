@@ -115,12 +115,8 @@ pub async fn serve(
         listen: local.to_string(),
     };
     let info_path = ServerInfo::path(&home);
-    write_private(
-        &info_path,
-        serde_json::to_string_pretty(&info)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
+    let json = serde_json::to_string_pretty(&info).unwrap_or_default();
+    claude_vm_store::write_file_atomic(&info_path, json.as_bytes(), 0o600)?;
     // Keep links to running workspaces warm, so the first page load is fast.
     let warm = {
         let engine = engine.clone();
@@ -162,19 +158,4 @@ pub async fn serve(
 /// `127.0.0.1:7878`, with `[::1]` style for IPv6.
 pub fn display_addr(addr: &SocketAddr) -> String {
     addr.to_string()
-}
-
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -21,4 +21,4 @@ mod home;
 pub use auth::TokenRecord;
 pub use config::{ConfigError, load_config, write_default_config};
 pub use db::{ConversationRecord, ProviderRecord, Store, StoreError, WorkspaceRecord};
-pub use home::{Home, HomeError};
+pub use home::{Home, HomeError, write_file_atomic};

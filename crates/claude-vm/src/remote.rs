@@ -68,20 +68,9 @@ impl Login {
 
     /// Write it owner-only (the token is a password), atomically.
     pub fn save(&self, home: &Home) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = Self::path(home);
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        claude_vm_store::write_file_atomic(&Self::path(home), text.as_bytes(), 0o600)
     }
 }
 
