@@ -57,6 +57,12 @@ fn browser_login(ctx: &Ctx, server: &Server) -> (String, String) {
     assert_eq!(server.client().get(path).status, 401);
     let page = server.client().with("Cookie", &cookie).get("/");
     assert_eq!(page.status, 200);
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
     let html = page.text();
     let csrf = html
         .split("name=\"csrf-token\" content=\"")
