@@ -301,3 +301,28 @@ pub fn token(engine: &Engine, cmd: &TokenCommand) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_and_the_qr_code() {
+        assert_eq!(parse_listen("7878").unwrap().to_string(), "127.0.0.1:7878");
+        assert_eq!(parse_listen(":7878").unwrap().to_string(), "0.0.0.0:7878");
+        assert_eq!(
+            parse_listen("[::1]:9000").unwrap().to_string(),
+            "[::1]:9000"
+        );
+        assert!(parse_listen("not an address").is_err());
+        assert!(parse_listen("127.0.0.1:99999").is_err());
+        let code = qr("http://127.0.0.1:7878/login?code=abc");
+        let rows: Vec<&str> = code.lines().collect();
+        assert!(rows.len() > 10, "{code}");
+        assert!(
+            rows.iter()
+                .all(|r| r.chars().count() == rows[0].chars().count())
+        );
+        assert!(code.contains('▄') || code.contains('▀'), "{code}");
+    }
+}
