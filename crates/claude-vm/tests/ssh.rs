@@ -399,7 +399,9 @@ fn interactive_sessions_openssh_and_claude_vm_ssh() {
     );
     tmux.wait_for("$", Duration::from_secs(30));
     tmux.send("echo $((6*7))-answer; stty size; tty");
-    let screen = tmux.wait_for("42-answer", Duration::from_secs(20));
+    // `tty` prints last: once its answer shows, the others have too.
+    let screen = tmux.wait_for("/dev/pts/", Duration::from_secs(20));
+    assert!(screen.contains("42-answer"), "{screen}");
     assert!(
         screen.contains("30 100") || screen.contains("29 100"),
         "{screen}"
@@ -429,9 +431,9 @@ fn interactive_sessions_openssh_and_claude_vm_ssh() {
         ),
     );
     tmux.wait_for("$", Duration::from_secs(30));
-    tmux.send("echo $((7*6))-from-cvm; id -un; stty size");
-    let screen = tmux.wait_for("42-from-cvm", Duration::from_secs(20));
-    assert!(screen.contains("agent"), "{screen}");
+    tmux.send("echo $((7*6))-from-cvm; id -un | sed 's/^/user=/'");
+    let screen = tmux.wait_for("user=agent", Duration::from_secs(20));
+    assert!(screen.contains("42-from-cvm"), "{screen}");
     tmux.run(&["resize-window", "-t", &tmux.name, "-x", "110", "-y", "33"]);
     std::thread::sleep(Duration::from_millis(500));
     tmux.send("clear; stty size | sed 's/ /x/'");
