@@ -584,6 +584,12 @@ fn conversations_show_in_tmux_inside_and_in_the_interactive_chat_outside() {
     term.wait_for("Hi, tmux user.", within);
     term.send("hello from the terminal");
     term.wait_for("Hi, terminal user.", within);
+    // The answer shows before the turn ends: ask for the status once the agent is idle.
+    let deadline = Instant::now() + within;
+    while status(&ctx, &conv) != "idle" {
+        assert!(Instant::now() < deadline, "the second turn never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     term.send("/status");
     term.wait_for("Idle", within);
     term.send("/quit");
