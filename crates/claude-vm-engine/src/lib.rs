@@ -29,7 +29,7 @@ pub use error::{EngineError, Result};
 pub use providers::ProviderView;
 pub use report::{NullReporter, Reporter};
 pub use tokio_util::sync::CancellationToken;
-pub use workspaces::{DownRequest, UpOutcome, UpRequest, WorkspaceView, human_bytes};
+pub use workspaces::{DownRequest, UpOutcome, UpRequest, WorkspaceView, human_bytes, pid_alive};
 
 pub use claude_vm_provider::UNREACHABLE_HINT;
 

@@ -116,7 +116,8 @@ fn project_dir(project: &str) -> String {
     format!("{}/{project}", protocol::WORKSPACE_ROOT)
 }
 
-fn pid_alive(pid: Option<u32>) -> bool {
+/// Whether a process with this pid exists (on this machine).
+pub fn pid_alive(pid: Option<u32>) -> bool {
     match pid {
         Some(pid) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok(),
         None => false,
@@ -275,6 +276,25 @@ impl Engine {
     /// none).
     pub async fn list_detailed(&self) -> Result<(Vec<WorkspaceView>, Vec<(String, String)>)> {
         let (mut views, unreachable) = self.list().await?;
+        self.fill_activity(&mut views).await;
+        Ok((views, unreachable))
+    }
+
+    /// One workspace (id, name or unique prefix) as the detailed list shows it; only its own
+    /// daemon is asked for its last activity.
+    pub async fn show(&self, query: &str) -> Result<WorkspaceView> {
+        let record = self.find_workspace(query)?;
+        let (views, _) = self.list().await?;
+        let mut view = views
+            .into_iter()
+            .find(|v| v.id == record.id.as_str())
+            .ok_or_else(|| EngineError::UnknownWorkspace(query.to_owned()))?;
+        self.fill_activity(std::slice::from_mut(&mut view)).await;
+        Ok(view)
+    }
+
+    /// Ask each running workspace of `views` for its last activity, in parallel.
+    async fn fill_activity(&self, views: &mut [WorkspaceView]) {
         let asks = views.iter().map(|v| async move {
             if v.status != Status::Running {
                 return None;
@@ -292,7 +312,6 @@ impl Engine {
         for (v, a) in views.iter_mut().zip(answers) {
             v.last_activity = a.and_then(|a| a.last_activity);
         }
-        Ok((views, unreachable))
     }
 
     pub async fn list(&self) -> Result<(Vec<WorkspaceView>, Vec<(String, String)>)> {

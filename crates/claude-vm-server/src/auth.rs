@@ -67,7 +67,7 @@ fn now_unix() -> i64 {
 }
 
 /// Constant-time comparison, for CSRF tokens.
-fn same(a: &str, b: &str) -> bool {
+pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -366,14 +366,6 @@ pub async fn require_page(State(state): State<AppState>, mut req: Request, next:
             };
             Redirect::to(&target).into_response()
         }
-    }
-}
-
-/// Check a form's CSRF field against the session (for the few HTML form posts).
-pub fn check_form_csrf(principal: &Principal, given: &str) -> bool {
-    match principal {
-        Principal::Token { .. } => true,
-        Principal::Session { csrf } => same(given, csrf),
     }
 }
 

@@ -62,9 +62,7 @@ impl ServerInfo {
     pub fn running(home: &Home) -> Option<ServerInfo> {
         let text = std::fs::read_to_string(Self::path(home)).ok()?;
         let info: ServerInfo = serde_json::from_str(&text).ok()?;
-        let alive = std::path::Path::new(&format!("/proc/{}", info.pid)).exists()
-            || std::process::id() == info.pid;
-        alive.then_some(info)
+        claude_vm_engine::pid_alive(Some(info.pid)).then_some(info)
     }
 }
 
@@ -114,11 +112,6 @@ async fn security_headers(mut res: axum::response::Response) -> axum::response::
     res
 }
 
-/// Whether an address is only reachable from this machine.
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
-
 /// Serve until `shutdown` is cancelled. Writes `server.json` while running.
 pub async fn serve(
     engine: Arc<Engine>,
@@ -133,7 +126,7 @@ pub async fn serve(
         auth,
         shutdown: shutdown.clone(),
     };
-    let url = format!("http://{}", display_addr(&local));
+    let url = format!("http://{local}");
     let info = ServerInfo {
         url,
         pid: std::process::id(),
@@ -178,9 +171,4 @@ pub async fn serve(
         let _ = std::fs::remove_file(&info_path);
     }
     result
-}
-
-/// `127.0.0.1:7878`, with `[::1]` style for IPv6.
-pub fn display_addr(addr: &SocketAddr) -> String {
-    addr.to_string()
 }

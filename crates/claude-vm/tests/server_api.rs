@@ -168,7 +168,16 @@ fn tokens_login_links_sessions_csrf_and_rate_limits() {
     let r = server.client().get("/w/anything");
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/login?next=/w/anything"));
-    // Logging out ends the session (the form carries the CSRF token).
+    // Logging out ends the session (the form carries the CSRF token; a wrong one is refused
+    // and the session lives on).
+    let r = browser.request(
+        "POST",
+        "/logout",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"csrf=forged",
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(browser.get("/api/v1/whoami").status, 200);
     let r = browser.request(
         "POST",
         "/logout",

@@ -46,21 +46,11 @@ pub async fn list(State(s): State<AppState>) -> ApiResult<Json<WorkspaceList>> {
     }))
 }
 
-/// One workspace, by id, name or unique id prefix, with live status.
-pub async fn find(s: &AppState, query: &str) -> ApiResult<WorkspaceView> {
-    let record = s.engine.find_workspace(query)?;
-    let (views, _) = s.engine.list_detailed().await?;
-    views
-        .into_iter()
-        .find(|v| v.id == record.id.as_str())
-        .ok_or_else(|| claude_vm_engine::EngineError::UnknownWorkspace(query.to_owned()).into())
-}
-
 pub async fn show(
     State(s): State<AppState>,
     Path(ws): Path<String>,
 ) -> ApiResult<Json<WorkspaceView>> {
-    Ok(Json(find(&s, &ws).await?))
+    Ok(Json(s.engine.show(&ws).await?))
 }
 
 /// `POST /api/v1/workspaces` with JSON.

@@ -152,14 +152,7 @@ pub async fn logout(
 ) -> Response {
     if let Some(cookie) = auth::cookie(&headers, SESSION_COOKIE) {
         match state.auth.session(cookie) {
-            Some(csrf)
-                if auth::check_form_csrf(
-                    &auth::Principal::Session { csrf: csrf.clone() },
-                    &f.csrf,
-                ) =>
-            {
-                state.auth.end_session(cookie)
-            }
+            Some(csrf) if auth::same(&f.csrf, &csrf) => state.auth.end_session(cookie),
             Some(_) => {
                 return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
             }

@@ -185,12 +185,7 @@ async fn workspaces_part(State(s): State<AppState>) -> Response {
 
 /// One workspace with its live status.
 async fn find(s: &AppState, query: &str) -> Result<WorkspaceView, String> {
-    let record = s.engine.find_workspace(query).map_err(|e| e.to_string())?;
-    let (views, _) = s.engine.list_detailed().await.map_err(|e| e.to_string())?;
-    views
-        .into_iter()
-        .find(|v| v.id == record.id.as_str())
-        .ok_or_else(|| format!("no workspace {query:?}"))
+    s.engine.show(query).await.map_err(|e| e.to_string())
 }
 
 fn missing(p: &Principal, message: &str) -> Response {
