@@ -77,6 +77,37 @@ pub struct Diff {
     pub patch: String,
 }
 
+/// What a line of a unified diff ([`Diff::patch`]) is, for whoever colors it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchLine {
+    /// `diff --git`, `index`, `---`/`+++`, `new file mode`, `Binary files ... differ`, ...
+    Header,
+    /// `@@ -1,2 +1,3 @@`
+    Hunk,
+    Added,
+    Removed,
+    /// Unchanged context, and `\ No newline at end of file`.
+    Context,
+}
+
+impl PatchLine {
+    pub fn of(line: &str) -> PatchLine {
+        if line.starts_with("+++") || line.starts_with("---") {
+            PatchLine::Header
+        } else if line.starts_with('+') {
+            PatchLine::Added
+        } else if line.starts_with('-') {
+            PatchLine::Removed
+        } else if line.starts_with("@@") {
+            PatchLine::Hunk
+        } else if line.starts_with(' ') || line.starts_with('\\') || line.trim_end().is_empty() {
+            PatchLine::Context
+        } else {
+            PatchLine::Header
+        }
+    }
+}
+
 /// What the daemon has seen happen lately (`GET /v1/activity`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
@@ -275,4 +306,28 @@ pub struct SshHostKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizedKeys {
     pub keys: Vec<String>,
+}
+
+#[cfg(test)]
+mod patch_line_tests {
+    use super::PatchLine::{self, *};
+
+    #[test]
+    fn patch_lines_are_classified() {
+        for (line, want) in [
+            ("diff --git a/x b/x", Header),
+            ("index 0000000..c96f0d9", Header),
+            ("--- a/x", Header),
+            ("+++ b/x", Header),
+            ("Binary files a/x and b/x differ", Header),
+            ("@@ -1 +1 @@", Hunk),
+            ("+new", Added),
+            ("-old", Removed),
+            (" same", Context),
+            ("\\ No newline at end of file", Context),
+            ("", Context),
+        ] {
+            assert_eq!(PatchLine::of(line), want, "{line:?}");
+        }
+    }
 }

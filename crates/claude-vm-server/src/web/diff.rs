@@ -1,6 +1,6 @@
 //! A workspace's changes: one collapsible block per file, lines colored by kind.
 
-use claude_vm_protocol::api::{ChangeKind, Diff, FileChange};
+use claude_vm_protocol::api::{ChangeKind, Diff, FileChange, PatchLine};
 use maud::{Markup, html};
 
 /// Lines shown per file; the rest is summarised (`claude-vm diff` shows it all).
@@ -42,18 +42,12 @@ fn kind(c: ChangeKind) -> &'static str {
 }
 
 fn line_class(line: &str) -> &'static str {
-    if line.starts_with("+++") || line.starts_with("---") {
-        "meta"
-    } else if line.starts_with('+') {
-        "add"
-    } else if line.starts_with('-') {
-        "del"
-    } else if line.starts_with("@@") {
-        "hunk"
-    } else if line.starts_with(' ') || line.is_empty() {
-        "ctx"
-    } else {
-        "meta"
+    match PatchLine::of(line) {
+        PatchLine::Header => "meta",
+        PatchLine::Hunk => "hunk",
+        PatchLine::Added => "add",
+        PatchLine::Removed => "del",
+        PatchLine::Context => "ctx",
     }
 }
 

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use claude_vm_protocol::api::{ChangeKind, Diff};
+use claude_vm_protocol::api::{ChangeKind, Diff, PatchLine};
 
 use super::print_json;
 use crate::backend::Backend;
@@ -107,22 +107,12 @@ pub fn render_patch(patch: &str, color: bool) -> String {
     }
     let mut out = String::with_capacity(patch.len() + patch.len() / 8);
     for line in patch.split_inclusive('\n') {
-        let code = if line.starts_with("diff --git")
-            || line.starts_with("index ")
-            || line.starts_with("+++")
-            || line.starts_with("---")
-            || line.starts_with("new file")
-            || line.starts_with("deleted file")
-        {
-            "1"
-        } else if line.starts_with("@@") {
-            "36"
-        } else if line.starts_with('+') {
-            "32"
-        } else if line.starts_with('-') {
-            "31"
-        } else {
-            ""
+        let code = match PatchLine::of(line) {
+            PatchLine::Header => "1",
+            PatchLine::Hunk => "36",
+            PatchLine::Added => "32",
+            PatchLine::Removed => "31",
+            PatchLine::Context => "",
         };
         if code.is_empty() {
             out.push_str(line);
