@@ -22,3 +22,4 @@ pub mod routes;
 pub mod server;
 pub mod sftp;
 pub mod ssh;
+pub mod state;

@@ -35,19 +35,37 @@ impl Paths {
     }
 }
 
-/// Prepare the state directory (owned by root, on the volume) and give the volume's root to
-/// the agent user so agents can write next to the project.
+/// Prepare the state directory (see [`crate::state`] for why each step is there): the
+/// volume's root becomes root's (group agent, sticky, so agents can write beside the project
+/// but never rename the state folder), the state folder is proven trusted or replaced, and
+/// the folders the control side copied in are handed to the agent user.
 pub fn prepare_dirs(paths: &Paths) -> std::io::Result<()> {
-    std::fs::create_dir_all(paths.state_dir.join("logs"))?;
-    std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(0o700))?;
-    if let Some(root) = paths.state_dir.parent()
-        && nix::unistd::geteuid().is_root()
+    let root = paths.state_dir.parent().map(Path::to_path_buf);
+    let is_root = nix::unistd::geteuid().is_root();
+    if let Some(root) = &root
+        && is_root
+    {
+        std::fs::create_dir_all(root)?;
+        crate::state::secure_root(
+            root,
+            nix::unistd::Gid::from_raw(claude_vm_protocol::AGENT_UID),
+        )?;
+    }
+    for aside in crate::state::ensure_state_dir(&paths.state_dir)? {
+        eprintln!(
+            "claude-vm daemon: {} was not a private folder of root; moved to {} and not used",
+            paths.state_dir.display(),
+            aside.display()
+        );
+    }
+    crate::state::ensure_private_dir(&paths.state_dir.join("logs"))?;
+    if let Some(root) = &root
+        && is_root
     {
         let uid = nix::unistd::Uid::from_raw(claude_vm_protocol::AGENT_UID);
         let gid = nix::unistd::Gid::from_raw(claude_vm_protocol::AGENT_UID);
-        let _ = nix::unistd::chown(root, Some(uid), Some(gid));
         ensure_agent_user();
-        hand_over_trees(root, &paths.state_dir.join("chown-tree"), uid, gid);
+        hand_over_trees(root, &paths.state_dir, uid, gid);
     }
     Ok(())
 }
@@ -91,46 +109,33 @@ fn ensure_agent_user() {
         append("/etc/group", format!("agent:x:{uid}:\n"));
     }
     if std::fs::create_dir_all(home).is_ok() {
-        let _ = nix::unistd::chown(
-            home,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(uid)),
-        );
+        let _ = std::os::unix::fs::lchown(home, Some(uid), Some(uid));
     }
 }
 
-/// Files copied in by the control side arrive owned by root; the marker file lists the
-/// top-level folders (one per line) to give to the agent user, once.
-fn hand_over_trees(root: &Path, marker: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
-    let Ok(list) = std::fs::read_to_string(marker) else {
+/// Files copied in by the control side arrive owned by root; the marker file `chown-tree`
+/// in the (trusted) state folder lists the top-level folders (one per line) to give to the
+/// agent user, once.
+fn hand_over_trees(root: &Path, state_dir: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
+    let marker = state_dir.join("chown-tree");
+    let Ok(list) = crate::state::read_private(&marker) else {
         return;
     };
-    for name in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        // One plain path component: never `..`, never absolute.
-        let mut comps = Path::new(name).components();
-        let ok =
-            matches!(comps.next(), Some(std::path::Component::Normal(_))) && comps.next().is_none();
-        if !ok {
-            tracing::warn!("ignoring unsafe entry {name:?} in {}", marker.display());
+    let state_name = state_dir.file_name().unwrap_or_default();
+    for name in String::from_utf8_lossy(&list)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        if !crate::state::valid_handover_name(name, state_name) {
+            tracing::warn!(entry = ?name, "ignoring unsafe entry in chown-tree");
             continue;
         }
-        chown_tree(&root.join(name), uid, gid);
-    }
-    let _ = std::fs::remove_file(marker);
-}
-
-fn chown_tree(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
-    let _ = std::os::unix::fs::lchown(path, Some(uid.as_raw()), Some(gid.as_raw()));
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return;
-    };
-    if meta.is_dir()
-        && let Ok(entries) = std::fs::read_dir(path)
-    {
-        for e in entries.flatten() {
-            chown_tree(&e.path(), uid, gid);
+        if let Err(e) = crate::state::hand_over(root, name, uid, gid) {
+            tracing::warn!(entry = ?name, "cannot hand the folder to the agent user: {e}");
         }
     }
+    let _ = std::fs::remove_file(&marker);
 }
 
 fn bind(socket: &Path) -> std::io::Result<UnixListener> {

@@ -51,19 +51,23 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
     }
 }
 
+/// The daemon's log: opened without following symlinks inside the trusted state folder,
+/// and one line per record whatever the text (names an agent chose included).
 fn log_to_file(path: &std::path::Path) {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path);
+    let file = claude_vm_daemon::state::open_append_private(path);
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAUDE_VM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false);
     let _ = match file {
-        Ok(f) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
-        Err(_) => builder.with_writer(std::io::stderr).try_init(),
+        Ok(f) => builder
+            .with_writer(std::sync::Mutex::new(claude_vm_daemon::state::OneLine(f)))
+            .try_init(),
+        Err(e) => {
+            eprintln!("claude-vm daemon: cannot open {}: {e}", path.display());
+            builder.with_writer(std::io::stderr).try_init()
+        }
     };
 }
 
