@@ -18,7 +18,7 @@ pub struct Activity {
 impl Activity {
     /// Load the last recorded activity from `file` (missing or unreadable: none yet).
     pub fn load(file: PathBuf) -> Activity {
-        let mut state: api::Activity = std::fs::read(&file)
+        let mut state: api::Activity = crate::state::read_private(&file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(api::Activity {
@@ -73,11 +73,16 @@ impl Activity {
             }
             *last = Some(std::time::Instant::now());
         }
-        let tmp = self.file.with_extension("json.tmp");
-        if let Ok(body) = serde_json::to_vec(snapshot)
-            && std::fs::write(&tmp, body).is_ok()
-        {
-            let _ = std::fs::rename(&tmp, &self.file);
+        if let Ok(body) = serde_json::to_vec(snapshot) {
+            // The write syncs to disk: off the async workers.
+            let file = self.file.clone();
+            let write = move || {
+                let _ = crate::state::write_private(&file, &body);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => drop(h.spawn_blocking(write)),
+                Err(_) => write(),
+            }
         }
     }
 }

@@ -135,6 +135,22 @@ pub fn open_append_private(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
+/// Replace a file of the state folder atomically, owner-only: the daemon's one atomic
+/// writer (a random temporary name, so concurrent writers never share one; file and
+/// folder synced; `atomic-write-file`).
+pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    use atomic_write_file::AtomicWriteFile;
+    use atomic_write_file::unix::OpenOptionsExt as _;
+    let mut options = AtomicWriteFile::options();
+    options
+        .mode(0o600)
+        .preserve_mode(false)
+        .preserve_owner(false);
+    let mut f = options.open(path)?;
+    f.write_all(data)?;
+    f.commit()
+}
+
 /// Read a small file of the state folder, never through a symlink.
 pub fn read_private(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
@@ -265,6 +281,27 @@ impl<W: Write> Write for OneLine<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_atomic_writes_never_share_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("activity.json");
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        write_private(path, &[b'a' + t; 4096]).unwrap();
+                    }
+                });
+            }
+        });
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len(), 4096);
+        assert!(data.iter().all(|&b| b == data[0]), "a torn file");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+    }
 
     #[test]
     fn a_log_record_is_always_one_line() {

@@ -77,13 +77,31 @@ impl Engine {
         &self.home
     }
 
-    /// Run `f` with the store. Never held across an await.
+    /// Run `f` with the store. Never held across an await. SQLite may wait for another
+    /// process's write (`busy_timeout`), so on a multi-threaded runtime the call moves off
+    /// the async worker ([`off_worker`]).
     fn store<T>(
         &self,
         f: impl FnOnce(&Store) -> std::result::Result<T, claude_vm_store::StoreError>,
     ) -> Result<T> {
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(f(&store)?)
+        off_worker(|| {
+            let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(f(&store)?)
+        })
+    }
+
+    /// Take the lock of one workspace (held until the file is dropped). The `flock` waits
+    /// on the blocking pool, never on an async worker: a server serving many requests for
+    /// one workspace must keep answering the others while they queue for it.
+    async fn lock_workspace(&self, id: &claude_vm_core::WorkspaceId) -> Result<std::fs::File> {
+        let home = self.home.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || home.lock_workspace(&id))
+            .await
+            .map_err(|e| {
+                EngineError::InvalidInput(format!("taking the workspace lock failed: {e}"))
+            })?
+            .map_err(EngineError::from)
     }
 
     /// What the user can do about a provider that [`Engine::list`] could not reach.
@@ -127,5 +145,17 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned(), client.clone());
         Ok(client)
+    }
+}
+
+/// Run a call that may block (SQLite, file locks) without stalling the async worker it is
+/// called from: on a multi-threaded runtime the worker hands its other tasks to the rest of
+/// the pool for the duration ([`tokio::task::block_in_place`]); elsewhere it simply runs.
+pub(crate) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }

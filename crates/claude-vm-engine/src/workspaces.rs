@@ -358,7 +358,15 @@ impl Engine {
                 || (observed.status == Status::Error && observed.reason != r.status_reason);
             if changed && observed.status != Status::Unknown && observed.status != Status::Creating
             {
-                self.store(|s| s.set_status(&r.id, observed.status, observed.reason.as_deref()))?;
+                // Without the workspace's lock: only if nobody changed it since it was read.
+                self.store(|s| {
+                    s.set_status_if(
+                        &r.id,
+                        (r.status, r.status_reason.as_deref()),
+                        observed.status,
+                        observed.reason.as_deref(),
+                    )
+                })?;
             }
             if observed.status != Status::Running && observed.status != Status::Unknown {
                 self.forget_link(&r.id);
@@ -402,7 +410,7 @@ impl Engine {
         reporter: &dyn Reporter,
         cancel: &CancellationToken,
     ) -> Result<UpOutcome> {
-        let _lock = self.home.lock_workspace(w.id.as_str())?;
+        let _lock = self.lock_workspace(&w.id).await?;
         // Re-read under the lock: another process may have changed it meanwhile.
         let w = self
             .store(|s| s.workspace(&w.id))?
@@ -668,7 +676,7 @@ impl Engine {
         };
         // Claims the name atomically; from here on, failure must clean up.
         self.store(|s| s.insert_workspace(&record))?;
-        let _lock = self.home.lock_workspace(record.id.as_str())?;
+        let _lock = self.lock_workspace(&record.id).await?;
         reporter.step(&format!(
             "creating workspace {} ({})",
             record.name, record.id
@@ -1022,7 +1030,7 @@ else git checkout --quiet -b "$b"; fi"#;
         reporter: &dyn Reporter,
     ) -> Result<(WorkspaceView, bool)> {
         let w = self.find_workspace(&req.target)?;
-        let _lock = self.home.lock_workspace(w.id.as_str())?;
+        let _lock = self.lock_workspace(&w.id).await?;
         let w = self
             .store(|s| s.workspace(&w.id))?
             .ok_or_else(|| EngineError::UnknownWorkspace(req.target.clone()))?;
@@ -1075,7 +1083,7 @@ else git checkout --quiet -b "$b"; fi"#;
     /// `workspace delete`: remove the container and the volume, then the record.
     pub async fn delete(&self, target: &str, reporter: &dyn Reporter) -> Result<WorkspaceView> {
         let w = self.find_workspace(target)?;
-        let _lock = self.home.lock_workspace(w.id.as_str())?;
+        let _lock = self.lock_workspace(&w.id).await?;
         let w = self
             .store(|s| s.workspace(&w.id))?
             .ok_or_else(|| EngineError::UnknownWorkspace(target.to_owned()))?;

@@ -30,7 +30,12 @@ const HEADER: &str = "\
 /// overwrites: two processes racing here both end up with one complete file.
 pub fn write_default_config(path: &Path) -> Result<(), ConfigError> {
     let body = serde_yaml_ng::to_string(&Config::default()).expect("config serializes");
-    let tmp = path.with_extension(format!("yaml.tmp.{}", std::process::id()));
+    // A name no other writer (thread or process) uses.
+    let tmp = path.with_extension(format!(
+        "yaml.tmp.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let write_err = |e| ConfigError::Write {
         path: path.to_owned(),
         source: e,

@@ -348,6 +348,32 @@ impl Store {
         Ok(())
     }
 
+    /// Record a status only if the row still has the status (and reason) it was read with:
+    /// a reader that observed the workspace without its lock (`list`) never overwrites what
+    /// a lifecycle action under the lock wrote meanwhile. Returns whether it was written.
+    pub fn set_status_if(
+        &self,
+        id: &WorkspaceId,
+        expected: (Status, Option<&str>),
+        status: Status,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE workspaces SET status = ?2, status_reason = ?3, updated_at = ?4,
+                creator_pid = CASE WHEN ?2 = 'creating' THEN creator_pid ELSE NULL END
+             WHERE id = ?1 AND status = ?5 AND status_reason IS ?6",
+            params![
+                id.as_str(),
+                status.as_str(),
+                reason,
+                now(),
+                expected.0.as_str(),
+                expected.1
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
     pub fn delete_workspace(&self, id: &WorkspaceId) -> Result<(), StoreError> {
         self.conn
             .execute("DELETE FROM workspaces WHERE id = ?1", [id.as_str()])?;
@@ -534,6 +560,28 @@ mod tests {
         assert_eq!(got.creator_pid, None);
         store.delete_workspace(&a.id).unwrap();
         assert!(store.workspace(&a.id).unwrap().is_none());
+    }
+
+    #[test]
+    fn list_status_updates_are_compare_and_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("state.db")).unwrap();
+        let w = record("abcdefabcdef", "cas");
+        s.insert_workspace(&w).unwrap();
+        s.set_status(&w.id, Status::Running, None).unwrap();
+        // A lifecycle action stopped it after `list` read `running`...
+        s.set_status(&w.id, Status::Stopped, None).unwrap();
+        // ...so the reader's stale observation is not written.
+        assert!(
+            !s.set_status_if(&w.id, (Status::Running, None), Status::Error, Some("gone"))
+                .unwrap()
+        );
+        assert_eq!(s.workspace(&w.id).unwrap().unwrap().status, Status::Stopped);
+        assert!(
+            s.set_status_if(&w.id, (Status::Stopped, None), Status::Running, None)
+                .unwrap()
+        );
+        assert_eq!(s.workspace(&w.id).unwrap().unwrap().status, Status::Running);
     }
 
     #[test]

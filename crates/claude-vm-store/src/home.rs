@@ -98,23 +98,22 @@ impl Home {
 }
 
 /// Replace `path` atomically with `data`, created with `mode` (0600 for anything secret):
-/// written to a temporary file beside it, synced, then renamed over it. Creates the folder.
+/// the one atomic writer of the control side. A temporary file with a random name beside
+/// it (so concurrent writers in one process never share one), synced, renamed over it,
+/// and the folder synced (`atomic-write-file`). Creates the folder.
 pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use atomic_write_file::AtomicWriteFile;
+    use atomic_write_file::unix::OpenOptionsExt as _;
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp_name);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
+    let mut options = AtomicWriteFile::options();
+    options
         .mode(mode)
-        .open(&tmp)?;
+        .preserve_mode(false)
+        .preserve_owner(false);
+    let mut f = options.open(path)?;
     f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    f.commit()
 }

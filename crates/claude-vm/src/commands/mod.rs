@@ -31,9 +31,12 @@ fn init_logging() {
         .try_init();
 }
 
+/// The async runtime of every command: one worker per CPU (at least two, so one slow task
+/// never holds up the rest); blocking calls go to tokio's blocking pool, never to a worker.
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()?)
 }
