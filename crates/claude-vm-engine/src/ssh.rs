@@ -211,6 +211,15 @@ impl Engine {
 
     /// claude-vm's client key, made on first use (0600, in the home).
     pub fn ssh_client_key(&self) -> Result<PrivateKey> {
+        crate::off_worker(|| {
+            // Two first uses at once must not make two keys (one would be pushed, the other
+            // saved): made under the home's `ssh` lock, re-read once holding it.
+            let _lock = self.home.lock_named("ssh")?;
+            self.ssh_client_key_locked()
+        })
+    }
+
+    fn ssh_client_key_locked(&self) -> Result<PrivateKey> {
         let path = self.ssh_key_path();
         if let Ok(text) = std::fs::read_to_string(&path) {
             return PrivateKey::from_openssh(text.as_bytes()).map_err(|e| {
@@ -277,6 +286,14 @@ impl Engine {
 
     /// Pin `key` for the workspace in the managed known_hosts.
     pub fn pin_host_key(&self, w: &WorkspaceRecord, key: &str) -> Result<Pin> {
+        crate::off_worker(|| {
+            // Read-modify-write of a file every workspace shares: under the home's lock.
+            let _lock = self.home.lock_named("known_hosts")?;
+            self.pin_host_key_locked(w, key)
+        })
+    }
+
+    fn pin_host_key_locked(&self, w: &WorkspaceRecord, key: &str) -> Result<Pin> {
         let path = self.known_hosts_path();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -374,6 +391,49 @@ mod tests {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
     const K2: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7MhmMYDFP3sPRzUNIQ1SujLcGWbl2YUu6Wn6Jkwvj/";
+
+    #[test]
+    fn concurrent_pins_and_first_key_uses_lose_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        let engine = crate::Engine::open(claude_vm_store::Home::at(home.path()), None).unwrap();
+        let record = |i: usize| WorkspaceRecord {
+            id: format!("{i:012x}").parse().unwrap(),
+            name: format!("ws-{i}").parse().unwrap(),
+            provider: "docker".into(),
+            source: claude_vm_core::source::Source::Path("/p".into()),
+            project: "p".into(),
+            image: "i".into(),
+            branch: None,
+            status: claude_vm_core::Status::Running,
+            status_reason: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            creator_pid: None,
+        };
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let engine = &engine;
+                    s.spawn(move || {
+                        engine.pin_host_key(&record(i), K1).unwrap();
+                        engine
+                            .ssh_client_key()
+                            .unwrap()
+                            .public_key()
+                            .to_openssh()
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // One client key for everyone, and every workspace's pin kept.
+        assert!(keys.iter().all(|k| k == &keys[0]));
+        let text = std::fs::read_to_string(engine.known_hosts_path()).unwrap();
+        for i in 0..16 {
+            assert_eq!(pinned_key(&text, &format!("{i:012x}")).as_deref(), Some(K1));
+        }
+    }
 
     #[test]
     fn pinning_adds_keeps_and_refuses_changes() {

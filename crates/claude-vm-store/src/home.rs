@@ -75,7 +75,14 @@ impl Home {
     /// Take the advisory lock of one workspace, waiting for other holders. Held until the
     /// returned file is dropped (or the process dies).
     pub fn lock_workspace(&self, id: &str) -> Result<File, HomeError> {
-        let path = self.root.join("locks").join(format!("{id}.lock"));
+        self.lock_named(id)
+    }
+
+    /// Take a named advisory lock of the home (`locks/<name>.lock`), waiting for other
+    /// holders: for files whose content is merged by read-modify-write (`known_hosts`, the
+    /// SSH client key), so concurrent writers in any process never lose each other's lines.
+    pub fn lock_named(&self, name: &str) -> Result<File, HomeError> {
+        let path = self.root.join("locks").join(format!("{name}.lock"));
         let lock_err = |e| HomeError::Lock {
             path: path.clone(),
             source: e,
