@@ -225,7 +225,10 @@ async fn route(
                 .await?
                 .map_err(file_error)?;
             let (tx, rx) = mpsc::channel::<Bytes>(8);
+            let size = info.size;
             tokio::task::spawn_blocking(move || {
+                // Never more than the announced length, even if the file grows meanwhile.
+                let mut file = (&mut file).take(size);
                 let mut buf = vec![0u8; 256 * 1024];
                 loop {
                     match file.read(&mut buf) {

@@ -11,9 +11,16 @@ use crate::{Body, Link, LinkError, check, empty, encode_query};
 /// A body arriving from the workspace, chunk by chunk.
 pub struct Download {
     body: hyper::body::Incoming,
+    size: Option<u64>,
 }
 
 impl Download {
+    /// The size of what is sent (of the file read, after following a symlink), as the
+    /// daemon measured it when it opened the file.
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+
     /// The next chunk; `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, LinkError> {
         loop {
@@ -47,8 +54,14 @@ impl Link {
             .body(empty())
             .map_err(|e| LinkError::Invalid(e.to_string()))?;
         let res = check(self.send(req).await?).await?;
+        let size = res
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         Ok(Download {
             body: res.into_body(),
+            size,
         })
     }
 

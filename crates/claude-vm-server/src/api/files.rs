@@ -79,22 +79,64 @@ pub async fn content(
     let path = or_project(&q.path);
     let info = link.stat(path).await?;
     let download = link.read(path).await?;
+    // The length of what is read (a symlink's target, not the link itself).
+    let size = download.size();
     let stream = download
         .into_stream()
         .map(|r| r.map_err(std::io::Error::other));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_LENGTH, info.size.to_string()),
+    let mut res = Body::from_stream(stream).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(size) = size {
+        h.insert(header::CONTENT_LENGTH, size.into());
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&content_disposition(&info.name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
+/// `attachment` with a plain-ASCII `filename` (anything else, quotes and control
+/// characters included, becomes `_`) and the exact name as RFC 8187 `filename*`.
+fn content_disposition(name: &str) -> String {
+    let plain: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    let mut exact = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            exact.push(b as char);
+        } else {
+            exact.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{plain}\"; filename*=UTF-8''{exact}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn content_disposition_of_any_name_is_a_valid_header() {
+        for (name, want) in [
             (
-                header::CONTENT_DISPOSITION,
-                format!(
-                    "attachment; filename=\"{}\"",
-                    info.name.replace(['"', '\\', '\r', '\n'], "_")
-                ),
+                "a.txt",
+                "attachment; filename=\"a.txt\"; filename*=UTF-8''a.txt",
             ),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+            (
+                "x\ny\"z\u{7f}é",
+                "attachment; filename=\"x_y_z__\"; filename*=UTF-8''x%0Ay%22z%7F%C3%A9",
+            ),
+        ] {
+            let v = super::content_disposition(name);
+            assert_eq!(v, want);
+            axum::http::HeaderValue::from_str(&v).unwrap();
+        }
+    }
 }

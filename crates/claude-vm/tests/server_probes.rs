@@ -1,11 +1,45 @@
-//! The server under concurrent lifecycle requests: nothing waits on an async worker.
+//! Defects found by probing a running server, each kept fixed by the test named after it.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Ctx;
 use common::http::Server;
+use common::{Ctx, dexec};
+
+fn token(ctx: &Ctx) -> String {
+    ctx.run(&["token", "create", "t", "--json"]).ok().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn downloads_of_symlinks_are_whole_and_any_file_name_downloads() {
+    let ctx = Ctx::new();
+    let p = ctx.path("p");
+    std::fs::create_dir_all(&p).unwrap();
+    let w = ctx.up(&[p.to_str().unwrap(), "--name", "dl"]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    // A 12-byte file behind an 11-byte symlink, and a name with a control character.
+    dexec(
+        &id,
+        "cd /workspace/p && printf 'hello world\\n' > a-long-target-name && ln -s a-long-target-name l \\
+         && printf 'x' > \"$(printf 'bad\\001name')\"",
+    );
+    let server = Server::start(&ctx);
+    let api = server.client().bearer(&token(&ctx));
+    let r = api.get("/api/v1/workspaces/dl/files/content?path=l");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-length"), Some("12"));
+    assert_eq!(r.text(), "hello world\n");
+    let r = api.get("/api/v1/workspaces/dl/files/content?path=bad%01name");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "x");
+    let cd = r.header("content-disposition").unwrap();
+    assert!(cd.contains("filename=\"bad_name\""), "{cd}");
+    assert!(cd.contains("filename*=UTF-8''bad%01name"), "{cd}");
+}
 
 #[test]
 fn concurrent_ups_and_downs_of_one_workspace_never_deadlock_the_server() {
@@ -15,12 +49,8 @@ fn concurrent_ups_and_downs_of_one_workspace_never_deadlock_the_server() {
     std::fs::write(p.join("f"), "x").unwrap();
     let w = ctx.up(&[p.to_str().unwrap(), "--name", "busy"]);
     let id = w["id"].as_str().unwrap().to_owned();
-    let token = ctx.run(&["token", "create", "t", "--json"]).ok().json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let server = Server::start(&ctx);
-    let client = server.client().bearer(&token);
+    let client = server.client().bearer(&token(&ctx));
 
     // Eight lifecycle requests on one workspace at once (each holds its lock for seconds),
     // while lists keep coming: every list answers promptly, every lifecycle request ends.
