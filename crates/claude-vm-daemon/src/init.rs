@@ -22,9 +22,8 @@ fn handled() -> SigSet {
     set
 }
 
-fn spawn_daemon(args: &[String]) -> std::io::Result<Pid> {
+fn spawn_daemon(exe: &std::path::Path, args: &[String]) -> std::io::Result<Pid> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(args);
     // The blocked mask is inherited across exec; give the daemon a clean one.
@@ -36,6 +35,21 @@ fn spawn_daemon(args: &[String]) -> std::io::Result<Pid> {
     }
     let child = cmd.spawn()?;
     Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// Wait up to `timeout` for one of `set`; `None` when none came.
+fn wait_for(set: &SigSet, timeout: Duration) -> Option<Signal> {
+    let ts = nix::libc::timespec {
+        tv_sec: timeout.as_secs() as nix::libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as nix::libc::c_long,
+    };
+    // SAFETY: `set` is a valid, initialised signal set and `ts` lives across the call.
+    let r = unsafe { nix::libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    if r > 0 {
+        Signal::try_from(r).ok()
+    } else {
+        None
+    }
 }
 
 fn log(msg: &str) {
@@ -50,9 +64,18 @@ pub fn run(daemon_args: &[String]) -> ExitCode {
         log(&format!("cannot block signals: {e}"));
         return ExitCode::FAILURE;
     }
+    // The path is taken once: if the binary is replaced or briefly missing later, a restart
+    // still finds it where it was (`/proc/self/exe` would name a deleted file).
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            log(&format!("cannot find my own executable: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
     let mut backoff = Duration::from_millis(250);
     let mut started = Instant::now();
-    let mut daemon = match spawn_daemon(daemon_args) {
+    let mut daemon = match spawn_daemon(&exe, daemon_args) {
         Ok(pid) => Some(pid),
         Err(e) => {
             log(&format!("cannot start the daemon: {e}"));
@@ -61,11 +84,34 @@ pub fn run(daemon_args: &[String]) -> ExitCode {
     };
     let mut terminating = false;
     loop {
-        let sig = match set.wait() {
-            Ok(s) => s,
-            Err(e) => {
-                log(&format!("sigwait failed: {e}"));
-                continue;
+        let sig = if daemon.is_none() && !terminating {
+            // A restart failed: no child will signal, so try again after the backoff.
+            match wait_for(&set, backoff) {
+                Some(s) => s,
+                None => {
+                    started = Instant::now();
+                    match spawn_daemon(&exe, daemon_args) {
+                        Ok(pid) => {
+                            log("daemon restarted");
+                            daemon = Some(pid);
+                        }
+                        Err(e) => {
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                            log(&format!(
+                                "cannot restart the daemon: {e}; next try in {backoff:?}"
+                            ));
+                        }
+                    }
+                    continue;
+                }
+            }
+        } else {
+            match set.wait() {
+                Ok(s) => s,
+                Err(e) => {
+                    log(&format!("sigwait failed: {e}"));
+                    continue;
+                }
             }
         };
         match sig {
@@ -95,9 +141,11 @@ pub fn run(daemon_args: &[String]) -> ExitCode {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     started = Instant::now();
-                    match spawn_daemon(daemon_args) {
+                    match spawn_daemon(&exe, daemon_args) {
                         Ok(pid) => daemon = Some(pid),
-                        Err(e) => log(&format!("cannot restart the daemon: {e}")),
+                        Err(e) => log(&format!(
+                            "cannot restart the daemon: {e}; next try in {backoff:?}"
+                        )),
                     }
                 }
             }

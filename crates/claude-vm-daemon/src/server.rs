@@ -241,7 +241,10 @@ pub async fn serve(
                 let (stream, _) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
+                        // Out of file descriptors (EMFILE/ENFILE) and the like: the error
+                        // repeats until something closes, so wait instead of spinning.
                         tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 };

@@ -90,22 +90,72 @@ pub enum PatchLine {
     Context,
 }
 
-impl PatchLine {
-    pub fn of(line: &str) -> PatchLine {
-        if line.starts_with("+++") || line.starts_with("---") {
-            PatchLine::Header
-        } else if line.starts_with('+') {
-            PatchLine::Added
-        } else if line.starts_with('-') {
-            PatchLine::Removed
-        } else if line.starts_with("@@") {
+/// Classifies the lines of a unified diff in order. It has to be read in order: inside a
+/// hunk, a removed line whose text starts with `--` reads `---`, exactly like the header of
+/// the next file; only the hunk's line counts (`@@ -a,b +c,d @@`) tell them apart.
+#[derive(Debug, Default, Clone)]
+pub struct PatchReader {
+    /// Lines of the current hunk still to come, on the old and the new side.
+    old: u64,
+    new: u64,
+}
+
+impl PatchReader {
+    pub fn new() -> PatchReader {
+        PatchReader::default()
+    }
+
+    /// The kind of the next line (with or without its newline).
+    pub fn line(&mut self, line: &str) -> PatchLine {
+        if self.old > 0 || self.new > 0 {
+            match line.as_bytes().first() {
+                Some(b'-') if self.old > 0 => {
+                    self.old -= 1;
+                    return PatchLine::Removed;
+                }
+                Some(b'+') if self.new > 0 => {
+                    self.new -= 1;
+                    return PatchLine::Added;
+                }
+                Some(b' ') | None | Some(b'\n') | Some(b'\r') => {
+                    self.old = self.old.saturating_sub(1);
+                    self.new = self.new.saturating_sub(1);
+                    return PatchLine::Context;
+                }
+                Some(b'\\') => return PatchLine::Context,
+                // Anything else ends the hunk early (a truncated patch).
+                _ => {
+                    self.old = 0;
+                    self.new = 0;
+                }
+            }
+        }
+        if line.starts_with("@@") {
+            if let Some((old, new)) = hunk_counts(line) {
+                self.old = old;
+                self.new = new;
+            }
             PatchLine::Hunk
-        } else if line.starts_with(' ') || line.starts_with('\\') || line.trim_end().is_empty() {
+        } else if line.starts_with('\\') {
             PatchLine::Context
         } else {
             PatchLine::Header
         }
     }
+}
+
+/// The line counts of a hunk header `@@ -a[,b] +c[,d] @@ ...` (a missing count is 1).
+fn hunk_counts(line: &str) -> Option<(u64, u64)> {
+    let mut parts = line.split_whitespace().skip(1);
+    let count = |range: &str| -> Option<u64> {
+        match range.split_once(',') {
+            Some((_, n)) => n.parse().ok(),
+            None => Some(1),
+        }
+    };
+    let old = count(parts.next()?.strip_prefix('-')?)?;
+    let new = count(parts.next()?.strip_prefix('+')?)?;
+    Some((old, new))
 }
 
 /// What the daemon has seen happen lately (`GET /v1/activity`).
@@ -311,23 +361,40 @@ pub struct AuthorizedKeys {
 #[cfg(test)]
 mod patch_line_tests {
     use super::PatchLine::{self, *};
+    use super::PatchReader;
 
     #[test]
-    fn patch_lines_are_classified() {
-        for (line, want) in [
-            ("diff --git a/x b/x", Header),
-            ("index 0000000..c96f0d9", Header),
-            ("--- a/x", Header),
-            ("+++ b/x", Header),
-            ("Binary files a/x and b/x differ", Header),
-            ("@@ -1 +1 @@", Hunk),
-            ("+new", Added),
-            ("-old", Removed),
-            (" same", Context),
-            ("\\ No newline at end of file", Context),
-            ("", Context),
-        ] {
-            assert_eq!(PatchLine::of(line), want, "{line:?}");
-        }
+    fn a_removed_line_starting_with_dashes_is_not_a_header() {
+        let patch = "diff --git a/x b/x
+index 0000000..c96f0d9 100644
+--- a/x
++++ b/x
+@@ -1,3 +1,3 @@
+ same
+--- removed line that starts with two dashes
++++ added line that starts with two pluses
+-old
++new
+\\ No newline at end of file
+diff --git a/y b/y
+Binary files a/y and b/y differ
+diff --git a/z b/z
+--- a/z
++++ b/z
+@@ -1 +1 @@
+-a
++b
+";
+        let want = [
+            Header, Header, Header, Header, Hunk, Context, Removed, Added, Removed, Added, Context,
+            Header, Header, Header, Header, Header, Hunk, Removed, Added,
+        ];
+        let mut r = PatchReader::new();
+        let got: Vec<PatchLine> = patch.lines().map(|l| r.line(l)).collect();
+        assert_eq!(got, want);
+        // With newlines kept, as the CLI reads it, the same.
+        let mut r = PatchReader::new();
+        let got: Vec<PatchLine> = patch.split_inclusive('\n').map(|l| r.line(l)).collect();
+        assert_eq!(got, want);
     }
 }

@@ -95,3 +95,34 @@ fn the_daemon_answers_reaps_orphans_restarts_and_stops_cleanly() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&code.stdout).trim(), "0");
 }
+
+#[test]
+fn init_retries_a_failed_restart_of_the_daemon() {
+    let ctx = Ctx::new();
+    let p = ctx.path("p");
+    std::fs::create_dir_all(&p).unwrap();
+    let w = ctx.up(&[p.to_str().unwrap()]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    let old_pid = health(&id)["pid"].as_u64().unwrap();
+    // The binary is gone when the daemon dies: the restart fails, and no child is left to
+    // wake PID 1 up again.
+    dexec(
+        &id,
+        &format!(
+            "cp -p /opt/claude-vm/bin/claude-vm /tmp/cvm && rm /opt/claude-vm/bin/claude-vm && kill -9 {old_pid}"
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    dexec(&id, "cp -p /tmp/cvm /opt/claude-vm/bin/claude-vm");
+    // PID 1 keeps trying and starts it once the binary is back.
+    let h = health(&id);
+    assert_ne!(h["pid"].as_u64(), Some(old_pid));
+    let log = Command::new("docker")
+        .args(["logs", &format!("claude-vm-{id}")])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stderr);
+    assert!(log.contains("cannot restart the daemon"), "{log}");
+    assert!(log.contains("daemon restarted"), "{log}");
+    ctx.run(&["exec", &id, "--", "true"]).ok();
+}

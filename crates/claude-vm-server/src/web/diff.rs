@@ -1,6 +1,6 @@
 //! A workspace's changes: one collapsible block per file, lines colored by kind.
 
-use claude_vm_protocol::api::{ChangeKind, Diff, FileChange, PatchLine};
+use claude_vm_protocol::api::{ChangeKind, Diff, FileChange, PatchLine, PatchReader};
 use maud::{Markup, html};
 
 /// Lines shown per file; the rest is summarised (`claude-vm diff` shows it all).
@@ -41,8 +41,8 @@ fn kind(c: ChangeKind) -> &'static str {
     }
 }
 
-fn line_class(line: &str) -> &'static str {
-    match PatchLine::of(line) {
+fn line_class(reader: &mut PatchReader, line: &str) -> &'static str {
+    match reader.line(line) {
         PatchLine::Header => "meta",
         PatchLine::Hunk => "hunk",
         PatchLine::Added => "add",
@@ -53,10 +53,11 @@ fn line_class(line: &str) -> &'static str {
 
 fn patch_lines(chunk: &str) -> Markup {
     let total = chunk.lines().count();
+    let mut reader = PatchReader::new();
     html! {
         pre.diff {
             @for line in chunk.lines().take(MAX_LINES) {
-                span class={"l " (line_class(line))} { (line) "\n" }
+                span class={"l " (line_class(&mut reader, line))} { (line) "\n" }
             }
             @if total > MAX_LINES {
                 span.l.meta { "… " (total - MAX_LINES) " more lines (see " code { "claude-vm diff" } ")\n" }

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use claude_vm_protocol::api::{ChangeKind, Diff, PatchLine};
+use claude_vm_protocol::api::{ChangeKind, Diff, PatchLine, PatchReader};
 
 use super::print_json;
 use crate::backend::Backend;
@@ -106,8 +106,9 @@ pub fn render_patch(patch: &str, color: bool) -> String {
         return patch.to_owned();
     }
     let mut out = String::with_capacity(patch.len() + patch.len() / 8);
+    let mut reader = PatchReader::new();
     for line in patch.split_inclusive('\n') {
-        let code = match PatchLine::of(line) {
+        let code = match reader.line(line) {
             PatchLine::Header => "1",
             PatchLine::Hunk => "36",
             PatchLine::Added => "32",
