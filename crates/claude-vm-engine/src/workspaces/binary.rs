@@ -1,0 +1,115 @@
+//! The claude-vm binary inside a workspace: installed when it differs, and the daemon's ready handshake after start.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use claude_vm_core::WorkspaceId;
+use claude_vm_protocol as protocol;
+use claude_vm_provider::{ExecSpec, Provider};
+use claude_vm_store::WorkspaceRecord;
+use tokio_util::sync::CancellationToken;
+
+use crate::pack::{self};
+use crate::{Engine, EngineError, Reporter, Result};
+
+use super::*;
+
+impl Engine {
+    pub(super) async fn install_binary(
+        &self,
+        provider: &dyn Provider,
+        id: &WorkspaceId,
+        bin: &SelfBinary,
+    ) -> Result<()> {
+        let tar = pack::stream(None, vec![binary_extra(bin)], Arc::new(AtomicU64::new(0)));
+        provider.upload(id, "/", tar).await?;
+        Ok(())
+    }
+
+    pub(super) async fn exec_health(
+        &self,
+        provider: &dyn Provider,
+        id: &WorkspaceId,
+    ) -> Result<protocol::Health> {
+        let out = provider
+            .exec(
+                id,
+                &ExecSpec {
+                    cmd: vec![
+                        protocol::BINARY_PATH.into(),
+                        "agent".into(),
+                        "health".into(),
+                        "--wait".into(),
+                        "5".into(),
+                    ],
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if out.exit_code != 0 {
+            return Err(EngineError::Workspace {
+                name: id.to_string(),
+                message: format!(
+                    "daemon health check failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| EngineError::Workspace {
+            name: id.to_string(),
+            message: format!("daemon health check answered nonsense: {e}"),
+        })
+    }
+
+    /// Start the container and wait for its daemon's greeting; replace the binary and
+    /// restart once if the daemon is not this build.
+    pub(super) async fn start_verified(
+        &self,
+        provider: &dyn Provider,
+        w: &WorkspaceRecord,
+        bin: &SelfBinary,
+        reporter: &dyn Reporter,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let ws_err = |message: String| EngineError::Workspace {
+            name: w.name.to_string(),
+            message,
+        };
+        for attempt in 0..2 {
+            let line = tokio::select! {
+                r = provider.start_and_wait(&w.id, READY_TIMEOUT) => r?,
+                _ = cancel.cancelled() => return Err(EngineError::Interrupted),
+            };
+            let health = parse_ready(&line).map_err(ws_err)?;
+            if health.protocol != protocol::PROTOCOL_VERSION && attempt == 1 {
+                return Err(ws_err(format!(
+                    "its daemon speaks protocol {} but this claude-vm speaks {}",
+                    health.protocol,
+                    protocol::PROTOCOL_VERSION
+                )));
+            }
+            if health.fingerprint == bin.fingerprint {
+                return Ok(());
+            }
+            if attempt == 1 {
+                return Err(ws_err(format!(
+                    "its daemon runs build {} after replacing it with {}",
+                    health.fingerprint, bin.fingerprint
+                )));
+            }
+            let what = if health.version == protocol::VERSION {
+                format!("another build of claude-vm {}", health.version)
+            } else {
+                format!("claude-vm {}", health.version)
+            };
+            reporter.step(&format!(
+                "the workspace runs {what}; replacing it with this one ({})",
+                protocol::VERSION
+            ));
+            self.install_binary(provider, &w.id, bin).await?;
+            provider.stop(&w.id, Duration::from_secs(10)).await?;
+        }
+        unreachable!("the loop returns")
+    }
+}
