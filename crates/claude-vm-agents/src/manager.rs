@@ -1,8 +1,8 @@
 //! Conversations: one agent process per conversation, run by the daemon (not the CLI), so
 //! they keep working with nobody connected.
 //!
-//! Each conversation lives in `/workspace/.claude-vm/conversations/<id>/`:
-//! `meta.json` (what `GET` shows), `spec.json` (how to run the agent; holds secrets, root
+//! Each conversation lives in `<dir>/<id>/` (the daemon's `/workspace/.claude-vm/conversations`):
+//! `meta.json` (what `GET` shows), `spec.json` (how to run the agent; holds secrets, owner
 //! only, never served), `transcript.jsonl` (append-only events, the source of truth) and
 //! `agent.pid`. A message is appended to the transcript (and synced) before it is
 //! acknowledged, then delivered: at once when the agent accepts messages mid-turn (Claude
@@ -10,28 +10,33 @@
 //! working are resumed with the agent's own session id, and undelivered messages are sent.
 //!
 //! Each conversation is an actor: one task owns its state and handles commands (send,
-//! interrupt, stop, decide) and agent output in order, so no locks guard the logic.
-
-pub mod acp;
-pub mod adapter;
-pub mod codex;
+//! interrupt, stop, decide) and agent output in order, so no locks guard the logic. The
+//! actor never waits on the agent: a writer task feeds the agent's stdin from a bounded
+//! queue (a message counts as delivered once that task wrote it), a reader task reads its
+//! stdout a bounded line at a time, and a waiter task reports its exit. So an agent that
+//! stops reading, or floods its output, cannot freeze the hang watchdog or Stop.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use claude_vm_protocol::api::{
     AgentSpec, Conversation, ConversationStatus as CS, Decision, Event, EventBody, NewConversation,
     Sent,
 };
+use nix::sys::signal::Signal;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::activity::Activity;
-use adapter::{Adapter, Parsed};
+use crate::adapter::{self, Adapter, Parsed};
+use crate::lines::{self, LineError, MAX_LINE};
+use crate::process::{AgentPid, Host};
+use crate::redact::Redactor;
+use crate::transcript::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvError {
@@ -45,16 +50,21 @@ pub enum ConvError {
     EmptyMessage,
     #[error("cannot write the conversation's files: {0}")]
     Io(#[from] std::io::Error),
+    /// The message could not be made durable, so it was not accepted.
+    #[error("cannot save the message: {0}")]
+    Store(#[from] StoreError),
     #[error("the conversation stopped responding")]
     Gone,
 }
 
 impl ConvError {
+    /// The HTTP status that fits.
     pub fn status(&self) -> u16 {
         match self {
             ConvError::NotFound(_) | ConvError::NoApproval(_) => 404,
             ConvError::UnknownAgent(_) | ConvError::EmptyMessage => 400,
-            ConvError::Io(_) | ConvError::Gone => 500,
+            ConvError::Store(StoreError::DiskFull) => 507,
+            ConvError::Io(_) | ConvError::Store(_) | ConvError::Gone => 500,
         }
     }
 }
@@ -89,15 +99,15 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Read a transcript, skipping a torn last line (the daemon may have died mid-write).
+/// Read a transcript (events after `after`), skipping lines that are not events.
 pub fn read_transcript(path: &Path, after: u64) -> Vec<Event> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Event>(l).ok())
-        .filter(|e| e.seq > after)
-        .collect()
+    transcript::read(path, after)
+}
+
+/// Bytes for the agent's stdin; `delivers` names the user message they carry.
+struct Out {
+    bytes: Vec<u8>,
+    delivers: Option<String>,
 }
 
 enum Cmd {
@@ -119,6 +129,16 @@ enum Cmd {
     Line {
         generation: u64,
         line: String,
+    },
+    /// The agent's output cannot be read on (a line too long).
+    Broken {
+        generation: u64,
+        reason: String,
+    },
+    /// The writer task wrote a user message to the agent.
+    Written {
+        generation: u64,
+        message_id: String,
     },
     Exited {
         generation: u64,
@@ -149,62 +169,69 @@ impl Handle {
         read_transcript(&self.transcript, after)
     }
 
-    pub async fn send(&self, text: String) -> Result<Sent, ConvError> {
+    async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, ConvError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Send { text, reply })
+            .send(cmd(reply))
             .await
             .map_err(|_| ConvError::Gone)?;
-        rx.await.map_err(|_| ConvError::Gone)?
+        rx.await.map_err(|_| ConvError::Gone)
+    }
+
+    /// Accept a message: once this answers `Ok`, it is on disk and will reach the agent.
+    pub async fn send(&self, text: String) -> Result<Sent, ConvError> {
+        self.ask(|reply| Cmd::Send { text, reply }).await?
     }
 
     pub async fn interrupt(&self) -> Result<bool, ConvError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Interrupt { reply })
-            .await
-            .map_err(|_| ConvError::Gone)?;
-        rx.await.map_err(|_| ConvError::Gone)
+        self.ask(|reply| Cmd::Interrupt { reply }).await
     }
 
     pub async fn stop(&self) -> Result<(), ConvError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Stop { reply })
-            .await
-            .map_err(|_| ConvError::Gone)?;
-        rx.await.map_err(|_| ConvError::Gone)
+        self.ask(|reply| Cmd::Stop { reply }).await
     }
 
     pub async fn decide(&self, approval_id: String, decision: Decision) -> Result<(), ConvError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Decide {
-                approval_id,
-                decision,
-                reply,
-            })
-            .await
-            .map_err(|_| ConvError::Gone)?;
-        rx.await.map_err(|_| ConvError::Gone)?
+        self.ask(|reply| Cmd::Decide {
+            approval_id,
+            decision,
+            reply,
+        })
+        .await?
     }
 }
+
+/// Opens a conversation's transcript for writing (replaced in tests by failing sinks).
+pub(crate) type OpenTranscript =
+    Arc<dyn Fn(&Path) -> std::io::Result<(transcript::Writer, transcript::Repair)> + Send + Sync>;
 
 /// All conversations of the workspace.
 pub struct Manager {
     dir: PathBuf,
     project_dir: String,
-    activity: Arc<Activity>,
+    host: Arc<dyn Host>,
     convs: Mutex<HashMap<String, Handle>>,
+    open_transcript: OpenTranscript,
 }
 
 impl Manager {
-    pub fn new(dir: PathBuf, project_dir: String, activity: Arc<Activity>) -> Arc<Manager> {
+    /// Conversations kept under `dir`, whose agents run in `project_dir`, started by `host`.
+    pub fn new(dir: PathBuf, project_dir: String, host: Arc<dyn Host>) -> Arc<Manager> {
+        Self::with_transcripts(dir, project_dir, host, Arc::new(transcript::Writer::open))
+    }
+
+    pub(crate) fn with_transcripts(
+        dir: PathBuf,
+        project_dir: String,
+        host: Arc<dyn Host>,
+        open_transcript: OpenTranscript,
+    ) -> Arc<Manager> {
         Arc::new(Manager {
             dir,
             project_dir,
-            activity,
+            host,
             convs: Mutex::new(HashMap::new()),
+            open_transcript,
         })
     }
 
@@ -263,7 +290,17 @@ impl Manager {
             &serde_json::to_vec(&view).expect("json"),
             0o600,
         )?;
-        let handle = self.start_actor(dir, view, req.agent, adapter, VecDeque::new(), 0, None)?;
+        let (writer, _) = (self.open_transcript)(&dir.join("transcript.jsonl"))?;
+        let handle = self.start_actor(
+            dir,
+            view,
+            req.agent,
+            adapter,
+            writer,
+            VecDeque::new(),
+            0,
+            None,
+        );
         if let Some(text) = req.message {
             handle.send(text).await?;
         }
@@ -293,18 +330,32 @@ impl Manager {
         )
         .map_err(|e| e.to_string())?;
         let adapter = adapter::for_kind(&spec.kind).ok_or("unknown agent kind")?;
-        // An agent left over from a daemon that died belongs to nobody now: stop it.
-        if let Some(pid) = std::fs::read_to_string(dir.join("agent.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = std::fs::remove_file(dir.join("agent.pid"));
+        // An agent left over from a daemon that died belongs to nobody now: stop it, if
+        // its pid still names it (pids are reused).
+        let pid_file = dir.join("agent.pid");
+        if let Some(old) = AgentPid::read(&pid_file) {
+            if old.still_ours() {
+                old.signal_group(Signal::SIGKILL);
+            } else {
+                tracing::info!(
+                    "conversation {}: pid {} is not its agent any more; left alone",
+                    view.id,
+                    old.pid
+                );
+            }
         }
-        let events = read_transcript(&dir.join("transcript.jsonl"), 0);
+        let _ = std::fs::remove_file(&pid_file);
+        let transcript_path = dir.join("transcript.jsonl");
+        let (writer, repair) =
+            (self.open_transcript)(&transcript_path).map_err(|e| e.to_string())?;
+        if repair.dropped > 0 {
+            tracing::warn!(
+                "conversation {}: cut a torn last transcript line ({} bytes)",
+                view.id,
+                repair.dropped
+            );
+        }
+        let events = read_transcript(&transcript_path, 0);
         let last_seq = events.last().map_or(0, |e| e.seq);
         let delivered: std::collections::HashSet<&str> = events
             .iter()
@@ -328,18 +379,16 @@ impl Manager {
             view.status,
             CS::Working | CS::Starting | CS::WaitingForApproval
         );
-        let handle = self
-            .start_actor(
-                dir.to_owned(),
-                view,
-                spec,
-                adapter,
-                pending,
-                last_seq,
-                Some(interrupted),
-            )
-            .map_err(|e| e.to_string())?;
-        drop(handle);
+        self.start_actor(
+            dir.to_owned(),
+            view,
+            spec,
+            adapter,
+            writer,
+            pending,
+            last_seq,
+            Some(interrupted),
+        );
         Ok(())
     }
 
@@ -350,32 +399,26 @@ impl Manager {
         mut view: Conversation,
         spec: AgentSpec,
         adapter: Box<dyn Adapter>,
+        transcript: transcript::Writer,
         pending: VecDeque<(String, String)>,
         seq: u64,
         resumed: Option<bool>,
-    ) -> Result<Handle, ConvError> {
-        let transcript_path = dir.join("transcript.jsonl");
-        let transcript = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&transcript_path)?
-        };
+    ) -> Handle {
         view.queued = pending.len() as u64;
         let (tx, rx) = mpsc::channel(256);
         let (events, _) = broadcast::channel(1024);
+        let id = view.id.clone();
         let view = Arc::new(Mutex::new(view));
         let handle = Handle {
             tx: tx.clone(),
             events: events.clone(),
             view: view.clone(),
-            transcript: transcript_path,
+            transcript: dir.join("transcript.jsonl"),
         };
-        let id = handle.view().id;
         let actor = Actor {
+            id: id.clone(),
             dir,
+            redactor: Redactor::new(&spec.env),
             spec,
             adapter,
             view,
@@ -383,62 +426,26 @@ impl Manager {
             transcript,
             seq,
             pending,
+            in_flight: VecDeque::new(),
             agent: None,
             generation: 0,
             tx,
             approvals: HashMap::new(),
             project_dir: self.project_dir.clone(),
-            activity: self.activity.clone(),
+            host: self.host.clone(),
             interrupts: 0,
-            stopping: false,
-            last_output: std::time::Instant::now(),
-            outbox: Vec::new(),
+            stopping: None,
+            last_output: Instant::now(),
+            outbox: VecDeque::new(),
         };
         self.convs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, handle.clone());
+            .insert(id.clone(), handle.clone());
         tokio::spawn(actor.run(rx, resumed));
-        ensure_tmux(&handle.view().id);
-        Ok(handle)
+        self.host.opened(&id);
+        handle
     }
-}
-
-/// Give the conversation a tmux session (named after its id) that shows it live and sends
-/// typed lines as messages, for people who work inside the workspace:
-/// `tmux attach -t <id>`. Skipped when the image has no tmux.
-fn ensure_tmux(id: &str) {
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let id = id.to_owned();
-    tokio::spawn(async move {
-        let exists = tokio::process::Command::new("tmux")
-            .args(["has-session", "-t", &format!("={id}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
-        match exists {
-            Err(_) => {
-                tracing::debug!("no tmux in this image; conversation {id} gets no tmux session")
-            }
-            Ok(s) if s.success() => {}
-            Ok(_) => {
-                let started = tokio::process::Command::new("tmux")
-                    .args(["new-session", "-d", "-s", &id, "-x", "160", "-y", "48"])
-                    .arg(format!("{} agent chat-tty {id}", exe.display()))
-                    .env("TERM", "xterm-256color")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .await;
-                if !matches!(started, Ok(s) if s.success()) {
-                    tracing::warn!("cannot start the tmux session of conversation {id}");
-                }
-            }
-        }
-    });
 }
 
 /// A short title from the first message.
@@ -451,34 +458,63 @@ fn title_from(text: &str) -> String {
     t
 }
 
+/// Writes waiting in the writer task's queue, at most.
+const WRITE_QUEUE: usize = 64;
+/// Writes waiting in the actor for room in that queue, at most, before the agent is
+/// considered to have stopped reading its input.
+const MAX_OUTBOX: usize = 1024;
+const MAX_OUTBOX_BYTES: usize = 64 * 1024 * 1024;
+/// Longest stderr line kept for a failure reason.
+const MAX_STDERR_LINE: usize = 4096;
+/// How long Stop waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long after Stop the conversation is stopped even if the agent's exit was never seen.
+const STOP_DEADLINE: Duration = Duration::from_secs(8);
+
+/// The running agent process. Dropping it stops its reader and writer tasks (the waiter
+/// task stays until the process is reaped).
 struct Running {
-    stdin: tokio::process::ChildStdin,
-    pid: i32,
+    input: mpsc::Sender<Out>,
+    pid: AgentPid,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 struct Actor {
+    id: String,
     dir: PathBuf,
     spec: AgentSpec,
+    redactor: Redactor,
     adapter: Box<dyn Adapter>,
     view: Arc<Mutex<Conversation>>,
     events: broadcast::Sender<Event>,
-    transcript: std::fs::File,
+    transcript: transcript::Writer,
     seq: u64,
-    /// Accepted, not yet delivered.
+    /// Accepted, not yet handed to the writer task.
     pending: VecDeque<(String, String)>,
+    /// Handed to the writer task, not yet written.
+    in_flight: VecDeque<(String, String)>,
     agent: Option<Running>,
     generation: u64,
     tx: mpsc::Sender<Cmd>,
     /// approval id → (agent's request id, tool input)
     approvals: HashMap<String, (String, Value)>,
     project_dir: String,
-    activity: Arc<Activity>,
+    host: Arc<dyn Host>,
     interrupts: u64,
-    stopping: bool,
+    /// When Stop was asked for, until the agent is gone.
+    stopping: Option<Instant>,
     /// When the agent last printed anything (for the hang watchdog).
-    last_output: std::time::Instant,
-    /// Bytes waiting to be written to the agent (handshakes, protocol replies).
-    outbox: Vec<Vec<u8>>,
+    last_output: Instant,
+    /// Bytes waiting for room in the writer task's queue.
+    outbox: VecDeque<Out>,
 }
 
 /// Default for [`AgentSpec::turn_timeout_secs`].
@@ -490,22 +526,22 @@ impl Actor {
             // The daemon died during a turn: pick the work up again.
             let text = "(claude-vm) The previous turn was interrupted because the workspace daemon restarted. Continue where you left off.".to_owned();
             let message_id = format!("resume-{}", new_id(8));
-            self.record(
+            let recorded = self.record(
                 EventBody::User {
                     message_id: message_id.clone(),
                     text: text.clone(),
                 },
                 true,
             );
-            self.pending.push_back((message_id, text));
+            if recorded.is_ok() {
+                self.pending.push_back((message_id, text));
+            }
             self.set_status(CS::Starting, Some("resuming after a daemon restart".into()));
         } else if resumed == Some(false) && !self.pending.is_empty() {
             self.set_status(CS::Starting, Some("resuming after a daemon restart".into()));
         }
-        if !self.pending.is_empty() {
-            self.deliver().await;
-        }
-        let mut watchdog = tokio::time::interval(std::time::Duration::from_secs(1));
+        self.deliver();
+        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
         loop {
             let cmd = tokio::select! {
                 c = rx.recv() => match c {
@@ -514,81 +550,97 @@ impl Actor {
                 },
                 _ = watchdog.tick() => {
                     self.check_hung();
+                    self.check_stop();
+                    // Room may have freed up in the writer's queue.
+                    self.pump();
                     continue;
                 }
             };
-            match cmd {
-                Cmd::Send { text, reply } => {
-                    let r = self.accept(text);
-                    let ok = r.is_ok();
-                    let _ = reply.send(r);
-                    if ok {
-                        self.deliver().await;
-                    }
+            self.handle(cmd);
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Send { text, reply } => {
+                let r = self.accept(text);
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok {
+                    self.deliver();
                 }
-                Cmd::Interrupt { reply } => {
-                    let n = self.interrupts;
-                    self.interrupts += 1;
-                    let sent = match (&mut self.agent, self.adapter.interrupt(n)) {
-                        (Some(a), Some(bytes)) => a.stdin.write_all(&bytes).await.is_ok(),
-                        _ => false,
-                    };
-                    let _ = reply.send(sent);
-                }
-                Cmd::Stop { reply } => {
-                    if let Some(a) = &self.agent {
-                        self.stopping = true;
-                        let _ = nix::sys::signal::killpg(
-                            nix::unistd::Pid::from_raw(a.pid),
-                            nix::sys::signal::Signal::SIGTERM,
-                        );
-                        let pid = a.pid;
-                        tokio::spawn(async move {
-                            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                            let _ = nix::sys::signal::killpg(
-                                nix::unistd::Pid::from_raw(pid),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                        });
-                    } else {
-                        self.set_status(CS::Stopped, None);
-                    }
-                    let _ = reply.send(());
-                }
-                Cmd::Decide {
-                    approval_id,
-                    decision,
-                    reply,
-                } => {
-                    let r = self.decide(&approval_id, &decision).await;
-                    let _ = reply.send(r);
-                }
-                Cmd::Line { generation, line } if generation == self.generation => {
-                    self.on_line(&line).await
-                }
-                Cmd::Exited {
-                    generation,
-                    code,
-                    stderr,
-                } if generation == self.generation => {
-                    self.agent = None;
-                    let _ = std::fs::remove_file(self.dir.join("agent.pid"));
-                    if self.stopping {
-                        self.stopping = false;
-                        self.set_status(CS::Stopped, None);
-                    } else {
-                        let status = code.map_or("a signal".to_owned(), |c| format!("status {c}"));
-                        let tail = stderr.trim();
-                        let reason = if tail.is_empty() {
-                            format!("the agent exited with {status}")
-                        } else {
-                            format!("the agent exited with {status}: {tail}")
-                        };
-                        self.set_status(CS::Failed, Some(reason));
-                    }
-                }
-                Cmd::Line { .. } | Cmd::Exited { .. } => {}
             }
+            Cmd::Interrupt { reply } => {
+                let n = self.interrupts;
+                self.interrupts += 1;
+                let sent = match (self.agent.is_some(), self.adapter.interrupt(n)) {
+                    (true, Some(bytes)) => {
+                        self.write(bytes);
+                        self.pump();
+                        true
+                    }
+                    _ => false,
+                };
+                let _ = reply.send(sent);
+            }
+            Cmd::Stop { reply } => {
+                if let Some(a) = &self.agent {
+                    self.stopping = Some(Instant::now());
+                    a.pid.signal_group(Signal::SIGTERM);
+                    let pid = a.pid;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(STOP_GRACE).await;
+                        pid.signal_group(Signal::SIGKILL);
+                    });
+                } else {
+                    self.set_status(CS::Stopped, None);
+                }
+                let _ = reply.send(());
+            }
+            Cmd::Decide {
+                approval_id,
+                decision,
+                reply,
+            } => {
+                let r = self.decide(&approval_id, &decision);
+                let _ = reply.send(r);
+            }
+            Cmd::Line { generation, line } if generation == self.generation => self.on_line(&line),
+            Cmd::Broken { generation, reason } if generation == self.generation => {
+                self.abandon_agent(reason)
+            }
+            Cmd::Written {
+                generation,
+                message_id,
+            } if generation == self.generation => {
+                if let Some(i) = self.in_flight.iter().position(|(id, _)| *id == message_id) {
+                    self.in_flight.remove(i);
+                }
+                self.update_queued();
+                // Failing to mark it means it is sent again after a restart: better twice
+                // than never.
+                let _ = self.record(EventBody::Delivered { message_id }, true);
+            }
+            Cmd::Exited {
+                generation,
+                code,
+                stderr,
+            } if generation == self.generation => {
+                self.forget_agent();
+                if self.stopping.take().is_some() {
+                    self.set_status(CS::Stopped, None);
+                } else {
+                    let status = code.map_or("a signal".to_owned(), |c| format!("status {c}"));
+                    let tail = stderr.trim();
+                    let reason = if tail.is_empty() {
+                        format!("the agent exited with {status}")
+                    } else {
+                        format!("the agent exited with {status}: {tail}")
+                    };
+                    self.set_status(CS::Failed, Some(reason));
+                }
+            }
+            Cmd::Line { .. } | Cmd::Broken { .. } | Cmd::Written { .. } | Cmd::Exited { .. } => {}
         }
     }
 
@@ -596,7 +648,11 @@ impl Actor {
     fn check_hung(&mut self) {
         let limit = self.spec.turn_timeout_secs.unwrap_or(DEFAULT_TURN_TIMEOUT);
         let busy = matches!(self.view().status, CS::Working | CS::Starting);
-        if !busy || self.agent.is_none() || self.last_output.elapsed().as_secs() < limit {
+        if !busy
+            || self.agent.is_none()
+            || self.stopping.is_some()
+            || self.last_output.elapsed().as_secs() < limit
+        {
             return;
         }
         self.abandon_agent(format!(
@@ -604,18 +660,40 @@ impl Actor {
         ));
     }
 
+    /// A Stop whose agent's exit was never seen (it escaped its group, or its pipes are
+    /// held open) still stops the conversation.
+    fn check_stop(&mut self) {
+        if self.stopping.is_some_and(|t| t.elapsed() >= STOP_DEADLINE) {
+            if let Some(a) = &self.agent {
+                a.pid.signal_group(Signal::SIGKILL);
+            }
+            self.stopping = None;
+            self.forget_agent();
+            self.set_status(CS::Stopped, None);
+        }
+    }
+
+    /// Drop the agent process (already dead or killed): its later output and exit are
+    /// ignored (new generation), and what it was given but did not get is queued again.
+    fn forget_agent(&mut self) {
+        self.generation += 1;
+        self.agent = None;
+        self.outbox.clear();
+        while let Some(m) = self.in_flight.pop_back() {
+            self.pending.push_front(m);
+        }
+        self.update_queued();
+        let _ = std::fs::remove_file(self.dir.join("agent.pid"));
+    }
+
     /// Kill the agent and fail the conversation with `reason`. The dead process's exit is
     /// ignored (new generation), so it cannot overwrite the reason.
     fn abandon_agent(&mut self, reason: String) {
         if let Some(a) = &self.agent {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(a.pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            a.pid.signal_group(Signal::SIGKILL);
         }
-        self.generation += 1;
-        self.agent = None;
-        let _ = std::fs::remove_file(self.dir.join("agent.pid"));
+        self.stopping = None;
+        self.forget_agent();
         self.set_status(CS::Failed, Some(reason));
     }
 
@@ -623,58 +701,69 @@ impl Actor {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn update_queued(&mut self) {
+        let n = (self.pending.len() + self.in_flight.len()) as u64;
+        self.view().queued = n;
+    }
+
     fn save_meta(&self) {
         let data = serde_json::to_vec(&*self.view()).expect("json");
         if let Err(e) = write_file(&self.dir.join("meta.json"), &data, 0o600) {
-            tracing::warn!("cannot save conversation metadata: {e}");
+            tracing::warn!("conversation {}: cannot save its metadata: {e}", self.id);
         }
     }
 
-    /// Append an event to the transcript (synced when `durable`) and tell followers.
-    fn record(&mut self, body: EventBody, durable: bool) -> u64 {
-        self.seq += 1;
+    /// Append an event (secrets masked) to the transcript, synced when `durable`, then
+    /// tell followers. An event that could not be written is not shown either.
+    fn record(&mut self, body: EventBody, durable: bool) -> Result<u64, StoreError> {
         let event = Event {
-            seq: self.seq,
+            seq: self.seq + 1,
             ts: now(),
-            body,
+            body: self.redactor.event(body),
         };
-        let mut line = serde_json::to_vec(&event).expect("json");
-        line.push(b'\n');
-        if let Err(e) = self.transcript.write_all(&line).and_then(|_| {
-            if durable {
-                self.transcript.sync_data()
-            } else {
-                Ok(())
-            }
-        }) {
-            tracing::error!("cannot append to the transcript: {e}");
+        if let Err(e) = self.transcript.append(&event, durable) {
+            tracing::error!(
+                "conversation {}: cannot append to the transcript: {e}",
+                self.id
+            );
+            return Err(e);
         }
+        self.seq = event.seq;
         {
             let mut v = self.view();
             v.last_seq = self.seq;
             v.updated_at = event.ts.clone();
         }
         let _ = self.events.send(event);
-        self.activity.touch("agent");
-        self.seq
+        self.host.active();
+        Ok(self.seq)
     }
 
     fn set_status(&mut self, status: CS, reason: Option<String>) {
+        let reason = reason.map(|r| self.redactor.error(&r));
         {
             let v = self.view();
             if v.status == status && v.status_reason == reason {
                 return;
             }
         }
+        if status == CS::Failed {
+            tracing::warn!(
+                "conversation {} failed: {}",
+                self.id,
+                reason.as_deref().unwrap_or("")
+            );
+        }
         {
             let mut v = self.view();
             v.status = status;
             v.status_reason = reason.clone();
         }
-        self.record(EventBody::Status { status, reason }, false);
+        let _ = self.record(EventBody::Status { status, reason }, false);
         self.save_meta();
     }
 
+    /// Make a message durable; only then is it acknowledged.
     fn accept(&mut self, text: String) -> Result<Sent, ConvError> {
         if text.trim().is_empty() {
             return Err(ConvError::EmptyMessage);
@@ -686,21 +775,50 @@ impl Actor {
                 text: text.clone(),
             },
             true,
-        );
+        )?;
         self.pending.push_back((message_id.clone(), text));
-        self.view().queued = self.pending.len() as u64;
+        self.update_queued();
         Ok(Sent { message_id, seq })
     }
 
+    /// Queue bytes for the agent's stdin.
+    fn write(&mut self, bytes: Vec<u8>) {
+        self.outbox.push_back(Out {
+            bytes,
+            delivers: None,
+        });
+    }
+
+    /// Move what waits in the outbox to the writer task, as far as its queue has room.
+    /// An agent that lets far too much pile up has stopped reading its input.
+    fn pump(&mut self) {
+        let Some(agent) = &self.agent else {
+            return;
+        };
+        while let Some(out) = self.outbox.pop_front() {
+            match agent.input.try_reserve() {
+                Ok(permit) => permit.send(out),
+                Err(_) => {
+                    self.outbox.push_front(out);
+                    break;
+                }
+            }
+        }
+        let bytes: usize = self.outbox.iter().map(|o| o.bytes.len()).sum();
+        if self.outbox.len() > MAX_OUTBOX || bytes > MAX_OUTBOX_BYTES {
+            self.abandon_agent("the agent stopped reading its input".into());
+        }
+    }
+
     /// Hand pending messages to the agent, starting it if needed.
-    async fn deliver(&mut self) {
+    fn deliver(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         if self.agent.is_none() && !self.spawn() {
             return;
         }
-        self.flush_outbox().await;
+        self.pump();
         if !self.adapter.ready() {
             // The handshake is still running; delivery resumes when the agent answers.
             return;
@@ -711,22 +829,23 @@ impl Actor {
             if busy && !self.adapter.accepts_mid_turn() {
                 break;
             }
-            let bytes = self.adapter.message(&text);
-            let Some(agent) = self.agent.as_mut() else {
-                break;
-            };
-            if agent.stdin.write_all(&bytes).await.is_err() || agent.stdin.flush().await.is_err() {
-                // The agent is going away; its exit will be reported, the message stays queued.
+            if self.agent.is_none() {
                 break;
             }
+            let bytes = self.adapter.message(&text);
+            self.outbox.push_back(Out {
+                bytes,
+                delivers: Some(id.clone()),
+            });
             self.pending.pop_front();
-            self.last_output = std::time::Instant::now();
-            self.view().queued = self.pending.len() as u64;
-            self.record(EventBody::Delivered { message_id: id }, true);
+            self.in_flight.push_back((id, text));
+            self.last_output = Instant::now();
+            self.update_queued();
             if !matches!(self.view().status, CS::WaitingForApproval) {
                 self.set_status(CS::Working, None);
             }
         }
+        self.pump();
     }
 
     /// Start the agent process. False (and status failed) when it cannot start.
@@ -737,27 +856,22 @@ impl Actor {
         if let Some(fresh) = adapter::for_kind(&self.spec.kind) {
             self.adapter = fresh;
         }
+        self.outbox.clear();
         let (program, args) = self.adapter.command(&self.spec, resume.as_deref(), mode);
-        let who = match crate::exec::identity(None) {
-            Ok(w) => w,
+        let mut cmd = match self.host.command(&program, &args) {
+            Ok(c) => c,
             Err(e) => {
-                self.set_status(CS::Failed, Some(e.to_string()));
+                self.set_status(CS::Failed, Some(e));
                 return false;
             }
         };
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&args)
-            .current_dir(&self.project_dir)
-            .env("HOME", &who.home)
-            .env("CLAUDE_VM_CONVERSATION", &self.view().id)
+        cmd.current_dir(&self.project_dir)
+            .env("CLAUDE_VM_CONVERSATION", &self.id)
             .envs(&self.spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(n) = &who.name {
-            cmd.env("USER", n).env("LOGNAME", n);
-        }
-        crate::exec::run_as(&mut cmd, &who, crate::exec::Grouping::Session);
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
         self.set_status(CS::Starting, None);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -766,49 +880,51 @@ impl Actor {
                 return false;
             }
         };
+        // A process just started always has a pid; never risk signalling group 0 or 1.
+        let Some(pid) = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|&p| crate::process::signallable(p))
+        else {
+            let _ = child.start_kill();
+            self.set_status(
+                CS::Failed,
+                Some(format!(
+                    "cannot start {program}: it has no usable process id"
+                )),
+            );
+            return false;
+        };
+        let pid = AgentPid::of(pid);
+        if let Err(e) = pid.write(&self.dir.join("agent.pid")) {
+            tracing::warn!(
+                "conversation {}: cannot record the agent's pid: {e}",
+                self.id
+            );
+        }
         self.generation += 1;
         let generation = self.generation;
-        let pid = child.id().unwrap_or(0) as i32;
-        let _ = std::fs::write(self.dir.join("agent.pid"), pid.to_string());
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
+
+        let (input, queue) = mpsc::channel(WRITE_QUEUE);
+        let writer = tokio::spawn(write_agent(stdin, queue, self.tx.clone(), generation));
         let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
-        {
-            let tail = tail.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(l)) = lines.next_line().await {
-                    let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-                    t.push_back(l);
-                    if t.len() > 10 {
-                        t.pop_front();
-                    }
-                }
-            });
-        }
+        let stderr_task = tokio::spawn(read_stderr(stderr, tail.clone()));
+        let reader = tokio::spawn(read_agent(stdout, self.tx.clone(), generation));
+        let tasks = vec![
+            writer.abort_handle(),
+            reader.abort_handle(),
+            stderr_task.abort_handle(),
+        ];
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match reader.read_until(b'\n', &mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                        if line.is_empty() {
-                            continue;
-                        }
-                        if tx.send(Cmd::Line { generation, line }).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
             let code = child.wait().await.ok().and_then(|s| s.code());
-            // Let the stderr reader catch the last words.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            // Let the readers hand over the last lines and words, without waiting forever
+            // on pipes something the agent left behind still holds open.
+            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+            let _ = tokio::time::timeout(Duration::from_millis(200), stderr_task).await;
             let stderr = tail
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -824,38 +940,20 @@ impl Actor {
                 })
                 .await;
         });
-        self.agent = Some(Running { stdin, pid });
+        self.agent = Some(Running { input, pid, tasks });
         let hello = self.adapter.startup(resume.as_deref(), &self.project_dir);
         if !hello.is_empty() {
-            self.write_later(hello);
+            self.write(hello);
         }
         true
     }
 
-    /// Queue bytes for the agent's stdin from a synchronous context.
-    fn write_later(&mut self, bytes: Vec<u8>) {
-        self.outbox.push(bytes);
-    }
-
-    /// Write what [`Actor::write_later`] queued.
-    async fn flush_outbox(&mut self) {
-        let out = std::mem::take(&mut self.outbox);
-        if let Some(a) = self.agent.as_mut() {
-            for b in out {
-                if a.stdin.write_all(&b).await.is_err() {
-                    break;
-                }
-            }
-            let _ = a.stdin.flush().await;
-        }
-    }
-
-    async fn on_line(&mut self, line: &str) {
-        self.last_output = std::time::Instant::now();
+    fn on_line(&mut self, line: &str) {
+        self.last_output = Instant::now();
         let parsed = match self.adapter.parse(line) {
             Ok(p) => p,
             Err(why) => {
-                let shown: String = line.chars().take(200).collect();
+                let shown: String = self.redactor.error(line).chars().take(200).collect();
                 let reason = format!("the agent sent malformed output ({why}): {shown}");
                 self.abandon_agent(reason);
                 return;
@@ -876,20 +974,19 @@ impl Actor {
                         body,
                         EventBody::Assistant { .. } | EventBody::ToolCall { .. }
                     );
-                    self.record(body, ends_turn);
+                    let _ = self.record(body, ends_turn);
                     if ends_turn {
                         // A finished turn waits for nothing: approvals it left open (an
                         // interrupt cancelled them) can no longer be answered.
                         self.approvals.clear();
                         self.set_status(CS::Idle, None);
-                        self.deliver().await;
+                        self.deliver();
                     } else if working && self.view().status != CS::WaitingForApproval {
                         self.set_status(CS::Working, None);
                     }
                 }
-                Parsed::Reply(bytes) => self.write_later(bytes),
+                Parsed::Reply(bytes) => self.write(bytes),
                 Parsed::Fail(reason) => {
-                    self.outbox.clear();
                     self.abandon_agent(reason);
                     return;
                 }
@@ -901,7 +998,7 @@ impl Actor {
                     let approval_id = new_id(8);
                     self.approvals
                         .insert(approval_id.clone(), (request_id, input.clone()));
-                    self.record(
+                    let _ = self.record(
                         EventBody::ApprovalRequest {
                             approval_id,
                             tool,
@@ -913,22 +1010,23 @@ impl Actor {
                 }
             }
         }
-        self.flush_outbox().await;
+        self.pump();
         if self.adapter.ready() && !self.pending.is_empty() {
-            self.deliver().await;
+            self.deliver();
         }
     }
 
-    async fn decide(&mut self, approval_id: &str, decision: &Decision) -> Result<(), ConvError> {
+    fn decide(&mut self, approval_id: &str, decision: &Decision) -> Result<(), ConvError> {
         let (request_id, input) = self
             .approvals
             .remove(approval_id)
             .ok_or_else(|| ConvError::NoApproval(approval_id.to_owned()))?;
         let bytes = self.adapter.decision(&request_id, &input, decision);
-        if let Some(a) = self.agent.as_mut() {
-            let _ = a.stdin.write_all(&bytes).await;
+        if self.agent.is_some() {
+            self.write(bytes);
+            self.pump();
         }
-        self.record(
+        let _ = self.record(
             EventBody::ApprovalDecision {
                 approval_id: approval_id.to_owned(),
                 allow: decision.allow,
@@ -941,3 +1039,81 @@ impl Actor {
         Ok(())
     }
 }
+
+/// Feed the agent's stdin from its queue; report each user message once written.
+async fn write_agent(
+    mut stdin: tokio::process::ChildStdin,
+    mut queue: mpsc::Receiver<Out>,
+    tx: mpsc::Sender<Cmd>,
+    generation: u64,
+) {
+    while let Some(out) = queue.recv().await {
+        if stdin.write_all(&out.bytes).await.is_err() || stdin.flush().await.is_err() {
+            // The agent is going away; its exit will be reported.
+            return;
+        }
+        if let Some(message_id) = out.delivers
+            && tx
+                .send(Cmd::Written {
+                    generation,
+                    message_id,
+                })
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Hand the agent's stdout to the actor a line at a time; a line longer than
+/// [`MAX_LINE`] breaks the conversation.
+async fn read_agent(stdout: tokio::process::ChildStdout, tx: mpsc::Sender<Cmd>, generation: u64) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let mut buf = Vec::new();
+    loop {
+        match lines::next_line(&mut reader, &mut buf, MAX_LINE).await {
+            Ok(false) | Err(LineError::Io(_)) => return,
+            Ok(true) => {
+                let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                if line.is_empty() {
+                    continue;
+                }
+                if tx.send(Cmd::Line { generation, line }).await.is_err() {
+                    return;
+                }
+            }
+            Err(e @ LineError::TooLong(_)) => {
+                let _ = tx
+                    .send(Cmd::Broken {
+                        generation,
+                        reason: e.to_string(),
+                    })
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+/// Keep the agent's last stderr lines (each cut to [`MAX_STDERR_LINE`]).
+async fn read_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        match lines::next_line(&mut reader, &mut buf, MAX_STDERR_LINE).await {
+            Ok(false) | Err(LineError::Io(_)) => return,
+            Ok(true) | Err(LineError::TooLong(_)) => {
+                let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                t.push_back(String::from_utf8_lossy(&buf).into_owned());
+                if t.len() > 10 {
+                    t.pop_front();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;
