@@ -33,7 +33,7 @@ pub struct State {
     pub default_dir: String,
     /// The workspace root every file operation is confined to.
     pub root: std::path::PathBuf,
-    pub conversations: Arc<crate::conversations::Manager>,
+    pub conversations: Arc<claude_vm_agents::Manager>,
     /// The embedded SSH server (`None` if its host key could not be made).
     pub ssh: Option<Arc<crate::ssh::Shared>>,
 }

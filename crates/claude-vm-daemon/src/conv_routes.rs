@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::api::{Body, MAX_JSON_BODY, State, error, json, parse_query, read_limited, stream_body};
-use crate::conversations::ConvError;
+use claude_vm_agents::ConvError;
 
 /// Largest message a user may send (a pasted file, a long prompt).
 pub const MAX_MESSAGE_BODY: u64 = 1024 * 1024;
@@ -121,7 +121,7 @@ pub async fn handle(
 
 /// The transcript after `after` as JSON lines; with `follow`, new events as they happen.
 /// Subscribing before reading the file means no event falls between the two.
-fn events(h: crate::conversations::Handle, after: u64, follow: bool) -> Response<Body> {
+fn events(h: claude_vm_agents::Handle, after: u64, follow: bool) -> Response<Body> {
     let mut live = h.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {

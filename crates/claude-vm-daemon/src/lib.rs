@@ -9,11 +9,11 @@
 //! - [`client`]: talks to the daemon over its socket (`claude-vm agent health`).
 
 pub mod activity;
+pub mod agents;
 pub mod api;
 pub mod bridge;
 pub mod client;
 pub mod conv_routes;
-pub mod conversations;
 pub mod exec;
 pub mod files;
 pub mod git;

@@ -202,10 +202,12 @@ pub async fn serve(
         .ok()
         .filter(|d| Path::new(d).is_dir())
         .unwrap_or_else(|| claude_vm_protocol::WORKSPACE_ROOT.to_owned());
-    let conversations = crate::conversations::Manager::new(
+    let conversations = claude_vm_agents::Manager::new(
         paths.state_dir.join("conversations"),
         default_dir.clone(),
-        activity.clone(),
+        Arc::new(crate::agents::DaemonHost {
+            activity: activity.clone(),
+        }),
     );
     conversations.resume_all();
     let ssh_dir = crate::ssh::ssh_dir(&paths.state_dir);

@@ -221,8 +221,9 @@ pub enum ConversationStatus {
 }
 
 /// How to run an agent: decided by the control side from `config.yaml`, kept by the
-/// daemon so it can restart the agent on its own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// daemon so it can restart the agent on its own. Its `Debug` shows the names of `env`,
+/// never the values (secrets).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AgentSpec {
     /// `claude`, `codex`, `gemini`, `goose`, `qwen`, or `acp` (any other Agent Client
     /// Protocol agent).
@@ -239,6 +240,26 @@ pub struct AgentSpec {
     /// and the conversation fails. Default 30 minutes.
     #[serde(default)]
     pub turn_timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for AgentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Masked<'a>(&'a std::collections::BTreeMap<String, String>);
+        impl std::fmt::Debug for Masked<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map()
+                    .entries(self.0.keys().map(|k| (k, "********")))
+                    .finish()
+            }
+        }
+        f.debug_struct("AgentSpec")
+            .field("kind", &self.kind)
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &Masked(&self.env))
+            .field("turn_timeout_secs", &self.turn_timeout_secs)
+            .finish()
+    }
 }
 
 /// `POST /v1/conversations`.
@@ -356,6 +377,31 @@ pub struct SshHostKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizedKeys {
     pub keys: Vec<String>,
+}
+
+#[cfg(test)]
+mod agent_spec_tests {
+    use super::*;
+
+    #[test]
+    fn agent_spec_debug_masks_env_values() {
+        let spec = AgentSpec {
+            kind: "claude".into(),
+            program: "claude".into(),
+            env: [("ANTHROPIC_API_KEY".to_owned(), "sk-ant-secret".to_owned())].into(),
+            ..AgentSpec::default()
+        };
+        let new = NewConversation {
+            agent: spec.clone(),
+            message: None,
+            permission_mode: PermissionMode::default(),
+            title: None,
+        };
+        for shown in [format!("{spec:?}"), format!("{new:?}"), format!("{new:#?}")] {
+            assert!(!shown.contains("sk-ant-secret"), "{shown}");
+            assert!(shown.contains("ANTHROPIC_API_KEY"), "{shown}");
+        }
+    }
 }
 
 #[cfg(test)]

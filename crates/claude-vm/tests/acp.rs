@@ -10,73 +10,22 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::chat::{chat, ctx_with_agents, events, git_project, status, wait_for};
+use common::chat::{chat, status, wait_for};
+use common::scenario::{ACP_AGENT as AGENT, Agent, Scenario};
 use common::{Ctx, dexec};
-
-const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
-
-/// Where the agent ends up in the workspace.
-const AGENT: &str = "/opt/claude-code-acp/bin/claude-code-acp";
-
-/// Where the wheels go in the workspace (outside the project, so not in its diff).
-const WHEELS_IN_WS: &str = "/workspace/.acp-wheels";
-
-/// The folder of wheels `scripts/test-deps.sh` downloads; fails the test when missing.
-fn acp_wheels() -> PathBuf {
-    let dir = match std::env::var_os("CLAUDE_VM_ACP_WHEELS") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-            cache.join("claude-vm-test/acp-wheels")
-        }
-    };
-    let present = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.flatten().any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("claude_code_acp-0.5.1-")
-            })
-        })
-        .unwrap_or(false);
-    assert!(
-        present,
-        "the claude-code-acp 0.5.1 wheels (PyPI) are missing from {}: run scripts/test-deps.sh",
-        dir.display()
-    );
-    dir
-}
 
 /// A home whose workspaces share the host's network (to reach the model server on
 /// loopback) and whose `acp` agent is claude-code-acp pointed at `model`.
 fn ctx_with_model(model: &ScriptedModel) -> Ctx {
-    let install = format!(
-        "python3 -m venv /opt/claude-code-acp && /opt/claude-code-acp/bin/pip install -q --disable-pip-version-check --no-index --find-links {WHEELS_IN_WS} claude-code-acp==0.5.1"
-    );
-    ctx_with_agents(&format!(
-        "  defaults:\n    agent: acp\n  acp:\n    command: {AGENT}\n    install: '{install}'\n    env:\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: {SECRET}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        url = model.url(),
-    ))
+    Scenario::new(Agent::Acp, model).ctx
 }
 
 /// A workspace named `name` on a small git project, with the agent's wheels copied in.
 fn workspace(ctx: &Ctx, name: &str) -> String {
-    let p = git_project(ctx);
-    let w = ctx.up(&[p.to_str().unwrap(), "--name", name]);
-    let wheels = acp_wheels();
-    ctx.run(&[
-        "cp",
-        wheels.to_str().unwrap(),
-        &format!("{name}:{WHEELS_IN_WS}"),
-    ])
-    .ok();
-    w["id"].as_str().unwrap().to_owned()
+    Agent::Acp.workspace(ctx, name)
 }
 
 fn count(ev: &[serde_json::Value], kind: &str) -> usize {
@@ -108,52 +57,22 @@ fn an_acp_agent_edits_the_project_queues_messages_between_turns_and_stops_when_i
         .unwrap(),
     )
     .unwrap();
-    let ctx = ctx_with_model(&model);
-    let id = workspace(&ctx, "acp");
+    let s = Scenario::new(Agent::Acp, &model);
+    let ctx = &s.ctx;
+    let id = s.workspace("acp");
     // Provisioning runs the install command: the agent is there afterwards.
-    let conv = ctx.run(&["new-chat", "acp"]).ok().stdout.trim().to_owned();
-    assert_eq!(conv.len(), 12, "{conv}");
+    let conv = s.new_chat("acp");
     assert_eq!(dexec(&id, &format!("test -x {AGENT} && echo yes")), "yes\n");
 
     // Turn 1: a tool use (auto-allowed: the default mode asks nobody) that edits the project.
-    let answer = ctx
-        .run(&[
-            "chat",
-            "send",
-            "-c",
-            &conv,
-            "please create the greeting",
-            "--wait",
-        ])
-        .ok();
-    assert_eq!(answer.stdout.trim(), "Created greeting.txt for you.");
     assert_eq!(
-        dexec(&id, "stat -c '%u %n' /workspace/proj/greeting.txt"),
-        "1000 /workspace/proj/greeting.txt\n"
+        s.send_wait(&conv, "please create the greeting"),
+        "Created greeting.txt for you."
     );
-    assert_eq!(
-        dexec(&id, "cat /workspace/proj/greeting.txt"),
-        "hello from acp\n"
-    );
+    s.assert_agent_wrote(&id, "acp", "greeting.txt", "hello from acp\n");
     let diff = ctx.run(&["diff", "acp", "--stat"]).ok();
-    assert!(
-        diff.stdout.contains("greeting.txt") && diff.stdout.contains("untracked"),
-        "{}",
-        diff.stdout
-    );
     assert!(!diff.stdout.contains("acp-wheels"), "{}", diff.stdout);
-    let ev = events(&ctx, &conv);
-    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    for k in [
-        "user",
-        "delivered",
-        "assistant",
-        "tool_call",
-        "tool_result",
-        "turn_end",
-    ] {
-        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
-    }
+    let ev = s.assert_tool_turn_story(&conv);
     // Message chunks become whole blocks, split at the tool call.
     let texts: Vec<&str> = ev
         .iter()
@@ -168,7 +87,7 @@ fn an_acp_agent_edits_the_project_queues_messages_between_turns_and_stops_when_i
     assert_eq!(result["is_error"], false);
     // Nothing was put to the user.
     assert_eq!(count(&ev, "approval_request"), 0);
-    let session = chat(&ctx, &conv);
+    let session = chat(ctx, &conv);
     assert_eq!(session["status"], "idle");
     let log = ctx.run(&["chat", "log", "-c", &conv]).ok();
     assert!(
@@ -194,16 +113,16 @@ fn an_acp_agent_edits_the_project_queues_messages_between_turns_and_stops_when_i
     // a time) and delivered as the next turn.
     ctx.run(&["chat", "send", "-c", &conv, "please run the slow job"])
         .ok();
-    wait_for(&ctx, &conv, "the slow tool call", |e| {
+    wait_for(ctx, &conv, "the slow tool call", |e| {
         e["type"] == "tool_call" && e["input"]["command"] == "sleep 6 && echo slow-done"
     });
-    assert_eq!(status(&ctx, &conv), "working");
+    assert_eq!(s.status(&conv), "working");
     let t = Instant::now();
     ctx.run(&["chat", "send", "-c", &conv, "ALSO-CHECK-THE-LOGS please"])
         .ok();
     assert!(t.elapsed() < Duration::from_secs(5));
-    assert_eq!(chat(&ctx, &conv)["queued"], 1);
-    let ev = wait_for(&ctx, &conv, "the queued message's turn", |e| {
+    assert_eq!(chat(ctx, &conv)["queued"], 1);
+    let ev = wait_for(ctx, &conv, "the queued message's turn", |e| {
         e["type"] == "assistant" && e["text"] == "Checking the logs now."
     });
     let ev = {
@@ -213,7 +132,7 @@ fn an_acp_agent_edits_the_project_queues_messages_between_turns_and_stops_when_i
         while count(&ev, "turn_end") < 4 {
             assert!(start.elapsed() < Duration::from_secs(30), "{ev:#?}");
             std::thread::sleep(Duration::from_millis(300));
-            ev = events(&ctx, &conv);
+            ev = s.events(&conv);
         }
         ev
     };
@@ -233,24 +152,24 @@ fn an_acp_agent_edits_the_project_queues_messages_between_turns_and_stops_when_i
         note < slow_done && slow_done < third_end && third_end < delivered,
         "the note must wait for the end of the slow turn: {ev:#?}"
     );
-    assert_eq!(chat(&ctx, &conv)["queued"], 0);
-    assert_eq!(status(&ctx, &conv), "idle");
+    assert_eq!(chat(ctx, &conv)["queued"], 0);
+    assert_eq!(s.status(&conv), "idle");
 
     // Interrupt: session/cancel stops a slow turn early, and the conversation goes on.
     ctx.run(&["chat", "send", "-c", &conv, "think for a long time"])
         .ok();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(status(&ctx, &conv), "working");
+    assert_eq!(s.status(&conv), "working");
     let interrupted = Instant::now();
     ctx.run(&["chat", "interrupt", "-c", &conv]).ok();
-    while status(&ctx, &conv) != "idle" {
+    while s.status(&conv) != "idle" {
         assert!(
             interrupted.elapsed() < Duration::from_secs(15),
             "interrupt did not end the turn"
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let ev = events(&ctx, &conv);
+    let ev = s.events(&conv);
     assert_eq!(count(&ev, "turn_end"), 5, "{ev:#?}");
     let end = ev.iter().rev().find(|e| e["type"] == "turn_end").unwrap();
     assert_eq!(end["is_error"], false);
@@ -286,7 +205,7 @@ fn an_acp_agent_edits_the_project_queues_messages_between_turns_and_stops_when_i
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert_eq!(status(&ctx, &conv), "idle");
+    assert_eq!(s.status(&conv), "idle");
 
     // Stopped, then restarted by the next message: a new agent process, which gets a new
     // session (claude-code-acp does not advertise loadSession) and, fresh, answers in step.
@@ -301,7 +220,7 @@ fn an_acp_agent_edits_the_project_queues_messages_between_turns_and_stops_when_i
     assert!(before.is_string(), "{before}");
     ctx.run(&["chat", "stop", "-c", &conv]).ok();
     let stopped = Instant::now();
-    while status(&ctx, &conv) != "stopped" {
+    while s.status(&conv) != "stopped" {
         assert!(stopped.elapsed() < Duration::from_secs(15), "stop failed");
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -319,12 +238,7 @@ fn an_acp_agent_edits_the_project_queues_messages_between_turns_and_stops_when_i
     let after = session_id();
     assert!(after.is_string() && after != before, "{before} → {after}");
 
-    // Secrets never reach transcripts or metadata.
-    let leaks = dexec(
-        &id,
-        &format!("grep -rl '{SECRET}' /workspace/.claude-vm --exclude=spec.json || true"),
-    );
-    assert_eq!(leaks.trim(), "", "secret found in {leaks}");
+    s.assert_no_leaks(&id, &conv);
 }
 
 #[test]

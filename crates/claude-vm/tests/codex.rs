@@ -10,56 +10,24 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::chat::{ctx_with_agents, events, git_project, send_wait, status, wait_for};
+use common::chat::{events, send_wait, status, wait_for};
+use common::scenario::{Agent, Scenario};
 use common::{Ctx, dexec};
 
-/// The Codex executable shipped by the PyPI package; the suite installs it.
-fn codex_binary() -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import codex_cli_bin; print(codex_cli_bin.bundled_codex_path())",
-        ])
-        .output()
-        .expect("python3 runs");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        out.status.success() && std::path::Path::new(&path).is_file(),
-        "the Codex CLI was not found: install it with `pip install openai-codex-cli-bin` (scripts/test-deps.sh does)\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
-
-const SECRET: &str = "sk-test-CODEX-DO-NOT-LEAK-4242";
+const AGENT: Agent = Agent::Codex;
 
 /// A home whose workspaces share the host's network (to reach the model server on
 /// loopback) and whose Codex agent is the real CLI pointed at `model`.
 fn ctx_with_model(model: &ScriptedModel) -> Ctx {
-    let provider = format!(
-        "model_providers.testkit={{name=\"testkit\",base_url=\"{}/v1\",env_key=\"OPENAI_API_KEY\",wire_api=\"responses\"}}",
-        model.url()
-    );
-    let args = [
-        "-c",
-        "model=\"gpt-5.5\"",
-        "-c",
-        "model_provider=\"testkit\"",
-        "-c",
-        &provider,
-    ];
-    let args_yaml: String = args
-        .iter()
-        .map(|a| format!("      - {}\n", serde_json::to_string(a).unwrap()))
-        .collect();
-    ctx_with_agents(&format!(
-        "  defaults:\n    agent: codex\n  codex:\n    binary: {bin}\n    args:\n{args_yaml}    env:\n      OPENAI_API_KEY: {SECRET}\n",
-        bin = codex_binary(),
-    ))
+    Scenario::new(AGENT, model).ctx
+}
+
+/// A workspace named `name` on a small git project; its container id.
+fn workspace(ctx: &Ctx, name: &str) -> String {
+    AGENT.workspace(ctx, name)
 }
 
 #[test]
@@ -81,49 +49,18 @@ fn a_multi_turn_codex_conversation_edits_the_project_and_keeps_its_context() {
         .unwrap(),
     )
     .unwrap();
-    let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "codex"]);
-    let id = w["id"].as_str().unwrap().to_owned();
-    let conv = ctx
-        .run(&["new-chat", "codex", "--agent", "codex"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    assert_eq!(conv.len(), 12, "{conv}");
+    let s = Scenario::new(AGENT, &model);
+    let ctx = &s.ctx;
+    let id = s.workspace("codex");
+    let conv = s.new_chat("codex");
 
     // Turn 1: Codex runs a shell command that writes a file.
     assert_eq!(
-        send_wait(&ctx, &conv, "please create the greeting"),
+        s.send_wait(&conv, "please create the greeting"),
         "Created greeting.txt for you."
     );
-    assert_eq!(
-        dexec(&id, "stat -c '%u %n' /workspace/proj/greeting.txt"),
-        "1000 /workspace/proj/greeting.txt\n",
-        "the agent runs as the agent user"
-    );
-    assert_eq!(
-        dexec(&id, "cat /workspace/proj/greeting.txt"),
-        "hello from codex\n"
-    );
-    let diff = ctx.run(&["diff", "codex", "--stat"]).ok();
-    assert!(
-        diff.stdout.contains("greeting.txt") && diff.stdout.contains("untracked"),
-        "{}",
-        diff.stdout
-    );
-    let ev = events(&ctx, &conv);
-    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    for k in [
-        "user",
-        "delivered",
-        "assistant",
-        "tool_call",
-        "tool_result",
-        "turn_end",
-    ] {
-        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
-    }
+    s.assert_agent_wrote(&id, "codex", "greeting.txt", "hello from codex\n");
+    let ev = s.assert_tool_turn_story(&conv);
     let call = ev.iter().find(|e| e["type"] == "tool_call").unwrap();
     assert_eq!(call["name"], "shell");
     assert_eq!(
@@ -134,7 +71,7 @@ fn a_multi_turn_codex_conversation_edits_the_project_and_keeps_its_context() {
     assert_eq!(result["id"], call["id"]);
     assert_eq!(result["output"], "created-greeting\n");
     assert_eq!(result["is_error"], false);
-    assert_eq!(status(&ctx, &conv), "idle");
+    assert_eq!(s.status(&conv), "idle");
     let log = ctx.run(&["chat", "log", "-c", &conv]).ok();
     assert!(
         log.stdout.contains("⚙ shell(printf 'hello from codex"),
@@ -144,7 +81,7 @@ fn a_multi_turn_codex_conversation_edits_the_project_and_keeps_its_context() {
 
     // Turn 2: the first turn's messages, call and output reach the model again.
     assert_eq!(
-        send_wait(&ctx, &conv, "what did you do?"),
+        s.send_wait(&conv, "what did you do?"),
         "I ran a command that created greeting.txt."
     );
     let last = model.responses_requests().pop().unwrap();
@@ -159,37 +96,21 @@ fn a_multi_turn_codex_conversation_edits_the_project_and_keeps_its_context() {
 
     // The daemon dies between turns: the next message resumes Codex's thread.
     assert_eq!(
-        send_wait(&ctx, &conv, "the code word is MANGO"),
+        s.send_wait(&conv, "the code word is MANGO"),
         "Noted the code word."
     );
-    dexec(&id, "kill -9 $(pgrep -f 'agent [s]erve')");
-    let start = Instant::now();
-    while ctx.run(&["chat", "list", "--json"]).code != 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the daemon did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    s.crash_daemon(&id);
     assert_eq!(
-        send_wait(&ctx, &conv, "what was the code word?"),
+        s.send_wait(&conv, "what was the code word?"),
         "It was MANGO.",
         "context lost after the daemon restarted"
     );
     let agents = dexec(&id, "pgrep -c -f 'codex app-serve[r]' || true");
     assert_eq!(agents.trim(), "1", "one Codex process for the conversation");
 
-    // Secrets never reach transcripts, metadata, logs or JSON output.
-    let leaks = dexec(
-        &id,
-        &format!("grep -rl '{SECRET}' /workspace/.claude-vm --exclude=spec.json || true"),
-    );
-    assert_eq!(leaks.trim(), "", "secret found in {leaks}");
-    let json = ctx.run(&["chat", "list", "--json"]).ok();
-    assert!(!json.stdout.contains(SECRET));
-    let log = ctx.run(&["chat", "log", "-c", &conv]).ok();
-    assert!(!log.stdout.contains(SECRET));
-    let users = events(&ctx, &conv)
+    s.assert_no_leaks(&id, &conv);
+    let users = s
+        .events(&conv)
         .iter()
         .filter(|e| e["type"] == "user")
         .count();
@@ -212,7 +133,7 @@ fn a_message_sent_while_codex_works_steers_the_running_turn() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "steer"]);
+    workspace(&ctx, "steer");
     let conv = ctx
         .run(&["new-chat", "steer", "-m", "please run the slow job"])
         .ok()
@@ -259,8 +180,7 @@ fn ask_mode_puts_codex_escalations_and_edits_to_the_user_and_interrupt_stops_a_t
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "ask"]);
-    let id = w["id"].as_str().unwrap().to_owned();
+    let id = workspace(&ctx, "ask");
     let conv = ctx
         .run(&["new-chat", "ask", "--ask"])
         .ok()

@@ -7,14 +7,20 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::chat::{Tmux, ctx_with_claude, events, git_project, status, wait_for};
+use common::chat::{Tmux, events, status, wait_for};
+use common::scenario::{Agent, Scenario};
 use common::{Ctx, dexec};
 
-const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
+const AGENT: Agent = Agent::Claude;
 
 /// A home whose Claude agent is the real CLI pointed at `model`.
 fn ctx_with_model(model: &ScriptedModel) -> Ctx {
-    ctx_with_claude(&model.url(), SECRET)
+    Scenario::new(AGENT, model).ctx
+}
+
+/// A workspace named `name` on a small git project; its container id.
+fn workspace(ctx: &Ctx, name: &str) -> String {
+    AGENT.workspace(ctx, name)
 }
 
 #[test]
@@ -31,76 +37,29 @@ fn a_tool_using_turn_edits_the_project_and_shows_in_diff() {
         .unwrap(),
     )
     .unwrap();
-    let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "talk"]);
-    let id = w["id"].as_str().unwrap().to_owned();
-    let conv = ctx.run(&["new-chat", "talk"]).ok().stdout.trim().to_owned();
-    assert_eq!(conv.len(), 12, "{conv}");
-    let answer = ctx
-        .run(&[
-            "chat",
-            "send",
-            "-c",
-            &conv,
-            "please create the greeting",
-            "--wait",
-        ])
-        .ok();
-    assert_eq!(answer.stdout.trim(), "Created greeting.txt for you.");
-    // The agent ran as the agent user and its change shows in the diff.
+    let s = Scenario::new(AGENT, &model);
+    let id = s.workspace("talk");
+    let conv = s.new_chat("talk");
     assert_eq!(
-        dexec(&id, "stat -c '%u %n' /workspace/proj/greeting.txt"),
-        "1000 /workspace/proj/greeting.txt\n"
+        s.send_wait(&conv, "please create the greeting"),
+        "Created greeting.txt for you."
     );
-    let diff = ctx.run(&["diff", "talk", "--stat"]).ok();
-    assert!(
-        diff.stdout.contains("greeting.txt") && diff.stdout.contains("untracked"),
-        "{}",
-        diff.stdout
-    );
-    // The transcript tells the story; the tool call is there.
-    let ev = events(&ctx, &conv);
-    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    for k in [
-        "user",
-        "delivered",
-        "assistant",
-        "tool_call",
-        "tool_result",
-        "turn_end",
-    ] {
-        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
-    }
-    assert_eq!(status(&ctx, &conv), "idle");
-    let list = ctx.run(&["chat", "list", "-w", "talk"]).ok();
+    s.assert_agent_wrote(&id, "talk", "greeting.txt", "hello from claude\n");
+    s.assert_tool_turn_story(&conv);
+    assert_eq!(s.status(&conv), "idle");
+    let list = s.ctx.run(&["chat", "list", "-w", "talk"]).ok();
     assert!(
         list.stdout.contains(&conv) && list.stdout.contains("idle"),
         "{}",
         list.stdout
     );
-    // Secrets never reach transcripts, metadata, logs or JSON output.
-    let leaks = dexec(
-        &id,
-        &format!("grep -rl '{SECRET}' /workspace/.claude-vm --exclude=spec.json || true"),
-    );
-    assert_eq!(leaks.trim(), "", "secret found in {leaks}");
-    assert_eq!(
-        dexec(
-            &id,
-            "stat -c %a /workspace/.claude-vm/conversations/*/spec.json"
-        )
-        .trim(),
-        "600"
-    );
-    let json = ctx.run(&["chat", "list", "--json"]).ok();
-    assert!(!json.stdout.contains(SECRET));
-    let log = ctx.run(&["chat", "log", "-c", &conv]).ok();
+    let log = s.ctx.run(&["chat", "log", "-c", &conv]).ok();
     assert!(
         log.stdout.contains("⚙ Write(/workspace/proj/greeting.txt)"),
         "{}",
         log.stdout
     );
-    assert!(!log.stdout.contains(SECRET));
+    s.assert_no_leaks(&id, &conv);
 }
 
 #[test]
@@ -119,7 +78,7 @@ fn a_message_sent_while_a_tool_runs_reaches_the_agent_in_that_turn() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "queue"]);
+    workspace(&ctx, "queue");
     let conv = ctx
         .run(&["new-chat", "queue", "-m", "please run the slow job"])
         .ok()
@@ -170,8 +129,7 @@ fn conversations_resume_after_a_daemon_crash_and_after_down_and_up() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "resume"]);
-    let id = w["id"].as_str().unwrap().to_owned();
+    let id = workspace(&ctx, "resume");
     let conv = ctx
         .run(&["new-chat", "resume"])
         .ok()
@@ -371,7 +329,7 @@ fn ask_mode_puts_tool_uses_to_the_user_and_interrupt_stops_a_turn() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "ask"]);
+    workspace(&ctx, "ask");
     let id = ctx.list()[0]["id"].as_str().unwrap().to_owned();
     let conv = ctx
         .run(&["new-chat", "ask", "--ask"])
@@ -503,8 +461,7 @@ fn conversations_show_in_tmux_inside_and_in_the_interactive_chat_outside() {
     )
     .unwrap();
     let ctx = ctx_with_model(&model);
-    let w = ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "tty"]);
-    let id = w["id"].as_str().unwrap().to_owned();
+    let id = workspace(&ctx, "tty");
     let conv = ctx.run(&["new-chat", "tty"]).ok().stdout.trim().to_owned();
 
     // Inside the workspace: `tmux attach -t <conv>`; a typed line becomes a message.

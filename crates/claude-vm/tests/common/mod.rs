@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod chat;
 pub mod http;
+pub mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

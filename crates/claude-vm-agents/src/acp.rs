@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use claude_vm_protocol::api::{AgentSpec, Decision, EventBody, PermissionMode};
 use serde_json::{Value, json};
 
-use super::adapter::{Adapter, Parsed, truncate};
+use crate::adapter::{Adapter, Parsed, truncate};
 
 /// The ACP major version this client speaks.
 const PROTOCOL_VERSION: u64 = 1;

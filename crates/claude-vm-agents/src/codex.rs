@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use claude_vm_protocol::api::{AgentSpec, Decision, EventBody, PermissionMode};
 use serde_json::{Value, json};
 
-use super::adapter::{Adapter, Parsed, truncate};
+use crate::adapter::{Adapter, Parsed, truncate};
 
 /// JSON-RPC "method not found", for server requests this client does not serve.
 const METHOD_NOT_FOUND: i64 = -32601;

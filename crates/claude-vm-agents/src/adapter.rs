@@ -60,8 +60,8 @@ pub trait Adapter: Send {
 pub fn for_kind(kind: &str) -> Option<Box<dyn Adapter>> {
     match kind {
         "claude" => Some(Box::new(Claude)),
-        "codex" => Some(Box::new(super::codex::Codex::new())),
-        "gemini" | "goose" | "qwen" | "acp" => Some(Box::new(super::acp::Acp::new(kind))),
+        "codex" => Some(Box::new(crate::codex::Codex::new())),
+        "gemini" | "goose" | "qwen" | "acp" => Some(Box::new(crate::acp::Acp::new(kind))),
         _ => None,
     }
 }
@@ -69,7 +69,7 @@ pub fn for_kind(kind: &str) -> Option<Box<dyn Adapter>> {
 /// Longest tool output kept in the transcript.
 const MAX_TOOL_OUTPUT: usize = 16 * 1024;
 
-pub(super) fn truncate(mut s: String) -> String {
+pub(crate) fn truncate(mut s: String) -> String {
     if s.len() > MAX_TOOL_OUTPUT {
         let mut cut = MAX_TOOL_OUTPUT;
         while !s.is_char_boundary(cut) {
