@@ -201,9 +201,14 @@ fn tokens_login_links_sessions_csrf_and_rate_limits() {
     }
     assert_eq!(&statuses[..8], &[401; 8], "{statuses:?}");
     assert_eq!(&statuses[8..], &[429, 429], "{statuses:?}");
-    let r = server.client().bearer(&good).get("/api/v1/whoami");
+    let r = server.client().bearer("cvm_wrong").get("/api/v1/whoami");
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").is_some());
+    // The owner is not locked out (valid_credentials_are_never_refused_by_the_limiter).
+    assert_eq!(
+        server.client().bearer(&good).get("/api/v1/whoami").status,
+        200
+    );
 }
 
 #[test]
