@@ -106,6 +106,7 @@ pub fn app(state: AppState) -> Router {
         .merge(pages)
         .merge(web::public())
         .fallback(web::not_found)
+        .layer(middleware::from_fn(error::api_errors_as_json))
         .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
