@@ -46,10 +46,10 @@ schemas = {
         "workspace": ref("Workspace"),
     }),
     "CreateWorkspace": obj({
-        "target": {"type": "string", "description": "A git URL (cloned inside), or an existing workspace (resumed)"},
+        "target": {"type": "string", "description": "A remote git URL (https://, http://, ssh://, git+ssh://, git://, user@host:path; cloned inside the workspace), or an existing workspace (id, name or unique id prefix; resumed). Never a path on the server: folders are uploaded as a tar stream."},
         "provider": S, "image": S, "branch": S, "name": S,
     }, ["target"]),
-    "Down": obj({"force": B, "timeout": {"type": "integer", "minimum": 0, "description": "seconds, default 10"}}, []),
+    "Down": obj({"force": B, "timeout": {"type": "integer", "minimum": 0, "description": "seconds to wait for a graceful stop, default 10, at most 600 (larger waits 600); 12.0 is read as 12"}}, []),
     "Provider": obj({
         "name": S, "type": S, "default": B,
         "options": {"type": "object", "additionalProperties": S, "description": "secrets masked"},
@@ -76,7 +76,7 @@ schemas = {
         "message": {"type": "string", "description": "first message"},
         "ask": {"type": "boolean", "description": "put every tool use to the user"},
     }, []),
-    "Send": obj({"text": S}),
+    "Send": obj({"text": {"type": "string", "minLength": 1, "pattern": "\\S", "description": "the message; not only white space"}}),
     "Sent": obj({"message_id": S, "seq": I}),
     "Decision": obj({"allow": B, "message": {"type": ["string", "null"], "description": "told to the agent when denying"}}, ["allow"]),
     "Event": {
@@ -106,9 +106,9 @@ schemas = {
     }, []),
     "ExecLine": {
         "type": "object",
-        "description": "One line of the NDJSON answer: started {pid}, stdout/stderr {data}, then exit {code} or error {message}.",
+        "description": "One line of the NDJSON answer: started {pid}, stdout/stderr {data}, then exit {code} or error {message}; keepalive (no other field) every 15 s while the command is silent.",
         "required": ["type"],
-        "properties": {"type": {"type": "string", "enum": ["started", "stdout", "stderr", "exit", "error"]},
+        "properties": {"type": {"type": "string", "enum": ["started", "stdout", "stderr", "exit", "error", "keepalive"]},
                        "pid": I, "data": S, "code": I, "message": S},
     },
 }
@@ -120,21 +120,36 @@ def resp(desc, schema=None, ctype="application/json"):
     return r
 
 ERR = {code: resp(text, ref("Error")) for code, text in [
-    ("400", "Invalid request"), ("401", "No or invalid credentials"),
+    ("400", "Invalid request (a field, a query parameter or the body)"), ("401", "No or invalid credentials"),
     ("403", "Cookie-authenticated change without the CSRF token, or cross-site"),
     ("404", "No such workspace or conversation"), ("409", "Not possible in the current state (e.g. not running)"),
-    ("429", "Too many failed logins from this address"),
-    ("502", "The provider or the workspace could not be reached")]}
+    ("413", "The request body is too large (JSON: 1 MiB, tar uploads: 4 GiB)"),
+    ("415", "The body is not of a type this route takes (send Content-Type: application/json)"),
+    ("421", "The Host header names another server (see `claude-vm server --public-url`)"),
+    ("422", "Understood but cannot be done as configured: a bad image, an agent that is not installed, a clone that failed; the hint says what to fix"),
+    ("429", "Too many failed logins or wrong tokens from this address"),
+    ("502", "The provider or the workspace could not be reached"),
+    ("503", "The server is shutting down"),
+    ("504", "The provider did not answer in time")]}
 
-def op(summary, ok, params=(), body=None, errors=("400", "401", "403", "404", "409", "429", "502"), desc=None, op_id=None):
+# Every route that reaches the engine can meet any of these.
+ENGINE = ("400", "401", "403", "404", "409", "421", "422", "429", "502", "503", "504")
+# Routes that only read the server's own state.
+LOCAL = ("401", "421", "429")
+# Routes that take a JSON body.
+JSON_BODY = ("413", "415")
+
+def op(summary, ok, params=(), body=None, errors=ENGINE, desc=None, op_id=None):
     o = {"summary": summary, "operationId": op_id, "parameters": list(params), "responses": dict(ok)}
     if desc:
         o["description"] = desc
     if body is not None:
         o["requestBody"] = body
-    for e in errors:
+    for e in sorted(errors):
         o["responses"][e] = ERR[e]
     return o
+
+SEQ = {"type": "integer", "minimum": 0, "maximum": 9007199254740991}
 
 def path_param(name, desc):
     return {"name": name, "in": "path", "required": True, "schema": S, "description": desc}
@@ -148,12 +163,12 @@ def json_body(schema, required=True):
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 paths = {
-    "/api/openapi.json": {"get": op("This document", {"200": resp("OpenAPI 3.1", {"type": "object"})}, errors=("401", "429"), op_id="openapi")},
-    "/api/v1/whoami": {"get": op("Who the credentials belong to", {"200": resp("The caller", ref("WhoAmI"))}, errors=("401", "429"), op_id="whoami")},
-    "/api/v1/agents": {"get": op("Agents that can be started", {"200": resp("Enabled agents", ref("Agents"))}, errors=("401", "429"), op_id="listAgents")},
-    "/api/v1/providers": {"get": op("Providers (secrets masked)", {"200": resp("Providers", arr(ref("Provider")))}, errors=("401", "429"), op_id="listProviders")},
+    "/api/openapi.json": {"get": op("This document", {"200": resp("OpenAPI 3.1", {"type": "object"})}, errors=LOCAL, op_id="openapi")},
+    "/api/v1/whoami": {"get": op("Who the credentials belong to", {"200": resp("The caller", ref("WhoAmI"))}, errors=LOCAL, op_id="whoami")},
+    "/api/v1/agents": {"get": op("Agents that can be started", {"200": resp("Enabled agents", ref("Agents"))}, errors=LOCAL, op_id="listAgents")},
+    "/api/v1/providers": {"get": op("Providers (secrets masked)", {"200": resp("Providers", arr(ref("Provider")))}, errors=LOCAL, op_id="listProviders")},
     "/api/v1/workspaces": {
-        "get": op("Workspaces with live status", {"200": resp("Workspaces", ref("WorkspaceList"))}, errors=("401", "429"), op_id="listWorkspaces"),
+        "get": op("Workspaces with live status", {"200": resp("Workspaces", ref("WorkspaceList"))}, errors=tuple(e for e in ENGINE if e not in ("400", "403", "404", "409")), op_id="listWorkspaces"),
         "post": op("Create a workspace (or resume one)",
                    {"201": resp("Created", ref("UpOutcome")), "200": resp("Resumed or already running", ref("UpOutcome"))},
                    params=[query("project", S, "tar uploads: the project folder's name"),
@@ -164,7 +179,7 @@ paths = {
                        "application/json": {"schema": ref("CreateWorkspace")},
                        "application/x-tar": {"schema": {"type": "string", "format": "binary"},
                                               "description": "a project folder; the query carries the options"}}},
-                   errors=("400", "401", "403", "409", "429", "502"), op_id="createWorkspace",
+                   errors=ENGINE + JSON_BODY, op_id="createWorkspace",
                    desc="From a git URL (JSON) or an uploaded folder (a tar stream, at most 4 GiB). Runs to its end even if the client disconnects."),
     },
     "/api/v1/workspaces/{workspace}": {
@@ -173,30 +188,30 @@ paths = {
         "delete": op("Delete a workspace: container, volume and every file in it", {"200": resp("The deleted workspace", ref("Workspace"))}, op_id="deleteWorkspace"),
     },
     "/api/v1/workspaces/{workspace}/up": {"parameters": [WS], "post": op("Resume a stopped workspace", {"200": resp("Outcome", ref("UpOutcome"))}, op_id="upWorkspace")},
-    "/api/v1/workspaces/{workspace}/down": {"parameters": [WS], "post": op("Stop a workspace (files kept)", {"200": resp("The workspace", ref("Workspace"))}, body=json_body(ref("Down"), False), op_id="downWorkspace")},
+    "/api/v1/workspaces/{workspace}/down": {"parameters": [WS], "post": op("Stop a workspace (files kept)", {"200": resp("The workspace", ref("Workspace"))}, body=json_body(ref("Down"), False), errors=ENGINE + ("413",), op_id="downWorkspace")},
     "/api/v1/workspaces/{workspace}/diff": {"parameters": [WS], "get": op("What changed in the project (untracked files included)", {"200": resp("The diff", ref("Diff"))}, params=[query("stat", B, "files and line counts only")], op_id="getDiff")},
     "/api/v1/workspaces/{workspace}/files": {"parameters": [WS], "get": op("A file's metadata, or a directory's entries", {"200": resp("Listing", ref("Listing"))}, params=[query("path", S, "relative to the project folder, or absolute under /workspace; default the project folder")], op_id="listFiles")},
-    "/api/v1/workspaces/{workspace}/files/content": {"parameters": [WS], "get": op("A file's content", {"200": resp("The bytes", {"type": "string", "format": "binary"}, "application/octet-stream")}, params=[query("path", S, "the file")], op_id="readFile")},
+    "/api/v1/workspaces/{workspace}/files/content": {"parameters": [WS], "get": op("A file's content", {"200": resp("The bytes", {"type": "string", "format": "binary"}, "application/octet-stream")}, params=[dict(query("path", {"type": "string", "minLength": 1}, "the file (not a directory)"), required=True)], op_id="readFile")},
     "/api/v1/workspaces/{workspace}/exec": {"parameters": [WS], "post": op("Run a command; output streamed as JSON lines",
         {"200": resp("NDJSON lines", ref("ExecLine"), "application/x-ndjson")},
         params=[query("encoding", {"type": "string", "enum": ["text", "base64"]}, "how output bytes are encoded")],
-        body=json_body(ref("Exec")), op_id="exec", desc="The command is killed when the client disconnects.")},
+        body=json_body(ref("Exec")), errors=ENGINE + JSON_BODY, op_id="exec", desc="The command is killed when the client disconnects.")},
     "/api/v1/workspaces/{workspace}/conversations": {
         "parameters": [WS],
         "get": op("The workspace's conversations", {"200": resp("Conversations", arr(ref("Chat")))}, op_id="listWorkspaceConversations"),
-        "post": op("Start a conversation with an agent", {"201": resp("The conversation", ref("Chat"))}, body=json_body(ref("CreateConversation"), False), op_id="createConversation"),
+        "post": op("Start a conversation with an agent", {"201": resp("The conversation", ref("Chat"))}, body=json_body(ref("CreateConversation"), False), errors=ENGINE + ("413",), op_id="createConversation"),
     },
     "/api/v1/conversations": {"get": op("All conversations", {"200": resp("Conversations", arr(ref("Chat")))}, params=[query("workspace", S, "only this workspace's")], op_id="listConversations")},
     "/api/v1/conversations/{conversation}": {"parameters": [CONV], "get": op("A conversation, live", {"200": resp("The conversation", ref("ConversationDetail"))}, op_id="getConversation")},
-    "/api/v1/conversations/{conversation}/messages": {"parameters": [CONV], "post": op("Send a message (queued while the agent works)", {"202": resp("Stored before this answer", ref("Sent"))}, body=json_body(ref("Send")), op_id="sendMessage")},
+    "/api/v1/conversations/{conversation}/messages": {"parameters": [CONV], "post": op("Send a message (queued while the agent works)", {"202": resp("Stored before this answer", ref("Sent"))}, body=json_body(ref("Send")), errors=ENGINE + JSON_BODY, op_id="sendMessage")},
     "/api/v1/conversations/{conversation}/interrupt": {"parameters": [CONV], "post": op("Interrupt the running turn", {"200": resp("Whether a turn was running", obj({"interrupted": B}))}, op_id="interrupt")},
     "/api/v1/conversations/{conversation}/stop": {"parameters": [CONV], "post": op("Stop the agent (a new message starts it again)", {"200": resp("The conversation", ref("Conversation"))}, op_id="stopConversation")},
     "/api/v1/conversations/{conversation}/approvals/{approval}": {"parameters": [CONV, path_param("approval", "approval id from an approval_request event")],
-        "post": op("Allow or deny a pending tool use", {"200": resp("The conversation", ref("Conversation"))}, body=json_body(ref("Decision")), op_id="decide")},
-    "/api/v1/conversations/{conversation}/transcript": {"parameters": [CONV], "get": op("Transcript events", {"200": resp("Events", arr(ref("Event")))}, params=[query("after", I, "only events with a larger seq")], op_id="getTranscript")},
+        "post": op("Allow or deny a pending tool use", {"200": resp("The conversation", ref("Conversation"))}, body=json_body(ref("Decision")), errors=ENGINE + JSON_BODY, op_id="decide")},
+    "/api/v1/conversations/{conversation}/transcript": {"parameters": [CONV], "get": op("Transcript events", {"200": resp("Events", arr(ref("Event")))}, params=[query("after", SEQ, "only events with a larger seq")], op_id="getTranscript")},
     "/api/v1/conversations/{conversation}/events": {"parameters": [CONV], "get": op("Live transcript (server-sent events)",
         {"200": resp("`id` is the event's seq, `data` the Event as JSON", {"type": "string"}, "text/event-stream")},
-        params=[query("after", I, "start after this seq"),
+        params=[query("after", SEQ, "start after this seq"),
                 {"name": "Last-Event-ID", "in": "header", "required": False, "schema": S, "description": "resume after this seq (wins over `after`)"}],
         op_id="streamEvents", desc="Reconnect with Last-Event-ID to resume without losing or repeating events.")},
 }

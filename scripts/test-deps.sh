@@ -7,6 +7,8 @@
 #   - PyPI: claude-agent-sdk (the real Claude Code CLI the conversation tests drive)
 #   - PyPI: openai-codex-cli-bin (the real Codex CLI, one static executable, that
 #     tests/codex.rs drives)
+#   - PyPI: schemathesis (generates requests from docs/openapi.json and checks the server's
+#     answers against it; tests/api_fuzz.rs runs it)
 #   - PyPI: claude-code-acp and its dependencies, as wheels for the workspace image's
 #     Python (the real ACP agent tests/acp.rs drives; installed in the workspace at test time)
 #   - the local Docker base image (scripts/base-image.sh)
@@ -77,6 +79,20 @@ else
     log "installing openai-codex-cli-bin $CODEX_CLI_VERSION (ships the Codex CLI)"
     python3 -m pip install -q --disable-pip-version-check "openai-codex-cli-bin==$CODEX_CLI_VERSION" >&2 \
         || die "pip install openai-codex-cli-bin failed"
+fi
+
+# schemathesis: property-based tests of the server's API from its OpenAPI document
+# (tests/api_fuzz.rs). Pinned: its checks and command line change between versions.
+SCHEMATHESIS_VERSION="4.32.5"
+if python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" 2>/dev/null \
+    && command -v schemathesis >/dev/null 2>&1; then
+    log "schemathesis $SCHEMATHESIS_VERSION present"
+else
+    command -v python3 >/dev/null 2>&1 || die "python3 not found; it is needed to install schemathesis from PyPI"
+    log "installing schemathesis $SCHEMATHESIS_VERSION"
+    python3 -m pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2 \
+        || die "pip install schemathesis failed"
+    command -v schemathesis >/dev/null 2>&1 || die "schemathesis is installed but not on PATH"
 fi
 
 # claude-code-acp: an Agent Client Protocol agent (Python, on claude-agent-sdk). The ACP

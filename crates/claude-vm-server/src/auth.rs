@@ -6,11 +6,14 @@
 //!   the login form) and then hold an HttpOnly session cookie. Every state-changing request
 //!   made with the cookie must carry the session's CSRF token in `X-CSRF-Token` and, when
 //!   the browser sends one, a same-origin `Origin`.
-//! - Failed logins are counted per client address; too many in a window answer 429.
+//! - Failed logins and wrong tokens are counted per client address (an IPv6 client per
+//!   /64); once too many fail within a window, further *failures* answer 429. Valid
+//!   credentials are never refused by the count: behind a reverse proxy every client has
+//!   the proxy's address, and a guesser must not lock the owner out.
 //!
 //! Secrets are never logged: only their hashes are looked up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,12 +41,30 @@ pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(15 * 60);
 /// Failed logins allowed per client address in one [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// Addresses whose failures are remembered at once; past it the oldest are forgotten.
+pub const MAX_TRACKED: usize = 10_000;
 
 /// Who made a request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Principal {
     Token { id: String, name: String },
     Session { csrf: String },
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Token { id, name } => f
+                .debug_struct("Token")
+                .field("id", id)
+                .field("name", name)
+                .finish(),
+            Principal::Session { .. } => f
+                .debug_struct("Session")
+                .field("csrf", &"********")
+                .finish(),
+        }
+    }
 }
 
 /// Random secret with a recognisable prefix (`cvm_…`, 256 bits).
@@ -81,17 +102,100 @@ struct Failures {
     since: Instant,
 }
 
+/// Failed attempts per address, at most [`MAX_TRACKED`] addresses: `order` holds them
+/// oldest window first (an entry whose window restarted is found stale there and skipped).
+#[derive(Default)]
+struct FailureTable {
+    by_addr: HashMap<IpAddr, Failures>,
+    order: VecDeque<(IpAddr, Instant)>,
+}
+
+impl FailureTable {
+    fn record(&mut self, ip: IpAddr) -> u32 {
+        let now = Instant::now();
+        let fresh = match self.by_addr.get_mut(&ip) {
+            Some(f) if f.since.elapsed() < FAILURE_WINDOW => {
+                f.count += 1;
+                return f.count;
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if !fresh {
+            while self.by_addr.len() >= MAX_TRACKED {
+                self.evict_oldest();
+            }
+        }
+        self.by_addr.insert(
+            ip,
+            Failures {
+                count: 1,
+                since: now,
+            },
+        );
+        self.order.push_back((ip, now));
+        // Stale entries accumulate only while windows restart; keep the queue bounded too.
+        if self.order.len() > 2 * MAX_TRACKED {
+            let live = &self.by_addr;
+            self.order
+                .retain(|(ip, since)| live.get(ip).is_some_and(|f| f.since == *since));
+        }
+        1
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some((ip, since)) = self.order.pop_front() {
+            if self.by_addr.get(&ip).is_some_and(|f| f.since == since) {
+                self.by_addr.remove(&ip);
+                return;
+            }
+        }
+        // The queue lost track (cannot happen): forget everything rather than grow.
+        self.by_addr.clear();
+    }
+
+    fn get(&self, ip: &IpAddr) -> Option<&Failures> {
+        self.by_addr.get(ip)
+    }
+
+    fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+}
+
+/// The unit failures are counted for: the address, or an IPv6 address's /64 (one client
+/// usually has a whole /64).
+fn failure_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(seg))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// Credentials, over their own connection to the state database.
 pub struct Auth {
     store: Mutex<Store>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    failures: Mutex<FailureTable>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").finish_non_exhaustive()
+    }
 }
 
 impl Auth {
     pub fn open(home: &Home) -> Result<Auth, StoreError> {
         Ok(Auth {
             store: Mutex::new(Store::open(&home.db_path())?),
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(FailureTable::default()),
         })
     }
 
@@ -155,10 +259,11 @@ impl Auth {
         let _ = self.db(|s| s.delete_session(&hash(cookie)));
     }
 
-    /// How long this address must wait, if it failed too often.
+    /// How long this address must wait before its next failure is even looked at, if it
+    /// failed too often. Asked only after credentials were found wrong.
     pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let f = map.get(&ip)?;
+        let f = map.get(&failure_key(ip))?;
         let elapsed = f.since.elapsed();
         (f.count >= MAX_FAILURES && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
     }
@@ -166,21 +271,26 @@ impl Auth {
     /// Count a failed login or a wrong token from this address.
     pub fn failed(&self, ip: IpAddr) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 10_000 {
-            map.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
+        let count = map.record(failure_key(ip));
+        tracing::warn!(client = %ip, failures = count, "failed authentication");
+    }
+
+    /// A failed attempt: 429 if this address already failed too often (not counted again),
+    /// else counted and `None` (the caller answers 401).
+    pub fn refuse(&self, ip: IpAddr) -> Option<Duration> {
+        let wait = self.blocked(ip);
+        if wait.is_none() {
+            self.failed(ip);
         }
-        let f = map.entry(ip).or_insert(Failures {
-            count: 0,
-            since: Instant::now(),
-        });
-        if f.since.elapsed() >= FAILURE_WINDOW {
-            *f = Failures {
-                count: 0,
-                since: Instant::now(),
-            };
-        }
-        f.count += 1;
-        tracing::warn!(client = %ip, failures = f.count, "failed authentication");
+        wait
+    }
+
+    /// Addresses with failures remembered (bounded by [`MAX_TRACKED`]).
+    pub fn tracked(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 
@@ -236,19 +346,19 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Whether a browser's `Origin` (if any) is this server.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether a browser's `Origin` (if any) is this server: scheme, host and port.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
     let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(origin);
-    origin_host.eq_ignore_ascii_case(host)
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    state.hosts.origin_allowed(origin, host, forwarded_https)
 }
 
 /// The client address: the peer of the TCP connection.
@@ -300,12 +410,10 @@ fn identify(state: &AppState, req: &Request) -> Result<Option<Principal>, ()> {
 }
 
 /// Middleware for `/api/...`: 401 without credentials, 403 on a cross-site or CSRF-less
-/// state change made with the cookie.
+/// state change made with the cookie, 429 for a wrong token from an address that sent too
+/// many (valid credentials always pass).
 pub async fn require_api(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let ip = client_ip(&req);
-    if let Some(wait) = state.auth.blocked(ip) {
-        return too_many(wait);
-    }
     let principal = match identify(&state, &req) {
         Ok(Some(p)) => p,
         Ok(None) => {
@@ -317,7 +425,9 @@ pub async fn require_api(State(state): State<AppState>, mut req: Request, next: 
             return r;
         }
         Err(()) => {
-            state.auth.failed(ip);
+            if let Some(wait) = state.auth.refuse(ip) {
+                return too_many(wait);
+            }
             let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "invalid or revoked token")
                 .hint("create a new one with `claude-vm token create`")
                 .into_response();
@@ -336,9 +446,9 @@ pub async fn require_api(State(state): State<AppState>, mut req: Request, next: 
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !same_origin(req.headers()) || !same(given, csrf) {
+        if !same_origin(&state, req.headers()) || !same(given, csrf) {
             return ApiError::new(StatusCode::FORBIDDEN, "cross-site request refused")
-                .hint("state-changing requests made with the session cookie need the X-CSRF-Token header")
+                .hint("state-changing requests made with the session cookie need the X-CSRF-Token header and this server's own Origin (behind a proxy, start the server with --public-url)")
                 .into_response();
         }
     }
@@ -346,9 +456,16 @@ pub async fn require_api(State(state): State<AppState>, mut req: Request, next: 
     next.run(req).await
 }
 
-/// Middleware for web pages: a login redirect instead of 401.
+/// Middleware for web pages: a login redirect instead of 401 (a wrong bearer token counts
+/// as a failure, as on the API).
 pub async fn require_page(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match identify(&state, &req) {
+    let identity = identify(&state, &req);
+    if identity.is_err()
+        && let Some(wait) = state.auth.refuse(client_ip(&req))
+    {
+        return too_many(wait);
+    }
+    match identity {
         Ok(Some(p)) => {
             req.extensions_mut().insert(p);
             next.run(req).await
@@ -393,18 +510,35 @@ mod tests {
         );
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("xyz"));
         assert_eq!(cookie(&h, "c"), None);
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7878"));
-        assert!(same_origin(&h));
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://127.0.0.1:7878"),
-        );
-        assert!(same_origin(&h));
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.example"),
-        );
-        assert!(!same_origin(&h));
+    }
+
+    #[test]
+    fn principals_do_not_debug_print_secrets() {
+        let p = Principal::Session {
+            csrf: "csrf-secret".into(),
+        };
+        assert!(!format!("{p:?}").contains("csrf-secret"));
+    }
+
+    #[test]
+    fn the_failure_table_is_bounded() {
+        let mut t = FailureTable::default();
+        for i in 0..(MAX_TRACKED as u32 + 500) {
+            t.record(IpAddr::from(i.to_be_bytes()));
+        }
+        assert_eq!(t.len(), MAX_TRACKED);
+        // The oldest were forgotten, the newest kept.
+        assert!(t.get(&IpAddr::from(0u32.to_be_bytes())).is_none());
+        let last = IpAddr::from((MAX_TRACKED as u32 + 499).to_be_bytes());
+        assert_eq!(t.get(&last).unwrap().count, 1);
+        assert_eq!(t.record(last), 2);
+        assert!(t.order.len() <= 2 * MAX_TRACKED);
+        // One IPv6 client is one /64.
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        assert_eq!(failure_key(a), failure_key(b));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(failure_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]

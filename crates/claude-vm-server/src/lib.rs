@@ -15,9 +15,9 @@
 mod api;
 pub mod auth;
 mod error;
+pub mod net;
 mod web;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use api::API_ROUTES;
 pub use auth::Auth;
 pub use error::ApiError;
+pub use net::{Limits, Origin};
 
 /// The OpenAPI document of `/api/v1`, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -43,6 +44,27 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Ends event streams when the server shuts down.
     pub shutdown: CancellationToken,
+    /// The names and origins this server answers to.
+    pub hosts: Arc<net::HostPolicy>,
+}
+
+/// How `claude-vm server` is reached and bounded.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// URLs the server is also reached at, through a reverse proxy
+    /// (`https://cvm.example.com`): their names are accepted in `Host`, their origins in
+    /// `Origin`.
+    pub public_urls: Vec<Origin>,
+    pub limits: Limits,
+}
+
+/// A `--public-url` value: an http(s) URL with a host.
+pub fn parse_public_url(url: &str) -> Result<Origin, String> {
+    Origin::parse(url.trim()).ok_or_else(|| {
+        format!(
+            "invalid public URL {url:?}; give http(s)://HOST[:PORT], e.g. https://cvm.example.com"
+        )
+    })
 }
 
 /// `$CLAUDE_VM_HOME/server.json`: how `claude-vm web` finds a running server.
@@ -84,8 +106,39 @@ pub fn app(state: AppState) -> Router {
         .merge(pages)
         .merge(web::public())
         .fallback(web::not_found)
+        .layer(middleware::from_fn(error::api_errors_as_json))
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Only requests that name this server: a page served under another name (DNS rebinding)
+/// must not reach the API with the browser as a proxy.
+async fn check_host(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    match host {
+        Some(h) if state.hosts.host_allowed(h) => next.run(req).await,
+        Some(h) => ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("this server does not answer to the name {h:?}"),
+        )
+        .hint(format!(
+            "use one of: {}; a server reached through a proxy or under another name needs `claude-vm server --public-url <its URL>`",
+            state.hosts.describe()
+        ))
+        .into_response(),
+        None => ApiError::bad_request("the request has no Host header").into_response(),
+    }
 }
 
 /// On every answer: only this server's own scripts and styles, no framing, no sniffing, and
@@ -117,6 +170,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let home = engine.home().clone();
@@ -125,6 +179,10 @@ pub async fn serve(
         engine: engine.clone(),
         auth,
         shutdown: shutdown.clone(),
+        hosts: Arc::new(net::HostPolicy::new(
+            local.ip(),
+            options.public_urls.clone(),
+        )),
     };
     let url = format!("http://{local}");
     let info = ServerInfo {
@@ -156,15 +214,8 @@ pub async fn serve(
             }
         })
     };
-    let result = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown({
-        let s = shutdown.clone();
-        async move { s.cancelled().await }
-    })
-    .await;
+    let result =
+        net::serve_connections(listener, app(state), options.limits, shutdown.clone()).await;
     warm.abort();
     // Only remove the file if it is still ours (another server may have started since).
     if ServerInfo::running(&home).is_some_and(|i| i.pid == std::process::id()) {

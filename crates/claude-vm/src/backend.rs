@@ -151,7 +151,8 @@ impl Backend {
                     "force": req.force,
                     "timeout": req.grace.as_secs(),
                 });
-                let after: WorkspaceView = r.post(&ws_path(&req.target, "/down"), &body).await?;
+                let after: WorkspaceView =
+                    r.post_long(&ws_path(&req.target, "/down"), &body).await?;
                 Ok((after, before.status != Status::Stopped))
             }
         }
@@ -182,7 +183,8 @@ impl Backend {
                     "message": message,
                     "ask": mode == PermissionMode::Ask,
                 });
-                Ok(r.post(&ws_path(workspace, "/conversations"), &body).await?)
+                Ok(r.post_long(&ws_path(workspace, "/conversations"), &body)
+                    .await?)
             }
         }
     }
@@ -271,13 +273,13 @@ async fn remote_up(r: &Remote, req: &UpRequest, reporter: &dyn Reporter) -> Resu
                 r.url()
             );
         }
-        return Ok(r.post("/api/v1/workspaces", &create(target)).await?);
+        return Ok(r.post_long("/api/v1/workspaces", &create(target)).await?);
     }
     let local = Path::new(&target);
     if !pathish(&target) {
         match r.get::<WorkspaceView>(&ws_path(&target, "")).await {
             Ok(w) if w.id == target || w.name == target || !local.exists() => {
-                return Ok(r.post("/api/v1/workspaces", &create(w.id)).await?);
+                return Ok(r.post_long("/api/v1/workspaces", &create(w.id)).await?);
             }
             Ok(_) => {}
             Err(e) if e.status == Some(404) => {}
@@ -353,7 +355,9 @@ async fn upload(
     let tar =
         claude_vm_engine::pack::stream(Some((plan, PathBuf::from("."))), vec![], counter.clone());
     let path = format!("/api/v1/workspaces?{query}");
-    let send = r.request(
+    // Sending takes as long as the link needs; once all is sent, the server's `up` gets
+    // the long deadline of a use case.
+    let send = r.request_untimed(
         Method::POST,
         &path,
         Some("application/x-tar"),
@@ -363,9 +367,19 @@ async fn upload(
     tokio::pin!(send);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut uploading = true;
+    let answer_by = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(answer_by);
+    let timed_out = || {
+        anyhow!(
+            "the server at {} did not finish creating the workspace within {}s",
+            r.url(),
+            crate::remote::LONG_REQUEST_TIMEOUT.as_secs()
+        )
+    };
     let resp = loop {
         tokio::select! {
             r = &mut send => break r,
+            _ = &mut answer_by => return Err(timed_out()),
             _ = tick.tick(), if uploading => {
                 let done = counter.load(Ordering::Relaxed);
                 if total > 0 {
@@ -375,6 +389,9 @@ async fn upload(
                     uploading = false;
                     reporter.progress_end();
                     reporter.step(&format!("creating the workspace on {}", r.url()));
+                    answer_by.as_mut().reset(
+                        tokio::time::Instant::now() + crate::remote::LONG_REQUEST_TIMEOUT,
+                    );
                 }
             }
         }
@@ -382,10 +399,9 @@ async fn upload(
     reporter.progress_end();
     let resp = resp?;
     use http_body_util::BodyExt;
-    let bytes = resp
-        .into_body()
-        .collect()
+    let bytes = tokio::time::timeout_at(answer_by.deadline(), resp.into_body().collect())
         .await
+        .map_err(|_| timed_out())?
         .map_err(|e| anyhow!("the answer from {} broke off: {e}", r.url()))?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| anyhow!("unexpected answer from {}: {e}", r.url()))

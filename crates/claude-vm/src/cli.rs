@@ -94,12 +94,22 @@ pub enum Command {
 
     /// Run the control plane: the web UI and the API for phones, browsers and remote CLIs
     #[command(
-        after_help = "Agents keep running in their workspaces whether or not the server runs.\n\nExamples:\n  claude-vm server                          # http://127.0.0.1:7878, this machine only\n  claude-vm server --listen 0.0.0.0:7878    # put HTTPS in front (e.g. Caddy, tailscale serve)"
+        after_help = "Agents keep running in their workspaces whether or not the server runs.\n\nExamples:\n  claude-vm server                          # http://127.0.0.1:7878, this machine only\n  claude-vm server --listen 0.0.0.0:7878    # put HTTPS in front (e.g. Caddy, tailscale serve)\n  claude-vm server --public-url https://cvm.example.com   # the name a reverse proxy serves it under"
     )]
     Server {
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
         listen: String,
+        /// URL browsers and CLIs use to reach this server through a reverse proxy or under
+        /// another name (e.g. https://cvm.example.com); repeatable. Requests naming any
+        /// other host are refused
+        #[arg(
+            long = "public-url",
+            value_name = "URL",
+            env = "CLAUDE_VM_PUBLIC_URL",
+            value_delimiter = ','
+        )]
+        public_url: Vec<String>,
     },
 
     /// Open the web UI: starts a local server if none runs, prints a one-time login link and a QR code

@@ -21,8 +21,12 @@ use serde::{Deserialize, Serialize};
 
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// An event stream silent for this long is dead (the server sends a keep-alive every 15s).
-const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+/// The whole answer to an ordinary call (a listing, a message sent, a diff).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The whole answer to a use case that creates or removes things on the server.
+pub const LONG_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// A stream silent for this long is dead (the server sends a keep-alive every 15s).
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 /// How long a dropped event stream keeps trying to reconnect.
 const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
@@ -179,6 +183,27 @@ struct ErrorBody {
     hint: Option<String>,
 }
 
+/// How long a call may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// [`REQUEST_TIMEOUT`] for the whole answer.
+    Ordinary,
+    /// [`LONG_REQUEST_TIMEOUT`] for the whole answer.
+    Long,
+    /// A stream: [`REQUEST_TIMEOUT`] for the answer's head; its body is the caller's (read
+    /// it with [`SILENCE_LIMIT`]).
+    Stream,
+}
+
+impl Deadline {
+    fn limit(self) -> Duration {
+        match self {
+            Deadline::Long => LONG_REQUEST_TIMEOUT,
+            Deadline::Ordinary | Deadline::Stream => REQUEST_TIMEOUT,
+        }
+    }
+}
+
 /// A client for one server.
 #[derive(Clone)]
 pub struct Remote {
@@ -225,9 +250,52 @@ impl Remote {
             .hint("is it a claude-vm server? log in to the URL `claude-vm server` prints")
     }
 
-    /// Send one request on a fresh connection. Answers other than 2xx become errors
-    /// carrying the server's `error` and `hint`.
+    fn timed_out(&self, what: &str, limit: Duration) -> RemoteError {
+        RemoteError::new(format!(
+            "the server at {} did not answer {what} within {}s",
+            self.url(),
+            limit.as_secs()
+        ))
+        .hint("the server may be overloaded or stuck; check it (its log is $CLAUDE_VM_HOME/logs/server.log there) and try again")
+    }
+
+    /// Send one request on a fresh connection; the answer's head must come within
+    /// `deadline`'s limit. Answers other than 2xx become errors carrying the server's
+    /// `error` and `hint`.
     pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, String)],
+        body: Body,
+        deadline: Deadline,
+    ) -> Result<Response<Incoming>, RemoteError> {
+        self.request_within(deadline.limit(), method, path, content_type, headers, body)
+            .await
+    }
+
+    async fn request_within(
+        &self,
+        limit: Duration,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, String)],
+        body: Body,
+    ) -> Result<Response<Incoming>, RemoteError> {
+        let what = format!("{method} {path}");
+        tokio::time::timeout(
+            limit,
+            self.request_untimed(method, path, content_type, headers, body),
+        )
+        .await
+        .map_err(|_| self.timed_out(&what, limit))?
+    }
+
+    /// [`Remote::request`] with no deadline but the connect timeout: for uploads, whose
+    /// sending takes as long as the link needs (the caller bounds the wait for the answer).
+    pub async fn request_untimed(
         &self,
         method: Method,
         path: &str,
@@ -322,11 +390,45 @@ impl Remote {
             .map_err(|e| self.not_claude_vm(format!("gave an unexpected answer to {what}: {e}")))
     }
 
+    /// One call and its decoded answer, all within `deadline`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        deadline: Deadline,
+    ) -> Result<T, RemoteError> {
+        self.call_within(deadline.limit(), method, path, body).await
+    }
+
+    async fn call_within<T: DeserializeOwned>(
+        &self,
+        limit: Duration,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<T, RemoteError> {
+        let what = format!("{method} {path}");
+        let content_type = body.is_some().then_some("application/json");
+        let work = async {
+            let resp = self
+                .request_untimed(
+                    method,
+                    path,
+                    content_type,
+                    &[],
+                    body.unwrap_or_else(empty_body),
+                )
+                .await?;
+            self.decode(&what, resp).await
+        };
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| self.timed_out(&what, limit))?
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
-        let resp = self
-            .request(Method::GET, path, None, &[], empty_body())
-            .await?;
-        self.decode(&format!("GET {path}"), resp).await
+        self.call(Method::GET, path, None, Deadline::Ordinary).await
     }
 
     pub async fn post<T: DeserializeOwned>(
@@ -334,26 +436,32 @@ impl Remote {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, RemoteError> {
-        let resp = self
-            .request(
-                Method::POST,
-                path,
-                Some("application/json"),
-                &[],
-                json_body(body),
-            )
-            .await?;
-        self.decode(&format!("POST {path}"), resp).await
+        self.call(
+            Method::POST,
+            path,
+            Some(json_body(body)),
+            Deadline::Ordinary,
+        )
+        .await
     }
 
+    /// A POST that runs a use case on the server (`up`, `down`, a new conversation).
+    pub async fn post_long<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, RemoteError> {
+        self.call(Method::POST, path, Some(json_body(body)), Deadline::Long)
+            .await
+    }
+
+    /// DELETE removes a container and a volume: a use case.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
-        let resp = self
-            .request(Method::DELETE, path, None, &[], empty_body())
-            .await?;
-        self.decode(&format!("DELETE {path}"), resp).await
+        self.call(Method::DELETE, path, None, Deadline::Long).await
     }
 
-    /// A POST whose answer is streamed, e.g. exec's JSON lines.
+    /// A POST whose answer is streamed, e.g. exec's JSON lines (the server sends a
+    /// keep-alive line while a command is silent).
     pub async fn post_stream(
         &self,
         path: &str,
@@ -366,11 +474,14 @@ impl Remote {
                 Some("application/json"),
                 &[],
                 json_body(body),
+                Deadline::Stream,
             )
             .await?;
         Ok(Lines {
             body: resp.into_body(),
             buf: Vec::new(),
+            url: self.url().to_owned(),
+            silence: SILENCE_LIMIT,
         })
     }
 
@@ -413,10 +524,13 @@ impl Remote {
 pub struct Lines {
     body: Incoming,
     buf: Vec<u8>,
+    url: String,
+    silence: Duration,
 }
 
 impl Lines {
-    /// The next line (without its newline); `None` at the end.
+    /// The next line (without its newline); `None` at the end. A server silent for
+    /// [`SILENCE_LIMIT`] is taken for dead.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>, RemoteError> {
         loop {
             if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
@@ -424,7 +538,17 @@ impl Lines {
                 line.pop();
                 return Ok(Some(line));
             }
-            match self.body.frame().await {
+            let frame = tokio::time::timeout(self.silence, self.body.frame())
+                .await
+                .map_err(|_| {
+                    RemoteError::new(format!(
+                        "the server at {} sent nothing for {}s; the connection is dead",
+                        self.url,
+                        self.silence.as_secs()
+                    ))
+                    .hint("check that the server still runs; the command may still be running in the workspace")
+                })?;
+            match frame {
                 Some(Ok(f)) => {
                     if let Ok(d) = f.into_data() {
                         self.buf.extend_from_slice(&d);
@@ -467,6 +591,7 @@ impl SseEvents {
                     ("last-event-id", self.last.to_string()),
                 ],
                 empty_body(),
+                Deadline::Stream,
             )
             .await?;
         Ok(resp.into_body())
@@ -578,6 +703,61 @@ mod tests {
         .unwrap();
         assert_eq!(r.inner.authority, "[::1]:9");
         assert_eq!(r.inner.base, "/x");
+    }
+
+    /// A server that accepts connections and never answers (or answers a head, then goes
+    /// silent): every kind of call gives up.
+    #[tokio::test]
+    async fn calls_to_a_silent_server_time_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut open = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if String::from_utf8_lossy(&buf[..n]).contains("/stream") {
+                    let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                    let _ = s.write_all(head.as_bytes()).await;
+                }
+                open.push(s);
+            }
+        });
+        let r = Remote::new(&Login {
+            url: format!("http://{addr}"),
+            token: "t".into(),
+        })
+        .unwrap();
+        let short = Duration::from_millis(300);
+        let e = r
+            .call_within::<serde_json::Value>(short, Method::GET, "/api/v1/whoami", None)
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("did not answer GET"), "{}", e.message);
+        let e = r
+            .request_within(short, Method::GET, "/x", None, &[], empty_body())
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("did not answer"), "{}", e.message);
+        // A stream's head arrives, then nothing: the body read gives up after the silence
+        // limit (shortened here).
+        let resp = r
+            .request_within(short, Method::POST, "/stream", None, &[], empty_body())
+            .await
+            .unwrap();
+        let mut lines = Lines {
+            body: resp.into_body(),
+            buf: Vec::new(),
+            url: r.url().to_owned(),
+            silence: short,
+        };
+        let e = lines.next().await.unwrap_err();
+        assert!(e.message.contains("sent nothing"), "{}", e.message);
+        assert_eq!(Deadline::Ordinary.limit(), REQUEST_TIMEOUT);
+        assert_eq!(Deadline::Long.limit(), LONG_REQUEST_TIMEOUT);
+        assert!(SILENCE_LIMIT > Duration::from_secs(15) * 2);
+        hold.abort();
     }
 
     #[test]

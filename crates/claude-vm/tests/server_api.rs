@@ -4,13 +4,15 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::Ctx;
 use common::chat::ctx_with_claude;
-use common::http::{Client, Server, Sse};
+use common::http::{Client, Server, Sse, free_port};
+use common::{Ctx, MANIFEST, dexec, git, local_manifest, sample_project};
 
 fn openapi() -> serde_json::Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
@@ -201,9 +203,14 @@ fn tokens_login_links_sessions_csrf_and_rate_limits() {
     }
     assert_eq!(&statuses[..8], &[401; 8], "{statuses:?}");
     assert_eq!(&statuses[8..], &[429, 429], "{statuses:?}");
-    let r = server.client().bearer(&good).get("/api/v1/whoami");
+    let r = server.client().bearer("cvm_wrong").get("/api/v1/whoami");
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").is_some());
+    // The owner is not locked out (valid_credentials_are_never_refused_by_the_limiter).
+    assert_eq!(
+        server.client().bearer(&good).get("/api/v1/whoami").status,
+        200
+    );
 }
 
 #[test]
@@ -655,4 +662,658 @@ fn workspaces_files_commands_and_a_conversation_through_the_api() {
     assert_eq!(deleted["name"], "api-ws");
     assert_eq!(api.get("/api/v1/workspaces/api-ws").status, 404);
     assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());
+}
+
+/// A running workspace made by the local CLI from a small project; returns its id.
+fn fixture_workspace(ctx: &Ctx, name: &str) -> String {
+    let proj = ctx.path(name);
+    sample_project(&proj);
+    let ws = ctx.up(&[proj.to_str().unwrap(), "--name", name]);
+    ws["id"].as_str().unwrap().to_owned()
+}
+
+/// The server reads nothing from its own disk for a client: no `file://` URL, no path,
+/// and a workspace given by id prefix is resolved once (never taken for a folder of the
+/// server's working directory). Missing and existing paths get the same answer.
+#[test]
+fn server_refuses_local_paths_as_targets() {
+    let ctx = Ctx::new();
+    let id = fixture_workspace(&ctx, "fixture");
+    // Beside the server: a folder named like the workspace's id prefix, and a repository.
+    let cwd = ctx.path("server-cwd");
+    let prefix = &id[..1];
+    std::fs::create_dir_all(cwd.join(prefix)).unwrap();
+    std::fs::write(
+        cwd.join(prefix).join("planted.txt"),
+        "from the server's disk\n",
+    )
+    .unwrap();
+    let repo = cwd.join("server-repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("server-secret.txt"), "secret\n").unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "x"]);
+    let server = Server::start_with(&ctx, free_port(), &[], Some(&cwd));
+    let token = create_token(&ctx, "paths");
+    let api = server.client().bearer(&token);
+    let debris = ctx.docker_debris();
+    let targets = [
+        format!("file://{}", repo.display()),
+        "file:///etc".to_owned(),
+        "file:///no/such/dir".to_owned(),
+        "FILE:///etc".to_owned(),
+        repo.display().to_string(),
+        "/etc".to_owned(),
+        "/no/such/dir".to_owned(),
+        ".".to_owned(),
+        "./server-repo".to_owned(),
+        "server-repo".to_owned(),
+        "no-such-folder".to_owned(),
+        "~".to_owned(),
+        format!("{prefix}/planted.txt"),
+    ];
+    let mut answers = Vec::new();
+    for target in &targets {
+        let r = api.post("/api/v1/workspaces", &serde_json::json!({"target": target}));
+        assert_eq!(r.status, 400, "{target}: {}", r.text());
+        let e = r.json();
+        let quoted = serde_json::to_string(target).unwrap();
+        answers.push((
+            e["error"].as_str().unwrap().replace(&quoted, "TARGET"),
+            e["hint"].clone(),
+        ));
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "answers differ: {answers:#?}"
+    );
+    assert!(
+        answers[0].0.contains("neither a remote git URL"),
+        "{answers:?}"
+    );
+    // The prefix is the workspace (already running), not the planted folder.
+    let r = api.post("/api/v1/workspaces", &serde_json::json!({"target": prefix}));
+    let out = r.expect(200);
+    assert_eq!(out["action"], "already_running", "{out}");
+    assert_eq!(out["workspace"]["id"], id.as_str());
+    let out = api
+        .post(
+            "/api/v1/workspaces",
+            &serde_json::json!({"target": "fixture"}),
+        )
+        .expect(200);
+    assert_eq!(out["workspace"]["id"], id.as_str());
+    // Nothing was created: one workspace, the same containers and volumes.
+    let list = api.get("/api/v1/workspaces").expect(200);
+    assert_eq!(list["workspaces"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(ctx.docker_debris(), debris);
+    let planted = dexec(&id, "ls /workspace");
+    assert!(!planted.contains("planted") && !planted.contains("server-repo"));
+}
+
+/// After logging in, only a plain local path is followed; everything else goes to `/`,
+/// and no `next` makes the server fail.
+#[test]
+fn login_redirects_only_to_local_paths() {
+    let ctx = Ctx::new();
+    let server = Server::start(&ctx);
+    let (cookie, _) = browser_login(&ctx, &server);
+    let browser = server.client().with("Cookie", &cookie);
+    let cases = [
+        ("/w/x", "/w/x"),
+        ("%2Fw%2Fx%3Fa%3D1", "/w/x?a=1"),
+        ("/%09/evil.example", "/"),
+        ("%2F%09%2Fevil.example", "/"),
+        ("//evil.example", "/"),
+        ("/%5Cevil.example", "/"),
+        ("/%5C/evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("/%0a/evil.example", "/"),
+        ("/%0d%0aSet-Cookie:%20x=1", "/"),
+        ("/%0b/evil.example", "/"),
+        ("/%7f/evil.example", "/"),
+        ("/%00", "/"),
+        ("/%E2%80%A8/evil.example", "/"),
+        ("%20/evil.example", "/"),
+    ];
+    for (next, expected) in cases {
+        let r = browser.get(&format!("/login?next={next}"));
+        assert_eq!(r.status, 303, "next={next}: {}", r.text());
+        assert_eq!(r.header("location"), Some(expected), "next={next}");
+        // Without a session the form is shown (and carries `next`), never a 500.
+        let r = server.client().get(&format!("/login?next={next}"));
+        assert_eq!(r.status, 200, "next={next}: {}", r.text());
+    }
+    // The same on the way in: a login link and the token form.
+    let web = ctx.run(&["web", "--json", "--no-open"]).ok().json();
+    let path = web["login_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&server.url())
+        .unwrap()
+        .to_owned();
+    let r = server
+        .client()
+        .get(&format!("{path}&next=/%09/evil.example"));
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/"));
+    let token = create_token(&ctx, "form");
+    for (next, expected) in [("%2F%09%2Fevil.example", "/"), ("%2Fw%2Fy", "/w/y")] {
+        let r = server.client().request(
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!("token={token}&next={next}").as_bytes(),
+        );
+        assert_eq!(r.status, 303, "{}", r.text());
+        assert_eq!(r.header("location"), Some(expected));
+    }
+}
+
+/// Wrong credentials from one address end in 429, but the right ones always pass: the
+/// owner behind the same proxy (or a guesser's address) is not locked out. Web pages count
+/// wrong bearer tokens like the API.
+#[test]
+fn valid_credentials_are_never_refused_by_the_limiter() {
+    let ctx = Ctx::new();
+    let mut server = Server::start(&ctx);
+    let good = create_token(&ctx, "owner");
+    // One failure: browser_login tries its link twice.
+    let (cookie, csrf) = browser_login(&ctx, &server);
+    let bad = server.client().bearer("cvm_wrong");
+    let statuses: Vec<u16> = (0..11).map(|_| bad.get("/api/v1/whoami").status).collect();
+    assert_eq!(&statuses[..9], &[401; 9], "{statuses:?}");
+    assert_eq!(&statuses[9..], &[429; 2], "{statuses:?}");
+    // Every kind of valid credentials still works, on the API and the pages.
+    let owner = server.client().bearer(&good);
+    for _ in 0..3 {
+        owner.get("/api/v1/whoami").expect(200);
+    }
+    assert_eq!(owner.get("/").status, 200);
+    let browser = server.client().with("Cookie", &cookie);
+    assert_eq!(browser.get("/api/v1/whoami").expect(200)["kind"], "session");
+    assert_eq!(browser.get("/").status, 200);
+    let r = browser
+        .clone()
+        .with("X-CSRF-Token", &csrf)
+        .post("/api/v1/workspaces/no-such-ws/down", &serde_json::json!({}));
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = server.client().request(
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        format!("token={good}").as_bytes(),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let web = ctx.run(&["web", "--json", "--no-open"]).ok().json();
+    let path = web["login_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&server.url())
+        .unwrap()
+        .to_owned();
+    assert_eq!(server.client().get(&path).status, 303);
+    // Failures keep getting 429, whatever they try.
+    let r = server.client().get("/login?code=guess");
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    let r = server.client().request(
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"token=cvm_guess",
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(bad.get("/").status, 429);
+    // No credentials at all is no failed attempt: the login redirect as usual.
+    assert_eq!(server.client().get("/").status, 303);
+
+    // A fresh count (the counts live in the server): wrong bearer tokens on pages count.
+    server.kill();
+    server.spawn();
+    let statuses: Vec<u16> = (0..11)
+        .map(|_| server.client().bearer("cvm_wrong").get("/w/x").status)
+        .collect();
+    assert_eq!(&statuses[..10], &[303; 10], "{statuses:?}");
+    assert_eq!(statuses[10], 429, "{statuses:?}");
+    assert_eq!(bad.get("/api/v1/whoami").status, 429);
+    owner.get("/api/v1/whoami").expect(200);
+}
+
+/// Read one HTTP answer's bytes until the server closes the connection; `None` if it is
+/// still open at `deadline`.
+fn read_until_closed(s: &mut TcpStream, deadline: Instant) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Some(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            Err(_) => return Some(out),
+        }
+    }
+}
+
+/// Connections that send a byte and stall are closed after the header timeout (10 s), so
+/// are kept-alive connections left idle, and while hundreds of them are open the server
+/// answers everyone else at once.
+#[test]
+fn slow_clients_are_cut_off_and_do_not_starve_others() {
+    let ctx = Ctx::new();
+    let server = Server::start(&ctx);
+    let token = create_token(&ctx, "slow");
+    let api = server.client().bearer(&token);
+    let start = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
+    let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    idle.write_all(
+        format!(
+            "GET /assets/app.css HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            server.port
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    for _ in 0..10 {
+        let t = Instant::now();
+        api.get("/api/v1/whoami").expect(200);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "a request took {:?} while slow clients were connected",
+            t.elapsed()
+        );
+    }
+    let deadline = start + Duration::from_secs(16);
+    for (i, s) in slow.iter_mut().enumerate() {
+        assert!(
+            read_until_closed(s, deadline).is_some(),
+            "slow connection {i} still open after {:?}",
+            start.elapsed()
+        );
+    }
+    let answer = read_until_closed(&mut idle, deadline).expect("the idle connection stays open");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    // They were closed by the timeout, not at once.
+    assert!(
+        start.elapsed() >= Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    api.get("/api/v1/whoami").expect(200);
+}
+
+/// `Host` must name this server (DNS rebinding), `Origin` must be this server's origin
+/// (scheme, host and port), and `--public-url` adds the name a reverse proxy uses.
+#[test]
+fn hosts_and_origins_are_checked() {
+    let ctx = Ctx::new();
+    let server = Server::start_with(
+        &ctx,
+        free_port(),
+        &["--public-url", "https://cvm.example.com"],
+        None,
+    );
+    let port = server.port;
+    let token = create_token(&ctx, "hosts");
+    let api = server.client().bearer(&token);
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "cvm.example.com".to_owned(),
+    ] {
+        let r = api.request("GET", "/api/v1/whoami", &[("Host", &host)], b"");
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "cvm.example.com.evil.example".to_owned(),
+        format!("10.1.2.3:{port}"),
+    ] {
+        for path in ["/api/v1/whoami", "/login", "/"] {
+            let r = api.request("GET", path, &[("Host", &host)], b"");
+            assert_eq!(r.status, 421, "{host} {path}: {}", r.text());
+            assert!(r.json()["hint"].as_str().unwrap().contains("--public-url"));
+        }
+    }
+    let (cookie, csrf) = browser_login(&ctx, &server);
+    let browser = server
+        .client()
+        .with("Cookie", &cookie)
+        .with("X-CSRF-Token", &csrf);
+    let down = |origin: &str, extra: &[(&str, &str)]| {
+        let mut headers = vec![("Origin", origin), ("Content-Type", "application/json")];
+        headers.extend_from_slice(extra);
+        browser
+            .request(
+                "POST",
+                "/api/v1/workspaces/no-such-ws/down",
+                &headers,
+                b"{}",
+            )
+            .status
+    };
+    let own = format!("http://127.0.0.1:{port}");
+    assert_eq!(down(&own, &[]), 404);
+    for foreign in [
+        format!("evil://127.0.0.1:{port}"),
+        format!("https://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{}", port + 1),
+        "http://127.0.0.1".to_owned(),
+        "null".to_owned(),
+        "https://evil.example".to_owned(),
+    ] {
+        assert_eq!(down(&foreign, &[]), 403, "{foreign}");
+    }
+    // Through the proxy: its public origin.
+    let proxied = [("Host", "cvm.example.com"), ("X-Forwarded-Proto", "https")];
+    assert_eq!(down("https://cvm.example.com", &proxied), 404);
+    assert_eq!(down("http://cvm.example.com", &proxied), 403);
+    assert_eq!(
+        down("https://cvm.example.com", &[("Host", "127.0.0.1:1")]),
+        404
+    );
+    // Without --public-url that name is refused.
+    drop(server);
+    let plain = Server::start(&ctx);
+    let r = plain.client().bearer(&token).request(
+        "GET",
+        "/api/v1/whoami",
+        &[("Host", "cvm.example.com")],
+        b"",
+    );
+    assert_eq!(r.status, 421);
+    let bad = ctx.run(&[
+        "server",
+        "--public-url",
+        "ftp://x",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("invalid public URL"), "{}", bad.stderr);
+}
+
+/// A folder upload whose client hangs up as soon as the body is sent still becomes the
+/// workspace, with every file: the scratch copy belongs to the task that runs `up`.
+#[test]
+fn an_upload_survives_the_client_hanging_up() {
+    let ctx = Ctx::new();
+    let server = Server::start(&ctx);
+    let token = create_token(&ctx, "upload");
+    let api = server.client().bearer(&token);
+    let proj = ctx.path("hangup-proj");
+    sample_project(&proj);
+    let tar = Command::new("tar")
+        .args(["-cf", "-", "-C"])
+        .arg(&proj)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let head = format!(
+        "POST /api/v1/workspaces?project=hangup-proj&name=hangup HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        server.port,
+        tar.stdout.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&tar.stdout).unwrap();
+    s.flush().unwrap();
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(s);
+    let start = Instant::now();
+    let ws = loop {
+        let r = api.get("/api/v1/workspaces/hangup");
+        if r.status == 200 && r.json()["status"] == "running" {
+            break r.json();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the workspace never came up: {} {}",
+            r.status,
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let id = ws["id"].as_str().unwrap();
+    let inside = dexec(id, &format!("cd /workspace/hangup-proj && {MANIFEST}"));
+    assert_eq!(inside, local_manifest(&proj));
+    // The scratch copy is gone once `up` is done.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("claude-vm-upload-")
+                && e.path().join("hangup-proj").exists()
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Statuses the server gives are the document's: bodies too large (413), of the wrong
+/// type (415), values the schema allows are accepted, configuration problems are 422 with
+/// a hint, and every error under /api is the JSON error object.
+#[test]
+fn status_codes_and_the_document_agree() {
+    let ctx = Ctx::new();
+    fixture_workspace(&ctx, "codes");
+    let server = Server::start(&ctx);
+    let token = create_token(&ctx, "codes");
+    let api = server.client().bearer(&token);
+    let doc = openapi();
+    let documented = |method: &str, path: &str, status: u16| {
+        let ops = &doc["paths"][path][method.to_lowercase()]["responses"];
+        assert!(
+            ops.get(status.to_string()).is_some(),
+            "{method} {path} answers {status}, which the document does not list"
+        );
+    };
+    let check = |method: &str,
+                 template: &str,
+                 path: &str,
+                 headers: &[(&str, &str)],
+                 body: &[u8],
+                 status: u16| {
+        let r = api.request(method, path, headers, body);
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        if status >= 400 {
+            assert!(
+                r.json()["error"].is_string(),
+                "{method} {path}: {}",
+                r.text()
+            );
+        }
+        documented(method, template, status);
+        r
+    };
+    let json = [("Content-Type", "application/json")];
+    // Over the limits (1 MiB for a JSON create, 4 MiB for other JSON bodies), small enough
+    // to be sent whole before the answer.
+    let over = |mib: usize| format!("{{\"target\": \"{}\"}}", "x".repeat(mib * 1024 * 1024 + 10));
+    check(
+        "POST",
+        "/api/v1/workspaces",
+        "/api/v1/workspaces",
+        &json,
+        over(1).as_bytes(),
+        413,
+    );
+    let ws_exec = "/api/v1/workspaces/{workspace}/exec";
+    check(
+        "POST",
+        ws_exec,
+        "/api/v1/workspaces/codes/exec",
+        &json,
+        over(4).as_bytes(),
+        413,
+    );
+    check(
+        "POST",
+        "/api/v1/workspaces",
+        "/api/v1/workspaces",
+        &[("Content-Type", "text/plain")],
+        b"{}",
+        415,
+    );
+    check(
+        "POST",
+        ws_exec,
+        "/api/v1/workspaces/codes/exec",
+        &[],
+        br#"{"shell":"true"}"#,
+        415,
+    );
+    check(
+        "POST",
+        ws_exec,
+        "/api/v1/workspaces/codes/exec",
+        &json,
+        br#"{"command": 5}"#,
+        400,
+    );
+    // Values the schema allows are accepted.
+    check(
+        "POST",
+        "/api/v1/workspaces/{workspace}/down",
+        "/api/v1/workspaces/no-such-ws/down",
+        &json,
+        br#"{"timeout": 1561.0}"#,
+        404,
+    );
+    check(
+        "POST",
+        "/api/v1/workspaces/{workspace}/down",
+        "/api/v1/workspaces/no-such-ws/down",
+        &json,
+        br#"{"timeout": 1.5}"#,
+        400,
+    );
+    let tr = "/api/v1/conversations/{conversation}/transcript";
+    check(
+        "GET",
+        tr,
+        "/api/v1/conversations/nosuch/transcript?after=5",
+        &[],
+        b"",
+        404,
+    );
+    check(
+        "GET",
+        tr,
+        "/api/v1/conversations/nosuch/transcript?after=-633",
+        &[],
+        b"",
+        400,
+    );
+    let send = "/api/v1/conversations/{conversation}/messages";
+    check(
+        "POST",
+        send,
+        "/api/v1/conversations/nosuch/messages",
+        &json,
+        br#"{"text": ""}"#,
+        400,
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["Send"]["properties"]["text"]["minLength"],
+        1
+    );
+    let content = "/api/v1/workspaces/{workspace}/files/content";
+    check(
+        "GET",
+        content,
+        "/api/v1/workspaces/codes/files/content?path=",
+        &[],
+        b"",
+        400,
+    );
+    check(
+        "GET",
+        content,
+        "/api/v1/workspaces/codes/files/content?path=.",
+        &[],
+        b"",
+        400,
+    );
+    check(
+        "GET",
+        content,
+        "/api/v1/workspaces/codes/files/content?path=README.md",
+        &[],
+        b"",
+        200,
+    );
+    check(
+        "GET",
+        "/api/v1/workspaces/{workspace}/files",
+        "/api/v1/workspaces/codes/files?path=",
+        &[],
+        b"",
+        200,
+    );
+    // Axum's own refusals are JSON too.
+    let r = api.get("/api/v1/workspaces/codes/exec");
+    assert_eq!(r.status, 405);
+    assert!(r.json()["error"].is_string());
+    let r = api.get("/api/v1/workspaces/%FF/diff");
+    assert!(
+        (400..500).contains(&r.status) && r.json()["error"].is_string(),
+        "{}",
+        r.text()
+    );
+    // Configuration problems: a 4xx saying what to fix.
+    let convs = "/api/v1/workspaces/{workspace}/conversations";
+    let r = check(
+        "POST",
+        convs,
+        "/api/v1/workspaces/codes/conversations",
+        &json,
+        br#"{"agent": "codex"}"#,
+        422,
+    );
+    assert!(r.json()["hint"].is_string(), "{}", r.text());
+    let r = check(
+        "POST",
+        "/api/v1/workspaces",
+        "/api/v1/workspaces",
+        &json,
+        br#"{"target": "https://127.0.0.1:9/nothing.git", "name": "clone-fails"}"#,
+        422,
+    );
+    assert!(r.json()["hint"].is_string(), "{}", r.text());
+    let r = check(
+        "POST",
+        "/api/v1/workspaces",
+        "/api/v1/workspaces",
+        &json,
+        br#"{"target": "https://127.0.0.1:9/nothing.git", "image": "claude-vm-no-such-image:nope"}"#,
+        422,
+    );
+    assert!(r.json()["hint"].is_string(), "{}", r.text());
+    // Failed creations leave nothing behind but the fixture.
+    let list = api.get("/api/v1/workspaces").expect(200);
+    assert_eq!(list["workspaces"].as_array().unwrap().len(), 1, "{list}");
 }

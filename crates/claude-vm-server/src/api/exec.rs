@@ -1,6 +1,8 @@
 //! Running a command in a workspace with its output streamed back as JSON lines:
 //! `{"type":"stdout","data":"..."}`, `{"type":"stderr",...}`, then `{"type":"exit","code":N}`
 //! (or `{"type":"error","message":...}`). The command is killed if the client goes away.
+//! While the command is silent, a `{"type":"keepalive"}` line every
+//! [`KEEPALIVE`] tells the client the server is still there.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -42,6 +44,9 @@ pub struct ExecQuery {
     /// `text` (default: output as UTF-8, invalid bytes replaced) or `base64`.
     pub encoding: Option<String>,
 }
+
+/// How often a silent command's stream says it is alive (as the event streams do).
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn line(v: serde_json::Value) -> bytes::Bytes {
     let mut s = v.to_string();
@@ -124,7 +129,12 @@ pub async fn exec(
         Some((session, encode)),
         |state: Option<(ExecSession, _)>| async move {
             let (mut session, encode) = state?;
-            let item = match session.next().await {
+            // `next` is cancel-safe: a timeout loses nothing.
+            let Ok(next) = tokio::time::timeout(KEEPALIVE, session.next()).await else {
+                let alive = line(serde_json::json!({"type": "keepalive"}));
+                return Some((Ok(alive), Some((session, encode))));
+            };
+            let item = match next {
                 Ok(Some(ExecEvent::Started(pid))) => {
                     line(serde_json::json!({"type": "started", "pid": pid}))
                 }

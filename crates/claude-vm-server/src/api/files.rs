@@ -75,9 +75,20 @@ pub async fn content(
     q: QueryResult<PathQuery>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
+    if q.path.is_empty() {
+        return Err(crate::error::ApiError::bad_request(
+            "`path` is required: the file to read",
+        ));
+    }
     let (_, link) = s.engine.link(&ws).await?;
-    let path = or_project(&q.path);
+    let path = q.path.as_str();
     let info = link.stat(path).await?;
+    if info.kind == FileKind::Dir {
+        return Err(
+            crate::error::ApiError::bad_request(format!("{path:?} is a directory"))
+                .hint("list it with GET .../files?path=…"),
+        );
+    }
     let download = link.read(path).await?;
     // The length of what is read (a symlink's target, not the link itself).
     let size = download.size();

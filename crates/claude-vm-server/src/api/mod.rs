@@ -130,7 +130,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::to_bytes(req.into_body(), 1024 * 1024)
             .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            .map_err(crate::error::body_error)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
@@ -140,12 +140,37 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     }
 }
 
+/// A whole, non-negative number of seconds, written `12` or `12.0`.
+pub fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let v: Option<serde_json::Number> = serde::Deserialize::deserialize(d)?;
+    let Some(n) = v else { return Ok(None) };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => Ok(Some(f as u64)),
+        _ => Err(D::Error::custom(format!(
+            "invalid number of seconds {n}: a whole number, 0 or more"
+        ))),
+    }
+}
+
 /// Run a use case to its end even if the client goes away: a half-done `up` or `down`
 /// must finish (or clean up) rather than be dropped mid-step.
 pub async fn detached<T: Send + 'static>(
     f: impl Future<Output = ApiResult<T>> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::spawn(f).await.unwrap_or_else(|e| {
+    tokio::spawn(async move {
+        let result = f.await;
+        // The client may be gone: the log is where a failure is seen then.
+        if let Err(e) = &result {
+            tracing::warn!(status = e.status.as_u16(), "{}", e.error);
+        }
+        result
+    })
+    .await
+    .unwrap_or_else(|e| {
         Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the request failed: {e}"),
@@ -156,6 +181,27 @@ pub async fn detached<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::API_ROUTES;
+
+    #[test]
+    fn seconds_may_be_written_as_floats() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            #[serde(default, deserialize_with = "super::whole_seconds")]
+            timeout: Option<u64>,
+        }
+        let parse = |s: &str| serde_json::from_str::<T>(s).map(|t| t.timeout);
+        assert_eq!(parse(r#"{"timeout": 1561.0}"#).unwrap(), Some(1561));
+        assert_eq!(parse(r#"{"timeout": 5}"#).unwrap(), Some(5));
+        assert_eq!(parse(r#"{"timeout": null}"#).unwrap(), None);
+        assert_eq!(parse("{}").unwrap(), None);
+        for bad in [
+            r#"{"timeout": -1}"#,
+            r#"{"timeout": 1.5}"#,
+            r#"{"timeout": "5"}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 
     /// The route table and the checked-in OpenAPI document describe the same API.
     #[test]

@@ -117,23 +117,35 @@ pub async fn create(
             "query parameters are only for tar uploads (Content-Type: application/x-tar)",
         ));
     }
+    if !content_type.starts_with("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Type {content_type:?}"),
+        )
+        .hint("send JSON (application/json) naming a git URL or a workspace, or a folder as a tar stream (application/x-tar)"));
+    }
     let bytes = axum::body::to_bytes(body, 1024 * 1024)
         .await
-        .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        .map_err(crate::error::body_error)?;
     let b: CreateBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     let Some(target) = b.target.clone() else {
         return Err(ApiError::bad_request("`target` is required: a git URL or a workspace")
             .hint("to create a workspace from a folder, upload it as a tar stream (Content-Type: application/x-tar)"));
     };
-    if !claude_vm_core::source::is_git_url(&target) && s.engine.find_workspace(&target).is_err() {
-        return Err(ApiError::bad_request(format!(
-            "{target:?} is neither a git URL nor a workspace"
-        ))
-        .hint(
-            "folders on the client are uploaded as a tar stream (Content-Type: application/x-tar)",
-        ));
-    }
+    // Never a path: the server's own disk is not the caller's. A workspace is resolved
+    // here, once, and passed on by its id.
+    let target = if is_remote_git_url(&target) {
+        target
+    } else {
+        match s.engine.find_workspace(&target) {
+            Ok(w) => w.id.to_string(),
+            Err(e @ claude_vm_engine::EngineError::AmbiguousWorkspace { .. }) => {
+                return Err(e.into());
+            }
+            Err(_) => return Err(not_a_target(&target)),
+        }
+    };
     let req = UpRequest {
         target: Some(target),
         provider: b.provider,
@@ -145,8 +157,62 @@ pub async fn create(
     Ok(outcome_response(run_up(&s, req).await?))
 }
 
-/// A folder uploaded as a tar stream: unpacked into a private scratch folder (entries that
-/// would land outside it are refused by the unpacker), then used like a local folder.
+/// The same answer for every target that is not a remote git URL nor a workspace, so that
+/// nothing tells whether some path exists on the server.
+fn not_a_target(target: &str) -> ApiError {
+    let shown: String = target.chars().take(200).collect();
+    ApiError::bad_request(format!(
+        "{shown:?} is neither a remote git URL nor a workspace on the server"
+    ))
+    .hint("give an https://, ssh:// or git@host:repo URL, or an existing workspace; folders on the client are uploaded as a tar stream (Content-Type: application/x-tar), which `claude-vm workspace up <folder>` does")
+}
+
+/// A git URL that names another machine: `https://`, `http://`, `ssh://`, `git+ssh://`,
+/// `git://` with a host, or scp-like `user@host:path`. Never `file://` or a local path
+/// (those would be read from the server's own disk), nor anything git could read as an
+/// option.
+pub fn is_remote_git_url(t: &str) -> bool {
+    if t.is_empty()
+        || t.len() > 4096
+        || t.starts_with('-')
+        || t.chars().any(|c| c.is_control() || c.is_whitespace())
+        || !claude_vm_core::source::is_git_url(t)
+    {
+        return false;
+    }
+    const SCHEMES: &[&str] = &["https://", "http://", "ssh://", "git+ssh://", "git://"];
+    if let Some(rest) = SCHEMES.iter().find_map(|s| t.strip_prefix(s)) {
+        let authority = rest.split('/').next().unwrap_or("");
+        let host = authority.rsplit('@').next().unwrap_or("");
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.split(':').next().unwrap_or(""),
+        };
+        return !host.is_empty() && !host.starts_with('-');
+    }
+    if t.contains("://") {
+        return false;
+    }
+    // scp-like: user@host:path, no slash before the colon.
+    match t.split_once(':') {
+        Some((before, path)) => match before.split_once('@') {
+            Some((user, host)) => {
+                !user.is_empty()
+                    && !host.is_empty()
+                    && !host.starts_with('-')
+                    && !before.contains('/')
+                    && !path.is_empty()
+            }
+            None => false,
+        },
+        None => false,
+    }
+}
+
+/// A folder uploaded as a tar stream: received into a private scratch folder, then (in a
+/// task of its own that owns the folder, so a client hanging up cannot remove it under
+/// `up`) unpacked, entries that would land outside it refused, and used like a local
+/// folder.
 async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResult<Response> {
     let p = q.project.as_str();
     if p.is_empty() || p == "." || p == ".." || p.contains(['/', '\0']) || p.len() > 200 {
@@ -183,44 +249,54 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
     }
     file.flush().await.ok();
     drop(file);
-    let project_dir = scratch.path().join(&q.project);
-    let unpack_to = project_dir.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::create_dir(&unpack_to)?;
-        let f = std::fs::File::open(&tar_path)?;
-        let mut archive = tar::Archive::new(f);
-        archive.set_preserve_permissions(true);
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            if !entry.unpack_in(&unpack_to)? {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "entry {:?} points outside the folder",
-                        entry.path().unwrap_or_default()
-                    ),
-                ));
-            }
-        }
-        std::fs::remove_file(&tar_path)
+    let engine = s.engine.clone();
+    let result = detached(async move {
+        let project_dir = scratch.path().join(&q.project);
+        let unpack_to = project_dir.clone();
+        tokio::task::spawn_blocking(move || unpack(&tar_path, &unpack_to))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError::bad_request(format!("invalid tar upload: {e}")))?;
+        let req = UpRequest {
+            target: Some(project_dir.to_string_lossy().into_owned()),
+            provider: q.provider,
+            image: q.image,
+            branch: q.branch,
+            name: q.name,
+            source_label: Some(match q.source {
+                Some(s) if !s.trim().is_empty() && s.len() <= 4096 => s,
+                _ => format!("(uploaded)/{}", q.project),
+            }),
+        };
+        let cancel = CancellationToken::new();
+        let outcome = engine.up(&req, &NullReporter, &cancel).await;
+        // The copy is in the workspace now (or `up` failed): the scratch folder goes.
+        drop(scratch);
+        Ok(outcome?)
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| ApiError::bad_request(format!("invalid tar upload: {e}")))?;
-    let req = UpRequest {
-        target: Some(project_dir.to_string_lossy().into_owned()),
-        provider: q.provider,
-        image: q.image,
-        branch: q.branch,
-        name: q.name,
-        source_label: Some(match q.source {
-            Some(s) if !s.trim().is_empty() && s.len() <= 4096 => s,
-            _ => format!("(uploaded)/{}", q.project),
-        }),
-    };
-    let result = run_up(&s, req).await;
-    drop(scratch);
+    .await;
     Ok(outcome_response(result?))
+}
+
+/// Unpack an uploaded tar into `to` (made here), refusing entries that would land outside.
+fn unpack(tar_path: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    let f = std::fs::File::open(tar_path)?;
+    let mut archive = tar::Archive::new(f);
+    archive.set_preserve_permissions(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.unpack_in(to)? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "entry {:?} points outside the folder",
+                    entry.path().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    std::fs::remove_file(tar_path)
 }
 
 pub async fn up(State(s): State<AppState>, Path(ws): Path<String>) -> ApiResult<Response> {
@@ -238,7 +314,9 @@ pub struct DownBody {
     /// Kill at once instead of stopping gracefully.
     #[serde(default)]
     pub force: bool,
-    /// Seconds to wait for a graceful stop (default 10).
+    /// Seconds to wait for a graceful stop (default 10, at most 600): a whole number, which
+    /// JSON may write as `12` or `12.0`.
+    #[serde(default, deserialize_with = "super::whole_seconds")]
     pub timeout: Option<u64>,
 }
 
@@ -289,4 +367,48 @@ pub async fn agents(State(s): State<AppState>) -> Json<Agents> {
             .collect(),
         default: config.agents.defaults.agent.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_remote_git_url;
+
+    #[test]
+    fn only_remote_git_urls_are_targets() {
+        for ok in [
+            "https://github.com/a/b.git",
+            "http://git.example/x",
+            "ssh://git@host/x.git",
+            "ssh://git@[::1]:22/x.git",
+            "git+ssh://host/x",
+            "git://host/x",
+            "git@github.com:a/b.git",
+        ] {
+            assert!(is_remote_git_url(ok), "{ok}");
+        }
+        for bad in [
+            "file:///etc",
+            "file:///work/repo",
+            "FILE:///etc",
+            "/etc",
+            ".",
+            "..",
+            "3",
+            "bold-fire-1234",
+            "~/x",
+            "https://",
+            "https:///etc",
+            "ssh://-oProxyCommand=x/y",
+            "-u@host:x",
+            "git@-host:x",
+            "a b@host:x",
+            "git@host:",
+            "x@y/z:w",
+            "https://host/a\nb",
+            "ext::sh -c touch% /tmp/pwned",
+            "",
+        ] {
+            assert!(!is_remote_git_url(bad), "{bad:?}");
+        }
+    }
 }

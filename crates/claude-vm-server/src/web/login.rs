@@ -13,29 +13,40 @@ use super::layout;
 use crate::AppState;
 use crate::auth::{self, SESSION_COOKIE};
 
-#[derive(Debug, Default, Deserialize)]
+// No `Debug` on these: they hold secrets (a login code, a token, a CSRF token).
+#[derive(Default, Deserialize)]
 pub struct LoginQuery {
     pub code: Option<String>,
     pub next: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub struct LoginForm {
     #[serde(default)]
     pub token: String,
     pub next: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub struct LogoutForm {
     #[serde(default)]
     pub csrf: String,
 }
 
-/// Only paths on this server: never an open redirect.
-fn local_target(next: Option<&str>) -> String {
+/// Only a plain path on this server: never an open redirect. A browser reads `//host`,
+/// `/\\host` and paths with tabs or newlines in them (which it strips) as another site,
+/// so anything but a single leading `/` followed by printable ASCII without a backslash
+/// goes to `/`.
+pub fn local_target(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.len() <= 2048
+                && n.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'\\') =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -78,13 +89,16 @@ fn start_session(state: &AppState, headers: &HeaderMap, next: Option<&str>) -> R
     }
 }
 
+/// A failed login: 401 with the form, or 429 once this address failed too often.
 fn refused(state: &AppState, ip: SocketAddr, message: &str, next: Option<&str>) -> Response {
-    state.auth.failed(ip.ip());
-    (StatusCode::UNAUTHORIZED, form(Some(message), next)).into_response()
+    match state.auth.refuse(ip.ip()) {
+        Some(wait) => too_many(wait),
+        None => (StatusCode::UNAUTHORIZED, form(Some(message), next)).into_response(),
+    }
 }
 
-fn blocked(state: &AppState, ip: SocketAddr) -> Option<Response> {
-    state.auth.blocked(ip.ip()).map(|wait| {
+fn too_many(wait: std::time::Duration) -> Response {
+    {
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
             form(
@@ -99,7 +113,7 @@ fn blocked(state: &AppState, ip: SocketAddr) -> Option<Response> {
         r.headers_mut()
             .insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
         r
-    })
+    }
 }
 
 pub async fn page(
@@ -108,9 +122,6 @@ pub async fn page(
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    if let Some(r) = blocked(&state, ip) {
-        return r;
-    }
     if let Some(code) = q.code.as_deref() {
         return if state.auth.redeem_login_code(code) {
             start_session(&state, &headers, q.next.as_deref())
@@ -135,9 +146,6 @@ pub async fn submit(
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    if let Some(r) = blocked(&state, ip) {
-        return r;
-    }
     if state.auth.check_token(f.token.trim()).is_some() {
         start_session(&state, &headers, f.next.as_deref())
     } else {
@@ -165,4 +173,39 @@ pub async fn logout(
         auth::session_cookie(None, auth::secure_context(&headers)),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_target;
+
+    #[test]
+    fn only_plain_local_paths_are_redirect_targets() {
+        for ok in [
+            "/",
+            "/w/bold-fire-1",
+            "/c/abc?x=1&y=%2F",
+            "/login?next=%2Fw",
+        ] {
+            assert_eq!(local_target(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\tevil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\x0b/evil.example",
+            "/\x7f/evil.example",
+            "/ /evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "",
+            "/\u{e9}",
+        ] {
+            assert_eq!(local_target(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(local_target(None), "/");
+    }
 }

@@ -64,7 +64,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Logout => return login::logout(),
         // A server always serves this machine's home.
-        Command::Server { listen } => return server::serve(open_engine(&cli)?, listen),
+        Command::Server { listen, public_url } => {
+            return server::serve(open_engine(&cli)?, listen, public_url);
+        }
         _ => {}
     }
     // Logged in to a server: workspace and chat commands go there, the rest refuse.

@@ -32,8 +32,15 @@ pub fn parse_listen(listen: &str) -> Result<SocketAddr> {
         })
 }
 
-pub fn serve(engine: Engine, listen: &str) -> Result<ExitCode> {
+pub fn serve(engine: Engine, listen: &str, public_urls: &[String]) -> Result<ExitCode> {
     let addr = parse_listen(listen)?;
+    let options = claude_vm_server::ServeOptions {
+        public_urls: public_urls
+            .iter()
+            .map(|u| claude_vm_server::parse_public_url(u).map_err(|e| anyhow!(e)))
+            .collect::<Result<_>>()?,
+        ..Default::default()
+    };
     let home = engine.home().clone();
     if let Some(other) = ServerInfo::running(&home) {
         bail!(
@@ -76,7 +83,7 @@ pub fn serve(engine: Engine, listen: &str) -> Result<ExitCode> {
                 shutdown.cancel();
             });
         }
-        claude_vm_server::serve(Arc::new(engine), listener, shutdown).await?;
+        claude_vm_server::serve(Arc::new(engine), listener, shutdown, options).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -16,6 +16,10 @@ pub struct Server {
     bin: std::path::PathBuf,
     home: std::path::PathBuf,
     log: std::path::PathBuf,
+    /// More arguments for `claude-vm server`.
+    args: Vec<String>,
+    /// Its working directory (default: the test's).
+    cwd: Option<std::path::PathBuf>,
 }
 
 impl Server {
@@ -25,12 +29,24 @@ impl Server {
     }
 
     pub fn start_on(ctx: &Ctx, port: u16) -> Server {
+        Server::start_with(ctx, port, &[], None)
+    }
+
+    /// With more `claude-vm server` arguments, in working directory `cwd`.
+    pub fn start_with(
+        ctx: &Ctx,
+        port: u16,
+        args: &[&str],
+        cwd: Option<&std::path::Path>,
+    ) -> Server {
         let mut s = Server {
             port,
             child: None,
             bin: ctx.bin.clone(),
             home: ctx.home.path().to_owned(),
             log: ctx.home.path().join("server-test.log"),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            cwd: cwd.map(|p| p.to_owned()),
         };
         s.spawn();
         s
@@ -43,9 +59,15 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = std::process::Command::new(&self.bin)
+        let mut cmd = std::process::Command::new(&self.bin);
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        let child = cmd
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.args)
             .env("CLAUDE_VM_HOME", &self.home)
+            .env_remove("CLAUDE_VM_PUBLIC_URL")
             .env_remove("CLAUDE_VM_CONFIG")
             .env_remove("DOCKER_HOST")
             .env("NO_COLOR", "1")
@@ -185,10 +207,21 @@ impl Client {
     ) -> (u16, Vec<(String, String)>, BufReader<TcpStream>) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
-            self.port
-        );
+        // A `Host` among the extra headers replaces the default one.
+        let own_host = self
+            .headers
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(headers.iter().map(|(k, _)| *k))
+            .any(|k| k.eq_ignore_ascii_case("host"));
+        let mut req = if own_host {
+            format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n")
+        } else {
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
+                self.port
+            )
+        };
         for (k, v) in &self.headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -197,7 +230,16 @@ impl Client {
         }
         req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
         s.write_all(req.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
+        // A server may answer (413, 401) and close before reading a large body.
+        if let Err(e) = s.write_all(body) {
+            assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ),
+                "sending the body: {e}"
+            );
+        }
         let mut r = BufReader::new(s);
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
