@@ -48,6 +48,21 @@ pub struct UpRequest {
     /// For a folder: what to record as its location instead of the local path (a folder
     /// uploaded to the server is recorded as the client's path, not the scratch copy's).
     pub source_label: Option<String>,
+    /// The caller may not read this machine's disk (a request to the server): the target
+    /// must be an existing workspace or a git URL that is not `file:`, never a path, and
+    /// the answer never depends on whether such a path exists.
+    pub no_local_paths: bool,
+}
+
+impl UpRequest {
+    /// Resume the workspace with this id: what the server does once it resolved one.
+    pub fn existing(id: &WorkspaceId) -> UpRequest {
+        UpRequest {
+            target: Some(id.to_string()),
+            no_local_paths: true,
+            ..UpRequest::default()
+        }
+    }
 }
 
 /// What `workspace up` did.
@@ -218,14 +233,39 @@ impl Engine {
         }
     }
 
-    fn classify_target(&self, target: Option<&str>) -> Result<Target> {
+    fn classify_target(&self, target: Option<&str>, no_local_paths: bool) -> Result<Target> {
         let Some(arg) = target else {
+            if no_local_paths {
+                return Err(EngineError::InvalidInput(
+                    "a target is required: a workspace or a git URL".into(),
+                ));
+            }
             return Ok(Target::New(Source::Path(".".to_owned())));
         };
-        if source::is_git_url(arg) {
+        let local_url = arg
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("file:"));
+        if source::is_git_url(arg) && !(no_local_paths && local_url) {
             return Ok(Target::New(Source::Git(arg.to_owned())));
         }
         let all = self.all_workspaces()?;
+        if no_local_paths {
+            // Only an existing workspace, by exact id or name, or a unique prefix: the same
+            // answer whether or not a path of that name exists here.
+            if let Some(w) = all
+                .iter()
+                .find(|w| w.id.as_str() == arg || w.name.as_str() == arg)
+            {
+                return Ok(Target::Existing(Box::new(w.clone())));
+            }
+            return match resolve(arg, &all) {
+                Resolution::Found(w) => Ok(Target::Existing(Box::new(w.clone()))),
+                Resolution::Ambiguous(_) => self
+                    .find_workspace(arg)
+                    .map(|w| Target::Existing(Box::new(w))),
+                Resolution::NotFound => Err(EngineError::UnknownTarget(arg.to_owned())),
+            };
+        }
         let pathish = arg.starts_with('.')
             || arg.starts_with('/')
             || arg.starts_with('~')
@@ -285,7 +325,7 @@ impl Engine {
         reporter: &dyn Reporter,
         cancel: &CancellationToken,
     ) -> Result<UpOutcome> {
-        match self.classify_target(req.target.as_deref())? {
+        match self.classify_target(req.target.as_deref(), req.no_local_paths)? {
             Target::Existing(w) => {
                 for (flag, given) in [
                     ("--provider", req.provider.is_some()),
@@ -326,6 +366,41 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_requests_never_name_this_machines_disk() {
+        let home = tempfile::tempdir().unwrap();
+        let engine = Engine::open(claude_vm_store::Home::at(home.path()), None).unwrap();
+        let here = home.path().to_str().unwrap().to_owned();
+        // Existing and missing paths, file: URLs, a bare word that is a folder of the
+        // working directory: one and the same refusal.
+        std::fs::create_dir_all(home.path().join("3")).unwrap();
+        for target in [
+            here.as_str(),
+            "/etc",
+            "/no/such/path",
+            "file:///etc",
+            "FILE:///etc",
+            "3",
+            ".",
+        ] {
+            let err = engine.classify_target(Some(target), true).err();
+            assert!(
+                matches!(err, Some(EngineError::UnknownTarget(_))),
+                "{target}: {err:?}"
+            );
+        }
+        assert!(engine.classify_target(None, true).is_err());
+        // Remote git URLs are still fine; the CLI may still name its own folders.
+        assert!(matches!(
+            engine.classify_target(Some("https://example.com/r.git"), true),
+            Ok(Target::New(Source::Git(_)))
+        ));
+        assert!(matches!(
+            engine.classify_target(Some(&here), false),
+            Ok(Target::New(Source::Path(_)))
+        ));
+    }
 
     #[test]
     fn branch_names() {

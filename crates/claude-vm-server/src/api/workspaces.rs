@@ -153,6 +153,7 @@ pub async fn create(
         branch: b.branch,
         name: b.name,
         source_label: None,
+        no_local_paths: true,
     };
     Ok(outcome_response(run_up(&s, req).await?))
 }
@@ -267,6 +268,8 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
                 Some(s) if !s.trim().is_empty() && s.len() <= 4096 => s,
                 _ => format!("(uploaded)/{}", q.project),
             }),
+            // The server's own scratch copy of the upload.
+            no_local_paths: false,
         };
         let cancel = CancellationToken::new();
         let outcome = engine.up(&req, &NullReporter, &cancel).await;
@@ -301,10 +304,7 @@ fn unpack(tar_path: &std::path::Path, to: &std::path::Path) -> std::io::Result<(
 
 pub async fn up(State(s): State<AppState>, Path(ws): Path<String>) -> ApiResult<Response> {
     let record = s.engine.find_workspace(&ws)?;
-    let req = UpRequest {
-        target: Some(record.id.to_string()),
-        ..UpRequest::default()
-    };
+    let req = UpRequest::existing(&record.id);
     Ok(outcome_response(run_up(&s, req).await?))
 }
 

@@ -108,6 +108,7 @@ async fn up(engine: &Backend, args: &UpArgs, reporter: &CliReporter) -> Result<E
         branch: args.branch.clone(),
         name: args.name.clone(),
         source_label: None,
+        no_local_paths: false,
     };
     let cancel = cancel_on_signals();
     let outcome = engine.up(&req, reporter, &cancel).await?;
