@@ -136,7 +136,14 @@ impl PatchReader {
                 self.new = new;
             }
             PatchLine::Hunk
-        } else if line.starts_with('\\') {
+        } else if line.starts_with("+++") || line.starts_with("---") {
+            PatchLine::Header
+        } else if line.starts_with('+') {
+            // Outside a counted hunk (a hand-made or cut patch): by its first character.
+            PatchLine::Added
+        } else if line.starts_with('-') {
+            PatchLine::Removed
+        } else if line.starts_with(' ') || line.starts_with('\\') {
             PatchLine::Context
         } else {
             PatchLine::Header

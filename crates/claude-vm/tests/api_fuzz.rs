@@ -13,6 +13,19 @@ use common::http::Server;
 /// The longest the schemathesis run may take before the test fails.
 const WALL_CLOCK: Duration = Duration::from_secs(110);
 
+/// Examples per operation: 30 in the test command, more for longer runs
+/// (`CLAUDE_VM_FUZZ_EXAMPLES`, which also stretches the wall-clock bound).
+fn examples() -> u64 {
+    std::env::var("CLAUDE_VM_FUZZ_EXAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+}
+
+fn wall_clock() -> Duration {
+    WALL_CLOCK * (examples().div_ceil(30) as u32)
+}
+
 #[test]
 fn the_api_keeps_to_its_openapi_document() {
     // A missing schemathesis fails the test: it is part of the suite, not optional.
@@ -55,7 +68,7 @@ fn the_api_keeps_to_its_openapi_document() {
         // Left out, as they would destroy the fixture: deleting it and stopping it.
         .args(["--exclude-operation-id", "deleteWorkspace"])
         .args(["--exclude-operation-id", "downWorkspace"])
-        .args(["--max-examples", "30", "--seed", "20261201"])
+        .args(["--max-examples", &examples().to_string(), "--seed", "20261201"])
         .args(["--generation-with-security-parameters", "false"])
         .args(["--request-timeout", "30", "--workers", "2", "--no-color"])
         .arg("--report")
@@ -82,7 +95,7 @@ fn the_api_keeps_to_its_openapi_document() {
         if let Some(s) = child.try_wait().unwrap() {
             break Some(s);
         }
-        if start.elapsed() > WALL_CLOCK {
+        if start.elapsed() > wall_clock() {
             let _ = child.kill();
             let _ = child.wait();
             break None;
