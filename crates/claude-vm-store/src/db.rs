@@ -34,12 +34,28 @@ pub enum StoreError {
 }
 
 /// A configured provider.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ProviderRecord {
     pub name: String,
     pub kind: ProviderKind,
     pub options: BTreeMap<String, String>,
     pub created_at: String,
+}
+
+/// Secret options (passwords, tokens) never reach a log through `{:?}`: they are masked as in
+/// every view.
+impl std::fmt::Debug for ProviderRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderRecord")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field(
+                "options",
+                &claude_vm_core::provider::masked(self.kind, &self.options),
+            )
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// A workspace as the control side knows it.
@@ -582,6 +598,22 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(s.workspace(&w.id).unwrap().unwrap().status, Status::Running);
+    }
+
+    #[test]
+    fn provider_records_debug_print_no_secret() {
+        let mut options = BTreeMap::new();
+        options.insert("registry_password".to_owned(), "hunter2-secret".to_owned());
+        options.insert("host".to_owned(), "ssh://h".to_owned());
+        let r = ProviderRecord {
+            name: "p".into(),
+            kind: ProviderKind::Docker,
+            options,
+            created_at: String::new(),
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("ssh://h"), "{shown}");
     }
 
     #[test]
