@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use claude_vm_testkit::{Script, ScriptedModel};
 use common::chat::{ctx_with_claude, events, git_project, status};
 use common::http::Server;
-use common::{Ctx, dexec};
+use common::{Ctx, dexec, wait_daemon};
 use rand::{Rng, SeedableRng};
 
 fn rounds(default: usize) -> usize {
@@ -56,27 +56,6 @@ fn kill_in_container(id: &str, pattern: &str) {
             pattern,
         ])
         .output();
-}
-
-fn wait_daemon(id: &str) {
-    let start = Instant::now();
-    while !Command::new("docker")
-        .args([
-            "exec",
-            &format!("claude-vm-{id}"),
-            "/opt/claude-vm/bin/claude-vm",
-            "agent",
-            "health",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the daemon did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -219,7 +198,7 @@ fn acknowledged_messages_survive_kills_of_the_daemon_and_the_link() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("error"), "a broken exec said nothing: {err}");
         }
-        wait_daemon(&id);
+        wait_daemon(&id, None);
     }
     // Every acknowledged message reaches the transcript exactly once, and is answered.
     let start = Instant::now();

@@ -50,30 +50,7 @@ fn the_daemon_answers_reaps_orphans_restarts_and_stops_cleanly() {
     // kill -9 the daemon: PID 1 restarts it.
     let old_pid = h["pid"].as_u64().unwrap();
     dexec(&id, &format!("kill -9 {old_pid}"));
-    let start = Instant::now();
-    loop {
-        let out = Command::new("docker")
-            .args([
-                "exec",
-                &format!("claude-vm-{id}"),
-                "/opt/claude-vm/bin/claude-vm",
-                "agent",
-                "health",
-            ])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            if h["pid"].as_u64() != Some(old_pid) {
-                break;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "daemon not restarted"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_daemon(&id, Some(old_pid));
     assert_eq!(ctx.list()[0]["status"], "running");
 
     // A graceful stop is quick (the daemon handles SIGTERM), not a 10 s kill.

@@ -3,9 +3,8 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Ctx, dexec};
+use common::{Ctx, daemon_pid, dexec, wait_daemon};
 
 /// `docker exec` as the agent user; returns (exit code, stdout+stderr).
 fn as_agent(id: &str, script: &str) -> (i32, String) {
@@ -31,40 +30,11 @@ fn as_agent(id: &str, script: &str) -> (i32, String) {
     )
 }
 
-fn daemon_pid(id: &str) -> Option<u64> {
-    let out = Command::new("docker")
-        .args([
-            "exec",
-            &format!("claude-vm-{id}"),
-            "/opt/claude-vm/bin/claude-vm",
-            "agent",
-            "health",
-        ])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?["pid"].as_u64()
-}
-
 /// kill -9 the daemon and wait for PID 1 to start a new one.
 fn restart_daemon(id: &str) {
     let old = daemon_pid(id).expect("daemon answers");
     dexec(id, &format!("kill -9 {old}"));
-    let start = Instant::now();
-    loop {
-        if let Some(pid) = daemon_pid(id)
-            && pid != old
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "daemon not restarted"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_daemon(id, Some(old));
 }
 
 #[test]

@@ -195,6 +195,42 @@ pub fn dexec(id: &str, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The pid of a workspace's daemon, if it answers its health check now.
+pub fn daemon_pid(id: &str) -> Option<u64> {
+    let out = Command::new("docker")
+        .args([
+            "exec",
+            &format!("claude-vm-{id}"),
+            "/opt/claude-vm/bin/claude-vm",
+            "agent",
+            "health",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?["pid"].as_u64()
+}
+
+/// Wait (up to 20 s) until the workspace's daemon answers with a pid other than `not`.
+#[track_caller]
+pub fn wait_daemon(id: &str, not: Option<u64>) -> u64 {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(pid) = daemon_pid(id)
+            && Some(pid) != not
+        {
+            return pid;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the daemon did not come back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Run git in `dir` with a fixed identity.
 #[track_caller]
 pub fn git(dir: &Path, args: &[&str]) {
