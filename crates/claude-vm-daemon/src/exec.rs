@@ -267,7 +267,12 @@ pub async fn run(
         Ok(s) => s,
         Err(e) => return fail(out, e).await,
     };
-    let pid = child.id().unwrap_or(0);
+    // A child that already went away has no pid: never signal group 0 (our own) for it.
+    let Some(pid) = child.id().filter(|&p| p > 1) else {
+        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(1);
+        let _ = out.send(frame_bytes(Kind::Exit, &code.to_be_bytes())).await;
+        return;
+    };
     let _ = out
         .send(frame_bytes(Kind::Started, &pid.to_be_bytes()))
         .await;
