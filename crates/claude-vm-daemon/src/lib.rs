@@ -20,5 +20,4 @@ pub mod git;
 pub mod init;
 pub mod routes;
 pub mod server;
-pub mod sftp;
 pub mod ssh;
