@@ -11,6 +11,7 @@ use crate::{Body, Link, LinkError, check, empty, encode_query};
 /// A body arriving from the workspace, chunk by chunk.
 pub struct Download {
     body: hyper::body::Incoming,
+    end: crate::ConnEnd,
 }
 
 impl Download {
@@ -23,7 +24,7 @@ impl Download {
                         return Ok(Some(data));
                     }
                 }
-                Some(Err(e)) => return Err(LinkError::Dropped(e.to_string())),
+                Some(Err(e)) => return Err(self.end.error(&e).await),
                 None => return Ok(None),
             }
         }
@@ -43,12 +44,15 @@ impl Download {
 
 impl Link {
     async fn download(&self, uri: String) -> Result<Download, LinkError> {
+        let what = format!("GET {}", crate::path_of(&uri));
         let req = Request::get(uri)
             .body(empty())
             .map_err(|e| LinkError::Invalid(e.to_string()))?;
-        let res = check(self.send(req).await?).await?;
+        let (res, end) = self.within(&what, self.send_tracked(req)).await?;
+        let res = check(res).await?;
         Ok(Download {
             body: res.into_body(),
+            end,
         })
     }
 
@@ -61,13 +65,14 @@ impl Link {
             .header("content-type", "application/octet-stream")
             .body(body)
             .map_err(|e| LinkError::Invalid(e.to_string()))?;
-        let res = check(self.send(req).await?).await?;
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| LinkError::Dropped(e.to_string()))?
-            .to_bytes();
+        // No deadline: the daemon answers once it has the whole body, however long that
+        // takes to send; keep-alive pings notice a daemon that stopped answering.
+        let (res, end) = self.send_tracked(req).await?;
+        let res = check(res).await?;
+        let bytes = match res.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return Err(end.error(&e).await),
+        };
         serde_json::from_slice(&bytes).map_err(|e| LinkError::Invalid(e.to_string()))
     }
 
