@@ -35,7 +35,7 @@ pub struct State {
     pub root: std::path::PathBuf,
     pub conversations: Arc<claude_vm_agents::Manager>,
     /// The embedded SSH server (`None` if its host key could not be made).
-    pub ssh: Option<Arc<crate::ssh::Shared>>,
+    pub ssh: Option<Arc<crate::ssh::Server>>,
 }
 
 pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -134,10 +134,12 @@ pub async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} not allowed on {path}"),
         ),
-        _ if path.starts_with("/v1/ssh") => match crate::ssh::handle(&state, req).await {
-            Some(res) => res,
-            None => error(StatusCode::NOT_FOUND, format!("no such route: {path}")),
-        },
+        _ if path.starts_with("/v1/ssh") => {
+            match claude_vm_sshd::handle(state.ssh.as_ref(), req).await {
+                Some(res) => res,
+                None => error(StatusCode::NOT_FOUND, format!("no such route: {path}")),
+            }
+        }
         _ if path.starts_with("/v1/conversations") => {
             match crate::conv_routes::handle(&state, req).await {
                 Some(res) => res,

@@ -3,11 +3,20 @@
 //! The control side starts this through the provider's exec primitive (for Docker, an exec
 //! session; over SSH, `ssh host ...`) and speaks HTTP/2 over the resulting byte stream. It
 //! is deliberately dumb: bytes in, bytes out, exit when either side closes.
+//!
+//! It is also on the path of every byte the link carries, so it moves them without a
+//! helper thread: stdin and stdout are read and written as non-blocking pipes (tokio's
+//! own stdio hands each read and write to a blocking thread and waits for it), with 1 MiB
+//! pipe buffers and 1 MiB reads.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
+
+/// Bytes moved per read, each way.
+const CHUNK: usize = 1 << 20;
 
 /// Copy stdin → socket and socket → stdout until the socket closes.
 pub async fn connect(socket: &Path) -> std::io::Result<()> {
@@ -18,9 +27,9 @@ pub async fn connect(socket: &Path) -> std::io::Result<()> {
         )
     })?;
     let (mut sock_read, mut sock_write) = stream.into_split();
+    let (mut stdin, mut stdout) = stdio();
     let upstream = async {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; CHUNK];
         loop {
             let n = stdin.read(&mut buf).await?;
             if n == 0 {
@@ -31,8 +40,7 @@ pub async fn connect(socket: &Path) -> std::io::Result<()> {
         sock_write.shutdown().await
     };
     let downstream = async {
-        let mut stdout = tokio::io::stdout();
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; CHUNK];
         loop {
             let n = sock_read.read(&mut buf).await?;
             if n == 0 {
@@ -54,4 +62,36 @@ pub async fn connect(socket: &Path) -> std::io::Result<()> {
             downstream.await
         }
     }
+}
+
+/// stdin and stdout: as non-blocking pipes when they are pipes (a `docker exec` session's
+/// are, and OpenSSH's ProxyCommand's), else tokio's stdio.
+pub fn stdio() -> (
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncWrite + Send + Unpin>,
+) {
+    use tokio::net::unix::pipe;
+    let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().ok();
+    let input: Option<Box<dyn AsyncRead + Send + Unpin>> = dup(std::io::stdin().as_fd())
+        .and_then(|fd: OwnedFd| {
+            grow_pipe(&fd);
+            pipe::Receiver::from_owned_fd(fd).ok()
+        })
+        .map(|r| Box::new(r) as _);
+    let output: Option<Box<dyn AsyncWrite + Send + Unpin>> = dup(std::io::stdout().as_fd())
+        .and_then(|fd: OwnedFd| {
+            grow_pipe(&fd);
+            pipe::Sender::from_owned_fd(fd).ok()
+        })
+        .map(|w| Box::new(w) as _);
+    (
+        input.unwrap_or_else(|| Box::new(tokio::io::stdin())),
+        output.unwrap_or_else(|| Box::new(tokio::io::stdout())),
+    )
+}
+
+/// Ask for a 1 MiB pipe buffer (the default is 64 KiB). Not a pipe, or over the system's
+/// limit: nothing changes.
+fn grow_pipe(fd: &impl AsFd) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
 }

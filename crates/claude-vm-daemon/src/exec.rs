@@ -19,19 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::activity::Activity;
 
-/// What the client sends after the start frame.
-#[derive(Debug)]
-pub enum Input {
-    Stdin(Vec<u8>),
-    StdinEof,
-    Resize {
-        rows: u16,
-        cols: u16,
-    },
-    Signal(i32),
-    /// The client went away (the request stream was reset or failed).
-    Gone,
-}
+pub use claude_vm_protocol::frame::Input;
 
 /// Who a command runs as.
 #[derive(Debug, Clone)]

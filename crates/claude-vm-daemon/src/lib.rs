@@ -20,6 +20,5 @@ pub mod git;
 pub mod init;
 pub mod routes;
 pub mod server;
-pub mod sftp;
 pub mod ssh;
 pub mod state;

@@ -212,7 +212,7 @@ pub async fn serve(
     conversations.resume_all();
     let ssh_dir = crate::ssh::ssh_dir(&paths.state_dir);
     let ssh = match crate::ssh::load_or_create_host_key(&ssh_dir) {
-        Ok(key) => Some(Arc::new(crate::ssh::Shared::new(
+        Ok(key) => Some(Arc::new(crate::ssh::server(
             key,
             &paths.state_dir,
             default_dir.clone(),
@@ -254,11 +254,14 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| api::handle(state.clone(), req));
                     let mut builder = auto::Builder::new(TokioExecutor::new());
+                    // The same windows as the link's side (see claude-vm-link): 16 MiB
+                    // in flight per transfer, 1 MiB frames, 4 MiB buffered per stream.
                     builder
                         .http2()
-                        .initial_stream_window_size(4 << 20)
-                        .initial_connection_window_size(8 << 20)
-                        .max_frame_size(1 << 20);
+                        .initial_stream_window_size(16 << 20)
+                        .initial_connection_window_size(32 << 20)
+                        .max_frame_size(1 << 20)
+                        .max_send_buf_size(4 << 20);
                     if let Err(e) = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .await

@@ -10,6 +10,7 @@ use crate::{Link, LinkError, check, empty};
 pub struct Events {
     body: hyper::body::Incoming,
     buf: Vec<u8>,
+    end: crate::ConnEnd,
 }
 
 impl Events {
@@ -28,7 +29,7 @@ impl Events {
                         self.buf.extend_from_slice(&d);
                     }
                 }
-                Some(Err(e)) => return Err(LinkError::Dropped(e.to_string())),
+                Some(Err(e)) => return Err(self.end.error(&e).await),
                 None => return Ok(None),
             }
         }
@@ -103,10 +104,13 @@ impl Link {
         ))
         .body(empty())
         .map_err(|e| LinkError::Invalid(e.to_string()))?;
-        let res = check(self.send(req).await?).await?;
+        let what = "GET /v1/conversations/…/events";
+        let (res, end) = self.within(what, self.send_tracked(req)).await?;
+        let res = check(res).await?;
         Ok(Events {
             body: res.into_body(),
             buf: Vec::new(),
+            end,
         })
     }
 }

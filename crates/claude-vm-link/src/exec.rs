@@ -27,6 +27,7 @@ pub struct ExecSession {
     output: hyper::body::Incoming,
     decoder: Decoder,
     done: bool,
+    end: crate::ConnEnd,
 }
 
 impl Link {
@@ -46,14 +47,15 @@ impl Link {
                 .map_err(|e| LinkError::Invalid(e.to_string()))?;
             // Nothing but the start frame has been sent, so a connection that died under
             // the request can be replaced and the request made again.
-            match self.send(http).await {
-                Ok(res) => {
+            match self.within("POST /v1/exec", self.send_tracked(http)).await {
+                Ok((res, end)) => {
                     let res = check(res).await?;
                     return Ok(ExecSession {
                         input: tx,
                         output: res.into_body(),
                         decoder: Decoder::default(),
                         done: false,
+                        end,
                     });
                 }
                 Err(LinkError::Dropped(_)) if attempt < 3 => self.invalidate().await,
@@ -121,7 +123,7 @@ impl ExecSession {
                         self.decoder.push(&data);
                     }
                 }
-                Some(Err(e)) => return Err(LinkError::Dropped(e.to_string())),
+                Some(Err(e)) => return Err(self.end.error(&e).await),
                 None => {
                     return Err(LinkError::Dropped(
                         "the command's output ended without an exit status".into(),

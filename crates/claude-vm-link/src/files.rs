@@ -12,6 +12,7 @@ use crate::{Body, Link, LinkError, check, empty, encode_query};
 pub struct Download {
     body: hyper::body::Incoming,
     size: Option<u64>,
+    end: crate::ConnEnd,
 }
 
 impl Download {
@@ -30,7 +31,7 @@ impl Download {
                         return Ok(Some(data));
                     }
                 }
-                Some(Err(e)) => return Err(LinkError::Dropped(e.to_string())),
+                Some(Err(e)) => return Err(self.end.error(&e).await),
                 None => return Ok(None),
             }
         }
@@ -50,10 +51,12 @@ impl Download {
 
 impl Link {
     async fn download(&self, uri: String) -> Result<Download, LinkError> {
+        let what = format!("GET {}", crate::path_of(&uri));
         let req = Request::get(uri)
             .body(empty())
             .map_err(|e| LinkError::Invalid(e.to_string()))?;
-        let res = check(self.send(req).await?).await?;
+        let (res, end) = self.within(&what, self.send_tracked(req)).await?;
+        let res = check(res).await?;
         let size = res
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
@@ -62,6 +65,7 @@ impl Link {
         Ok(Download {
             body: res.into_body(),
             size,
+            end,
         })
     }
 
@@ -74,13 +78,14 @@ impl Link {
             .header("content-type", "application/octet-stream")
             .body(body)
             .map_err(|e| LinkError::Invalid(e.to_string()))?;
-        let res = check(self.send(req).await?).await?;
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| LinkError::Dropped(e.to_string()))?
-            .to_bytes();
+        // No deadline: the daemon answers once it has the whole body, however long that
+        // takes to send; keep-alive pings notice a daemon that stopped answering.
+        let (res, end) = self.send_tracked(req).await?;
+        let res = check(res).await?;
+        let bytes = match res.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return Err(end.error(&e).await),
+        };
         serde_json::from_slice(&bytes).map_err(|e| LinkError::Invalid(e.to_string()))
     }
 

@@ -5,8 +5,12 @@
 //! the link speaks HTTP/2: many concurrent requests and streaming responses share it, and
 //! no port is published anywhere. Each connection starts with a version handshake
 //! (`GET /v1/health`). When the stream drops, requests in flight fail with
-//! [`LinkError::Dropped`] (never hang: HTTP/2 keep-alive pings detect a dead peer), and the
-//! next request reconnects.
+//! [`LinkError::Dropped`], and the next request reconnects. A daemon that is alive but
+//! stuck (stopped, or wedged) never makes a request hang either: every request must get
+//! its answer started within a deadline ([`Timeouts::request`], reconnecting included;
+//! an ordinary request must be answered whole within it), and HTTP/2 keep-alive pings
+//! fail everything in flight, streams included, when the daemon stops answering them
+//! ([`LinkError::Unresponsive`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +45,18 @@ pub enum LinkError {
     Version { ours: u32, theirs: u32 },
     #[error("the link to the workspace dropped: {0}")]
     Dropped(String),
+    /// The daemon did not answer a request in time.
+    #[error(
+        "the workspace daemon did not answer {what} within {}s: it is running but stuck or overloaded (its log: /workspace/.claude-vm/logs/daemon.log)",
+        after.as_secs_f32()
+    )]
+    Timeout { what: String, after: Duration },
+    /// The daemon stopped answering the link's keep-alive pings.
+    #[error(
+        "the workspace daemon stopped answering (no reply to the link's keep-alive ping within {}s): it is running but stuck or overloaded (its log: /workspace/.claude-vm/logs/daemon.log)",
+        after.as_secs_f32()
+    )]
+    Unresponsive { after: Duration },
     /// The daemon answered with an error.
     #[error("{message}")]
     Api { status: u16, message: String },
@@ -57,8 +73,32 @@ pub struct Link {
 struct Inner {
     provider: Arc<dyn Provider>,
     id: WorkspaceId,
-    conn: Mutex<Option<SendRequest<Body>>>,
+    timeouts: Timeouts,
+    conn: Mutex<Option<(SendRequest<Body>, ConnEnd)>>,
     health: std::sync::Mutex<Option<Health>>,
+}
+
+/// How long the link waits for the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A request's answer must start within this (headers; for an ordinary request with a
+    /// JSON answer, the whole answer), opening a new connection included. Uploads are not
+    /// bounded (the daemon answers once it has the whole body): keep-alive covers them.
+    pub request: Duration,
+    /// After this long without hearing from the daemon, the link pings it...
+    pub keep_alive_interval: Duration,
+    /// ...and declares it gone if the answer takes longer than this.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            request: Duration::from_secs(30),
+            keep_alive_interval: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Bytes for an empty body.
@@ -91,16 +131,55 @@ pub fn channel_body(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
 impl Link {
     /// Open a link to the workspace `id` and check the daemon speaks our protocol.
     pub async fn connect(provider: Arc<dyn Provider>, id: WorkspaceId) -> Result<Link, LinkError> {
-        let link = Link {
+        Link::connect_with(provider, id, Timeouts::default()).await
+    }
+
+    /// [`Link::connect`] with other timeouts.
+    pub async fn connect_with(
+        provider: Arc<dyn Provider>,
+        id: WorkspaceId,
+        timeouts: Timeouts,
+    ) -> Result<Link, LinkError> {
+        let link = Link::unconnected(provider, id, timeouts);
+        link.sender_within(timeouts.request).await?;
+        Ok(link)
+    }
+
+    fn unconnected(provider: Arc<dyn Provider>, id: WorkspaceId, timeouts: Timeouts) -> Link {
+        Link {
             inner: Arc::new(Inner {
                 provider,
                 id,
+                timeouts,
                 conn: Mutex::new(None),
                 health: std::sync::Mutex::new(None),
             }),
-        };
-        link.sender().await?;
-        Ok(link)
+        }
+    }
+
+    /// A new link to the same workspace with other timeouts (it connects on first use).
+    pub fn with_timeouts(&self, timeouts: Timeouts) -> Link {
+        Link::unconnected(self.inner.provider.clone(), self.inner.id.clone(), timeouts)
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.inner.timeouts
+    }
+
+    /// `fut`, or [`LinkError::Timeout`] once the request deadline has passed.
+    pub(crate) async fn within<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, LinkError>>,
+    ) -> Result<T, LinkError> {
+        let after = self.inner.timeouts.request;
+        match tokio::time::timeout(after, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(LinkError::Timeout {
+                what: what.to_owned(),
+                after,
+            }),
+        }
     }
 
     /// What the daemon said at the last handshake.
@@ -114,12 +193,25 @@ impl Link {
 
     /// A ready sender, reconnecting if the previous connection is gone. A daemon that is
     /// restarting gets a few moments to come back.
-    async fn sender(&self) -> Result<SendRequest<Body>, LinkError> {
+    async fn sender_within(
+        &self,
+        deadline: Duration,
+    ) -> Result<(SendRequest<Body>, ConnEnd), LinkError> {
+        match tokio::time::timeout(deadline, self.sender()).await {
+            Ok(r) => r,
+            Err(_) => Err(LinkError::Timeout {
+                what: "the link's handshake".into(),
+                after: deadline,
+            }),
+        }
+    }
+
+    async fn sender(&self) -> Result<(SendRequest<Body>, ConnEnd), LinkError> {
         let mut guard = self.inner.conn.lock().await;
-        if let Some(s) = guard.as_ref()
+        if let Some((s, end)) = guard.as_ref()
             && !s.is_closed()
         {
-            return Ok(s.clone());
+            return Ok((s.clone(), end.clone()));
         }
         *guard = None;
         let mut delay = Duration::from_millis(100);
@@ -141,7 +233,7 @@ impl Link {
         }
     }
 
-    async fn open(&self) -> Result<SendRequest<Body>, LinkError> {
+    async fn open(&self) -> Result<(SendRequest<Body>, ConnEnd), LinkError> {
         let stream = self
             .inner
             .provider
@@ -158,22 +250,31 @@ impl Link {
                 },
             )
             .await?;
+        let t = self.inner.timeouts;
         let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .initial_stream_window_size(4 << 20)
-            .initial_connection_window_size(8 << 20)
-            .max_frame_size(1 << 20)
-            .keep_alive_interval(Duration::from_secs(15))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
+            .max_send_buf_size(SEND_BUFFER)
+            .keep_alive_interval(t.keep_alive_interval)
+            .keep_alive_timeout(t.keep_alive_timeout)
             .keep_alive_while_idle(true)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| LinkError::Handshake(e.to_string()))?;
         let id = self.inner.id.clone();
+        let (ended, end) = tokio::sync::watch::channel(None);
+        let end = ConnEnd {
+            ended: end,
+            keep_alive_timeout: t.keep_alive_timeout,
+        };
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = conn.await;
+            if let Err(e) = &result {
                 tracing::debug!(workspace = %id, "link closed: {e}");
             }
+            let _ = ended.send(Some(matches!(&result, Err(e) if e.is_timeout())));
         });
         // Version handshake.
         let req = Request::get("/v1/health")
@@ -183,11 +284,12 @@ impl Link {
             .ready()
             .await
             .map_err(|e| LinkError::Handshake(e.to_string()))?;
-        let res = tokio::time::timeout(Duration::from_secs(15), sender.send_request(req))
+        let wait = t.request.min(Duration::from_secs(15));
+        let res = tokio::time::timeout(wait, sender.send_request(req))
             .await
-            .map_err(|_| LinkError::Handshake("no answer within 15s".into()))?
+            .map_err(|_| LinkError::Handshake(format!("no answer within {}s", wait.as_secs_f32())))?
             .map_err(|e| LinkError::Handshake(e.to_string()))?;
-        let health: Health = read_json(res).await?;
+        let health: Health = read_json(res, &end).await?;
         if health.protocol != protocol::PROTOCOL_VERSION {
             return Err(LinkError::Version {
                 ours: protocol::PROTOCOL_VERSION,
@@ -195,7 +297,7 @@ impl Link {
             });
         }
         *self.inner.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(health);
-        Ok(sender)
+        Ok((sender, end))
     }
 
     /// Forget the current connection (it is known to be dead).
@@ -210,33 +312,40 @@ impl Link {
         &self,
         req: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, LinkError> {
+        Ok(self.send_tracked(req).await?.0)
+    }
+
+    /// [`Link::send`], with what tells why the connection it went over ended.
+    pub(crate) async fn send_tracked(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(Response<hyper::body::Incoming>, ConnEnd), LinkError> {
         let mut req = req;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut sender = self.sender().await?;
+            let (mut sender, end) = self.sender_within(self.inner.timeouts.request).await?;
             if let Err(e) = sender.ready().await {
                 self.invalidate().await;
                 if attempt < 3 {
                     continue;
                 }
-                return Err(LinkError::Dropped(e.to_string()));
+                return Err(end.error(&e).await);
             }
             match sender.try_send_request(req).await {
-                Ok(res) => return Ok(res),
+                Ok(res) => return Ok((res, end)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if attempt < 3 => {
                         self.invalidate().await;
                         req = unsent;
                     }
-                    _ => return Err(LinkError::Dropped(e.error().to_string())),
+                    _ => return Err(end.error(e.error()).await),
                 },
             }
         }
     }
 
-    /// A request with a JSON (or empty) body whose answer is JSON.
-    pub async fn call<T: DeserializeOwned>(
+    async fn call_unbounded<T: DeserializeOwned>(
         &self,
         method: Method,
         path_and_query: &str,
@@ -258,14 +367,27 @@ impl Link {
                 .body(body.clone().map_or_else(empty, full))
                 .map_err(|e| LinkError::Invalid(e.to_string()))?;
             // Reads are safe to repeat on a fresh connection; changes are not.
-            match self.send(req).await {
-                Ok(res) => return read_json(res).await,
+            match self.send_tracked(req).await {
+                Ok((res, end)) => return read_json(res, &end).await,
                 Err(LinkError::Dropped(_)) if method == Method::GET && attempt < 3 => {
                     self.invalidate().await
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A request with a JSON (or empty) body whose answer is JSON, answered whole within
+    /// the request deadline.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, LinkError> {
+        let what = format!("{method} {}", path_of(path_and_query));
+        self.within(&what, self.call_unbounded(method, path_and_query, body))
+            .await
     }
 
     /// `GET /v1/activity`.
@@ -281,6 +403,54 @@ mod files;
 mod ssh;
 pub use exec::{ExecEvent, ExecInput, ExecSession};
 pub use files::Download;
+
+/// The link's HTTP/2 flow-control windows, as the receiving side. The stream window bounds
+/// what one transfer has in flight before the receiver says it has read it: a round trip
+/// through `docker exec` and `agent connect` takes about a millisecond, so at the 64 KiB
+/// default a transfer would crawl; 16 MiB keeps a 100 MB copy streaming. The connection
+/// window lets two such transfers run at once.
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+/// Largest frame accepted (the sender's choice up to it; 16 KiB by default).
+pub const MAX_FRAME: u32 = 1 << 20;
+/// What each stream may buffer for sending before its body stops being polled.
+pub const SEND_BUFFER: usize = 4 << 20;
+
+/// How the connection a request went over ended, once it has: whether it was closed
+/// because the daemon stopped answering keep-alive pings.
+#[derive(Clone)]
+pub(crate) struct ConnEnd {
+    ended: tokio::sync::watch::Receiver<Option<bool>>,
+    keep_alive_timeout: Duration,
+}
+
+impl ConnEnd {
+    /// The error for a failed request or body. A stream fails as soon as its connection
+    /// does, maybe before the connection's task has said why: give it a moment.
+    pub(crate) async fn error(&self, e: &hyper::Error) -> LinkError {
+        let unresponsive = LinkError::Unresponsive {
+            after: self.keep_alive_timeout,
+        };
+        if e.is_timeout() {
+            return unresponsive;
+        }
+        let mut ended = self.ended.clone();
+        let why = tokio::time::timeout(
+            Duration::from_millis(200),
+            ended.wait_for(|why| why.is_some()),
+        )
+        .await;
+        match why {
+            Ok(Ok(why)) if *why == Some(true) => unresponsive,
+            _ => LinkError::Dropped(e.to_string()),
+        }
+    }
+}
+
+/// The path of a path-and-query, for messages (query values may be file names).
+fn path_of(path_and_query: &str) -> &str {
+    path_and_query.split('?').next().unwrap_or(path_and_query)
+}
 
 /// Percent-encode a query value.
 pub fn encode_query(value: &str) -> String {
@@ -321,15 +491,14 @@ pub async fn check(
 
 async fn read_json<T: DeserializeOwned>(
     res: Response<hyper::body::Incoming>,
+    end: &ConnEnd,
 ) -> Result<T, LinkError> {
     let res = check(res).await?;
     let status = res.status();
-    let body = res
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| LinkError::Dropped(e.to_string()))?
-        .to_bytes();
+    let body = match res.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(end.error(&e).await),
+    };
     if status == StatusCode::NO_CONTENT && body.is_empty() {
         return serde_json::from_slice(b"null").map_err(|e| LinkError::Invalid(e.to_string()));
     }

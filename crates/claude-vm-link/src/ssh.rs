@@ -11,21 +11,24 @@ use tokio::sync::mpsc;
 
 use crate::{Link, LinkError, channel_body, check};
 
+/// Buffer between the caller's stream and the HTTP bodies, each way.
+const PIPE: usize = 256 * 1024;
+
 impl Link {
     /// Open an SSH connection to the workspace's server: read and write the returned
     /// stream as if it were a TCP connection to port 22. It ends when the server closes
     /// the connection or the link drops.
     pub async fn ssh_stream(&self) -> Result<DuplexStream, LinkError> {
-        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let (ours, theirs) = tokio::io::duplex(PIPE);
         let (mut from_client, mut to_client) = tokio::io::split(theirs);
         let (tx, rx) = mpsc::channel::<Bytes>(16);
         let req = Request::post("/v1/ssh")
             .header("content-type", "application/octet-stream")
             .body(channel_body(rx))
             .map_err(|e| LinkError::Invalid(e.to_string()))?;
-        let res = check(self.send(req).await?).await?;
+        let res = check(self.within("POST /v1/ssh", self.send(req)).await?).await?;
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; PIPE];
             loop {
                 match from_client.read(&mut buf).await {
                     Ok(0) | Err(_) => break,

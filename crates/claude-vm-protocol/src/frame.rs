@@ -45,6 +45,21 @@ impl Kind {
     }
 }
 
+/// What a client sends after the start frame, decoded: the input side of a running
+/// command, whoever feeds it (`POST /v1/exec`, or an SSH session channel in the daemon).
+#[derive(Debug)]
+pub enum Input {
+    Stdin(Vec<u8>),
+    StdinEof,
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
+    Signal(i32),
+    /// The client went away (the request stream was reset or failed).
+    Gone,
+}
+
 /// Largest frame payload accepted.
 pub const MAX_FRAME: usize = 1 << 20;
 

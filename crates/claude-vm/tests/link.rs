@@ -344,3 +344,155 @@ fn a_terminal_session_follows_window_resizes_and_counts_as_activity() {
         table.stdout
     );
 }
+
+/// Stops (SIGSTOP) the daemon of workspace `id` until dropped (SIGCONT), so a failing test
+/// does not leave it stopped for the next step.
+struct Stopped<'a> {
+    id: &'a str,
+    pid: String,
+}
+
+impl<'a> Stopped<'a> {
+    fn daemon(id: &'a str) -> Stopped<'a> {
+        let pid = dexec(id, "pgrep -f 'agent [s]erve'").trim().to_owned();
+        dexec(id, &format!("kill -STOP {pid}"));
+        Stopped { id, pid }
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["exec", &format!("claude-vm-{}", self.id)])
+            .args(["kill", "-CONT", &self.pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Regression: the link had no per-request deadline, so an ordinary request to a daemon
+/// that is alive but does not answer (stopped here) waited forever.
+#[test]
+fn no_per_request_deadline_a_request_to_a_stopped_daemon_fails_within_it() {
+    use claude_vm_link::{LinkError, Timeouts};
+    let ctx = Ctx::new();
+    let id = workspace(&ctx, "deadline");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let engine = engine(&ctx);
+        let (_, link) = engine.link("deadline").await.unwrap();
+        // Keep-alive far away: only the deadline can end the request.
+        let link = link.with_timeouts(Timeouts {
+            request: Duration::from_secs(3),
+            keep_alive_interval: Duration::from_secs(120),
+            keep_alive_timeout: Duration::from_secs(120),
+        });
+        link.activity().await.unwrap();
+        {
+            let _stopped = Stopped::daemon(&id);
+            let start = Instant::now();
+            let err = link.activity().await.unwrap_err();
+            let took = start.elapsed();
+            assert!(matches!(err, LinkError::Timeout { .. }), "{err:?}");
+            assert!(
+                took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+                "failed after {took:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("did not answer GET /v1/activity within 3s")
+                    && message.contains("stuck"),
+                "{message}"
+            );
+            // A stream's answer is bounded the same way (until its headers).
+            let start = Instant::now();
+            let err = link
+                .exec(&ExecRequest {
+                    cmd: vec!["true".into()],
+                    ..Default::default()
+                })
+                .await
+                .err()
+                .expect("exec on a stopped daemon started");
+            assert!(matches!(err, LinkError::Timeout { .. }), "{err:?}");
+            assert!(start.elapsed() < Duration::from_secs(8));
+        }
+        // Continued: the same link works again.
+        let activity = tokio::time::timeout(Duration::from_secs(10), link.activity())
+            .await
+            .expect("hung after SIGCONT");
+        activity.unwrap();
+        let (out, _, code) = run(&link, &["echo", "back"], b"").await;
+        assert_eq!((out, code), (b"back\n".to_vec(), 0));
+    });
+}
+
+/// Regression: a daemon that is alive but stuck was never detected: a streaming request
+/// (an exec, a download, an SSH connection) to it waited forever. Keep-alive pings must
+/// fail everything in flight, and the link must reconnect once the daemon is back.
+#[test]
+fn stuck_daemon_never_detected_keep_alive_fails_streams_and_the_link_recovers() {
+    use claude_vm_link::{LinkError, Timeouts};
+    let ctx = Ctx::new();
+    let id = workspace(&ctx, "stuck");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let engine = engine(&ctx);
+        let (_, link) = engine.link("stuck").await.unwrap();
+        let link = link.with_timeouts(Timeouts {
+            request: Duration::from_secs(5),
+            keep_alive_interval: Duration::from_secs(1),
+            keep_alive_timeout: Duration::from_secs(2),
+        });
+        // A command that streams its output.
+        let mut s = link
+            .exec(&ExecRequest {
+                cmd: vec!["sh".into(), "-c".into(), "echo started; sleep 60".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        loop {
+            match s.next().await.unwrap() {
+                Some(ExecEvent::Stdout(_)) => break,
+                Some(ExecEvent::Started(_)) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+        {
+            let _stopped = Stopped::daemon(&id);
+            let start = Instant::now();
+            let ended = tokio::time::timeout(Duration::from_secs(20), s.next())
+                .await
+                .expect("the stream to a stopped daemon hung");
+            let took = start.elapsed();
+            let err = ended.expect_err("the stream went on");
+            assert!(matches!(err, LinkError::Unresponsive { .. }), "{err:?}");
+            assert!(took < Duration::from_secs(8), "detected after {took:?}");
+            assert!(err.to_string().contains("stopped answering"), "{err}");
+            // Still stopped: reconnecting does not hang either.
+            let start = Instant::now();
+            let err = link.activity().await.unwrap_err();
+            assert!(
+                matches!(err, LinkError::Timeout { .. } | LinkError::Handshake(_)),
+                "{err:?}"
+            );
+            assert!(start.elapsed() < Duration::from_secs(10));
+        }
+        // Back: the next request reconnects by itself.
+        let (out, _, code) =
+            tokio::time::timeout(Duration::from_secs(20), run(&link, &["echo", "again"], b""))
+                .await
+                .expect("hung after SIGCONT");
+        assert_eq!((out, code), (b"again\n".to_vec(), 0));
+    });
+}

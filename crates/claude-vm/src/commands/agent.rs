@@ -25,7 +25,7 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(claude_vm_daemon::sftp::serve_stdio());
+                .block_on(claude_vm_sshd::sftp::serve_stdio());
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::ChatTty { conversation } => {

@@ -138,14 +138,18 @@ async fn download(link: &Link, remote: &str, local: &Path, quiet: bool) -> Resul
             let bar = progress_bar(quiet, Some(info.size), &format!("copying {name}"));
             let mut body = link.read(remote).await?;
             let tmp = target.with_file_name(format!(".{}.claude-vm-partial", name));
-            let mut f = std::fs::File::create(&tmp)
+            let f = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
+            let (tx, writer) = file_writer(f);
             let res: Result<()> = async {
                 while let Some(chunk) = body.chunk().await? {
-                    f.write_all(&chunk)?;
                     bar.inc(chunk.len() as u64);
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
                 }
-                f.sync_all()?;
+                drop(tx);
+                writer.await??;
                 Ok(())
             }
             .await;
@@ -276,6 +280,46 @@ fn tick_bar(bar: ProgressBar, counter: Arc<AtomicU64>) -> tokio::task::JoinHandl
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     })
+}
+
+/// Writes the chunks sent to it into `file` on a blocking thread, so the disk and the link
+/// work at the same time, and fsyncs it at the end. Writeback of what is written is started
+/// every few MiB, so the final fsync only waits for the last of it.
+fn file_writer(
+    mut file: std::fs::File,
+) -> (
+    mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    const FLUSH_EVERY: u64 = 8 << 20;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    let task = tokio::task::spawn_blocking(move || {
+        let (mut written, mut flushed) = (0u64, 0u64);
+        while let Some(chunk) = rx.blocking_recv() {
+            file.write_all(&chunk)?;
+            written += chunk.len() as u64;
+            if written - flushed >= FLUSH_EVERY {
+                start_writeback(&file, flushed, written - flushed);
+                flushed = written;
+            }
+        }
+        file.sync_all()
+    });
+    (tx, task)
+}
+
+/// Ask the kernel to start writing a range of `file` to disk, without waiting for it.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open descriptor; a failure only means no head start.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 /// A local file as a streamed request body.

@@ -32,12 +32,21 @@ pub fn run(engine: &Engine, args: &SshArgs) -> Result<ExitCode> {
 /// ProxyCommand: stdin → the workspace's SSH server → stdout.
 async fn stdio(engine: &Engine, host: &str) -> Result<()> {
     // A changed host key is left to OpenSSH, which refuses it with its own explanation.
-    let (_, link, _) = engine.ssh_link(host, false).await?;
-    let stream = link.ssh_stream().await?;
+    // The SSH connection is opened while the host key is pinned and the keys pushed: both
+    // are done before a byte of OpenSSH's goes through, so its login finds the keys there.
+    let target = host
+        .strip_suffix(claude_vm_engine::ssh::HOST_SUFFIX)
+        .unwrap_or(host);
+    let (_, link) = engine.link(target).await?;
+    let (_, stream) = tokio::try_join!(
+        async { anyhow::Ok(engine.ssh_link(target, false).await?) },
+        async { anyhow::Ok(link.ssh_stream().await?) },
+    )?;
     let (mut from_server, mut to_server) = tokio::io::split(stream);
+    // OpenSSH gives its ProxyCommand pipes: moved without a helper thread.
+    let (mut stdin, mut stdout) = claude_vm_daemon::bridge::stdio();
     let up = tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 256 * 1024];
         loop {
             match stdin.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -50,8 +59,7 @@ async fn stdio(engine: &Engine, host: &str) -> Result<()> {
         }
         let _ = to_server.shutdown().await;
     });
-    let mut stdout = tokio::io::stdout();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = from_server.read(&mut buf).await?;
         if n == 0 {

@@ -8,60 +8,111 @@ use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use russh_sftp::protocol::{
-    Attrs, Data, File as Entry, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode,
-    Version,
+    Attrs, Data, File as Entry, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
+    StatusCode, Version,
 };
-use russh_sftp::server::StatusReply;
+use russh_sftp::server::{Handler as _, StatusReply};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Run until the client closes stdin.
 pub async fn serve_stdio() {
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let stream = Stdio {
-        io: tokio::io::join(tokio::io::stdin(), tokio::io::stdout()),
-        _done: done_tx,
-    };
-    russh_sftp::server::run(stream, Sftp::default()).await;
-    // The server task drops the stream when the client is gone.
-    let _ = done_rx.await;
+    let (input, output) = stdio();
+    serve(input, output, Sftp::default()).await;
 }
 
-/// stdin + stdout as one stream; dropping it tells `serve_stdio` the session is over.
-struct Stdio {
-    io: tokio::io::Join<tokio::io::Stdin, tokio::io::Stdout>,
-    _done: tokio::sync::oneshot::Sender<()>,
+/// stdin and stdout, read and written without a helper thread when they are pipes or
+/// sockets (tokio's own stdio hands every read and write to a blocking thread).
+fn stdio() -> (
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncWrite + Send + Unpin>,
+) {
+    use std::os::fd::{AsFd, OwnedFd};
+    use tokio::net::unix::pipe;
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok();
+    let input: Option<Box<dyn AsyncRead + Send + Unpin>> = dup(std::io::stdin().as_fd())
+        .and_then(|fd: OwnedFd| {
+            grow_pipe(&fd);
+            pipe::Receiver::from_owned_fd(fd).ok()
+        })
+        .map(|r| Box::new(r) as _);
+    let output: Option<Box<dyn AsyncWrite + Send + Unpin>> = dup(std::io::stdout().as_fd())
+        .and_then(|fd: OwnedFd| {
+            grow_pipe(&fd);
+            pipe::Sender::from_owned_fd(fd).ok()
+        })
+        .map(|w| Box::new(w) as _);
+    (
+        input.unwrap_or_else(|| Box::new(tokio::io::stdin())),
+        output.unwrap_or_else(|| Box::new(tokio::io::stdout())),
+    )
 }
 
-impl tokio::io::AsyncRead for Stdio {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
+/// Ask for a 1 MiB pipe buffer (the default is 64 KiB): fewer wake-ups per transfer. Not
+/// a pipe, or not allowed: nothing changes.
+fn grow_pipe(fd: &impl std::os::fd::AsFd) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
-impl tokio::io::AsyncWrite for Stdio {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+/// Largest request accepted (a 256 KiB write plus its header); OpenSSH sends 32 KiB.
+const MAX_REQUEST: u32 = 256 * 1024 + 1024;
+
+/// Answers written at once when they queue up.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Serve SFTP on `input`/`output` until the client closes `input`. Requests are pipelined:
+/// they are read and handled one after another without waiting for the previous answer
+/// to be written (a writer task batches the answers), so a client that keeps many reads
+/// or writes outstanding (OpenSSH keeps 64) is never waited on.
+pub async fn serve<R, W>(input: R, output: W, mut handler: Sftp)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(128);
+    let writer = tokio::spawn(async move {
+        let mut output = output;
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        while let Some(first) = rx.recv().await {
+            batch.extend_from_slice(&first);
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if output.write_all(&batch).await.is_err() || output.flush().await.is_err() {
+                break;
+            }
+            batch.clear();
+        }
+    });
+    let mut input = tokio::io::BufReader::with_capacity(512 * 1024, input);
+    while let Ok(len) = input.read_u32().await {
+        if len > MAX_REQUEST {
+            tracing::debug!("sftp request of {len} bytes refused");
+            break;
+        }
+        let mut buf = vec![0u8; len as usize];
+        if input.read_exact(&mut buf).await.is_err() {
+            break;
+        }
+        let mut bytes = Bytes::from(buf);
+        let answer = match Packet::try_from(&mut bytes) {
+            Ok(request) => handler.process(request).await,
+            Err(_) => Packet::error(0, StatusCode::BadMessage),
+        };
+        let Ok(answer) = Bytes::try_from(answer) else {
+            break;
+        };
+        if tx.send(answer).await.is_err() {
+            break;
+        }
     }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+    drop(tx);
+    let _ = writer.await;
 }
 
 /// An error answer.
@@ -232,7 +283,51 @@ fn set_attrs(path: Option<&Path>, file: Option<&File>, a: &FileAttributes) -> Re
     Ok(())
 }
 
+/// One answer: the handler's, or its error as a status.
+fn answer<T: Into<Packet>>(id: u32, r: Result<T, Fail>) -> Packet {
+    match r {
+        Ok(p) => p.into(),
+        Err(Fail(code, message)) => Packet::Status(Status {
+            id,
+            status_code: code,
+            error_message: message,
+            language_tag: "en-US".into(),
+        }),
+    }
+}
+
 impl Sftp {
+    /// Handle one request.
+    async fn process(&mut self, request: Packet) -> Packet {
+        let id = request.get_request_id();
+        match request {
+            Packet::Init(r) => answer(id, self.init(r.version, r.extensions).await),
+            Packet::Open(r) => answer(id, self.open(r.id, r.filename, r.pflags, r.attrs).await),
+            Packet::Close(r) => answer(id, self.close(r.id, r.handle).await),
+            Packet::Read(r) => answer(id, self.read(r.id, r.handle, r.offset, r.len).await),
+            Packet::Write(r) => answer(id, self.write(r.id, r.handle, r.offset, r.data).await),
+            Packet::Lstat(r) => answer(id, self.lstat(r.id, r.path).await),
+            Packet::Fstat(r) => answer(id, self.fstat(r.id, r.handle).await),
+            Packet::SetStat(r) => answer(id, self.setstat(r.id, r.path, r.attrs).await),
+            Packet::FSetStat(r) => answer(id, self.fsetstat(r.id, r.handle, r.attrs).await),
+            Packet::OpenDir(r) => answer(id, self.opendir(r.id, r.path).await),
+            Packet::ReadDir(r) => answer(id, self.readdir(r.id, r.handle).await),
+            Packet::Remove(r) => answer(id, self.remove(r.id, r.filename).await),
+            Packet::MkDir(r) => answer(id, self.mkdir(r.id, r.path, r.attrs).await),
+            Packet::RmDir(r) => answer(id, self.rmdir(r.id, r.path).await),
+            Packet::RealPath(r) => answer(id, self.realpath(r.id, r.path).await),
+            Packet::Stat(r) => answer(id, self.stat(r.id, r.path).await),
+            Packet::Rename(r) => answer(id, self.rename(r.id, r.oldpath, r.newpath).await),
+            Packet::ReadLink(r) => answer(id, self.readlink(r.id, r.path).await),
+            Packet::Symlink(r) => answer(id, self.symlink(r.id, r.linkpath, r.targetpath).await),
+            Packet::Extended(_) => answer::<Status>(
+                id,
+                Err(Fail(StatusCode::OpUnsupported, "not supported".into())),
+            ),
+            _ => Packet::error(id, StatusCode::BadMessage),
+        }
+    }
+
     fn add(&mut self, open: Open) -> Result<String, Fail> {
         if self.handles.len() >= MAX_HANDLES {
             return Err(Fail(StatusCode::Failure, "too many open handles".into()));
