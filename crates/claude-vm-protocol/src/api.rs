@@ -48,6 +48,20 @@ pub enum ChangeKind {
     TypeChanged,
 }
 
+impl ChangeKind {
+    /// The word people are shown: `added`, `modified`, ..., `type changed`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Deleted => "deleted",
+            ChangeKind::Renamed => "renamed",
+            ChangeKind::Untracked => "untracked",
+            ChangeKind::TypeChanged => "type changed",
+        }
+    }
+}
+
 /// One changed path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileChange {

@@ -479,7 +479,10 @@ pub async fn require_page(State(state): State<AppState>, mut req: Request, next:
             let target = if next_path == "/" {
                 "/login".to_owned()
             } else {
-                format!("/login?next={}", crate::web::url_encode(next_path))
+                format!(
+                    "/login?next={}",
+                    claude_vm_api::encode::query_value(next_path)
+                )
             };
             Redirect::to(&target).into_response()
         }

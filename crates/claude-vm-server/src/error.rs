@@ -5,24 +5,21 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use claude_vm_api::ErrorBody;
 use claude_vm_engine::{EngineError, LinkError};
-use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
+/// A failed answer: its status and its body.
+#[derive(Debug, Clone)]
 pub struct ApiError {
-    #[serde(skip)]
     pub status: StatusCode,
-    pub error: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
+    pub body: ErrorBody,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            error: error.into(),
-            hint: None,
+            body: ErrorBody::new(error),
         }
     }
 
@@ -31,14 +28,24 @@ impl ApiError {
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> ApiError {
-        self.hint = Some(hint.into());
+        self.body.hint = Some(hint.into());
         self
+    }
+
+    fn with_hint(status: StatusCode, error: impl std::fmt::Display, hint: Option<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: error.to_string(),
+                hint,
+            },
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(&self)).into_response()
+        (self.status, Json(&self.body)).into_response()
     }
 }
 
@@ -98,11 +105,7 @@ impl From<EngineError> for ApiError {
         let hint = e.hint().or_else(|| {
             (status == StatusCode::UNPROCESSABLE_ENTITY).then(|| CONFIGURATION_HINT.to_owned())
         });
-        ApiError {
-            status,
-            error: e.to_string(),
-            hint,
-        }
+        ApiError::with_hint(status, e, hint)
     }
 }
 
@@ -112,11 +115,7 @@ impl From<LinkError> for ApiError {
             LinkError::Provider(p) => p.hint(),
             _ => None,
         };
-        ApiError {
-            status: link_status(&e),
-            error: e.to_string(),
-            hint,
-        }
+        ApiError::with_hint(link_status(&e), e, hint)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Where commands run: the local [`Engine`], or a server the CLI is logged in to
 //! ([`Remote`]). Both answer with the engine's types (`WorkspaceView`, `ChatView`, the
-//! protocol's `Conversation`/`Event`/`Diff`), so commands render them the same way.
+//! protocol's `Conversation`/`Event`/`Diff`), so commands render them the same way: the
+//! server's answers are read as `claude_vm_api`'s types (statuses and times checked), then
+//! taken as the engine's view of the same document.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use claude_vm_api::encode::{path_segment, query};
+use claude_vm_api::{
+    ConversationDetail, CreateConversation, CreateWorkspace, Down, Interrupted, SendMessage,
+    UploadQuery, WorkspaceList,
+};
 use claude_vm_core::Status;
 use claude_vm_engine::{
     CancellationToken, ChatView, DownRequest, Engine, EngineError, Events, Link, Reporter,
@@ -17,9 +24,10 @@ use claude_vm_engine::{
 use claude_vm_protocol::api::{Conversation, Decision, Diff, Event, PermissionMode, Sent};
 use claude_vm_store::Home;
 use hyper::Method;
-use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::remote::{Login, Remote, SseEvents, enc, stream_body};
+use crate::remote::{Login, Remote, SseEvents, stream_body};
 
 pub enum Backend {
     Local(Box<Engine>),
@@ -29,16 +37,9 @@ pub enum Backend {
 /// Providers that did not answer `list`: (name, reason).
 pub type Unreachable = Vec<(String, String)>;
 
-#[derive(Deserialize)]
-struct RemoteList {
-    workspaces: Vec<WorkspaceView>,
-    unreachable: Vec<RemoteUnreachable>,
-}
-
-#[derive(Deserialize)]
-struct RemoteUnreachable {
-    provider: String,
-    reason: String,
+/// A server's answer (an API type) as the engine's view of the same document.
+fn view<T: DeserializeOwned>(answer: &impl Serialize) -> Result<T> {
+    Ok(serde_json::from_value(serde_json::to_value(answer)?)?)
 }
 
 impl Backend {
@@ -86,8 +87,8 @@ impl Backend {
             Backend::Local(e) if detailed => Ok(e.list_detailed().await?),
             Backend::Local(e) => Ok(e.list().await?),
             Backend::Remote(r) => {
-                let l: RemoteList = r.get("/api/v1/workspaces").await?;
-                let mut views = l.workspaces;
+                let l: WorkspaceList = r.get("/api/v1/workspaces").await?;
+                let mut views: Vec<WorkspaceView> = view(&l.workspaces)?;
                 if !detailed {
                     for v in &mut views {
                         v.last_activity = None;
@@ -111,7 +112,7 @@ impl Backend {
                 Ok((w.name.to_string(), w.id.to_string()))
             }
             Backend::Remote(r) => {
-                let w: WorkspaceView = r.get(&ws_path(query, "")).await?;
+                let w: claude_vm_api::Workspace = r.get(&ws_path(query, "")).await?;
                 Ok((w.name, w.id))
             }
         }
@@ -146,14 +147,14 @@ impl Backend {
         match self {
             Backend::Local(e) => Ok(e.down(req, reporter).await?),
             Backend::Remote(r) => {
-                let before: WorkspaceView = r.get(&ws_path(&req.target, "")).await?;
-                let body = serde_json::json!({
-                    "force": req.force,
-                    "timeout": req.grace.as_secs(),
-                });
-                let after: WorkspaceView =
+                let before: claude_vm_api::Workspace = r.get(&ws_path(&req.target, "")).await?;
+                let body = Down {
+                    force: req.force,
+                    timeout: Some(req.grace.as_secs()),
+                };
+                let after: claude_vm_api::Workspace =
                     r.post_long(&ws_path(&req.target, "/down"), &body).await?;
-                Ok((after, before.status != Status::Stopped))
+                Ok((view(&after)?, before.status != Status::Stopped))
             }
         }
     }
@@ -161,7 +162,10 @@ impl Backend {
     pub async fn delete(&self, workspace: &str, reporter: &dyn Reporter) -> Result<WorkspaceView> {
         match self {
             Backend::Local(e) => Ok(e.delete(workspace, reporter).await?),
-            Backend::Remote(r) => Ok(r.delete(&ws_path(workspace, "")).await?),
+            Backend::Remote(r) => {
+                let gone: claude_vm_api::Workspace = r.delete(&ws_path(workspace, "")).await?;
+                view(&gone)
+            }
         }
     }
 
@@ -178,13 +182,15 @@ impl Backend {
                 .new_chat(workspace, agent, message, mode, reporter)
                 .await?),
             Backend::Remote(r) => {
-                let body = serde_json::json!({
-                    "agent": agent,
-                    "message": message,
-                    "ask": mode == PermissionMode::Ask,
-                });
-                Ok(r.post_long(&ws_path(workspace, "/conversations"), &body)
-                    .await?)
+                let body = CreateConversation {
+                    agent: agent.map(str::to_owned),
+                    message,
+                    ask: mode == PermissionMode::Ask,
+                };
+                let chat: claude_vm_api::Chat = r
+                    .post_long(&ws_path(workspace, "/conversations"), &body)
+                    .await?;
+                view(&chat)
             }
         }
     }
@@ -194,10 +200,11 @@ impl Backend {
             Backend::Local(e) => Ok(e.chat_list(workspace).await?),
             Backend::Remote(r) => {
                 let path = match workspace {
-                    Some(w) => format!("/api/v1/conversations?workspace={}", enc(w)),
+                    Some(w) => format!("/api/v1/conversations?{}", query([("workspace", Some(w))])),
                     None => "/api/v1/conversations".to_owned(),
                 };
-                Ok(r.get(&path).await?)
+                let chats: Vec<claude_vm_api::Chat> = r.get(&path).await?;
+                view(&chats)
             }
         }
     }
@@ -214,16 +221,14 @@ impl Backend {
                 })
             }
             Backend::Remote(r) => {
-                #[derive(Deserialize)]
-                struct Detail {
-                    id: String,
-                    workspace: String,
-                }
-                let d: Detail = r
-                    .get(&format!("/api/v1/conversations/{}", enc(conversation)))
+                let d: ConversationDetail = r
+                    .get(&format!(
+                        "/api/v1/conversations/{}",
+                        path_segment(conversation)
+                    ))
                     .await?;
                 Ok(Chat {
-                    id: d.id,
+                    id: d.conversation.id,
                     workspace: d.workspace,
                     via: Via::Remote(r.clone()),
                 })
@@ -246,7 +251,7 @@ impl Backend {
 
 /// `/api/v1/workspaces/<ws><rest>`.
 pub fn ws_path(workspace: &str, rest: &str) -> String {
-    format!("/api/v1/workspaces/{}{rest}", enc(workspace))
+    format!("/api/v1/workspaces/{}{rest}", path_segment(workspace))
 }
 
 fn pathish(arg: &str) -> bool {
@@ -257,14 +262,12 @@ fn pathish(arg: &str) -> bool {
 /// a workspace's exact id or name, a git URL, a folder (uploaded), a unique id prefix.
 async fn remote_up(r: &Remote, req: &UpRequest, reporter: &dyn Reporter) -> Result<UpOutcome> {
     let target = req.target.clone().unwrap_or_else(|| ".".to_owned());
-    let create = |target: String| {
-        serde_json::json!({
-            "target": target,
-            "provider": req.provider,
-            "image": req.image,
-            "branch": req.branch,
-            "name": req.name,
-        })
+    let create = |target: String| CreateWorkspace {
+        target: Some(target),
+        provider: req.provider.clone(),
+        image: req.image.clone(),
+        branch: req.branch.clone(),
+        name: req.name.clone(),
     };
     if claude_vm_core::source::is_git_url(&target) {
         if target.starts_with("file://") {
@@ -273,13 +276,16 @@ async fn remote_up(r: &Remote, req: &UpRequest, reporter: &dyn Reporter) -> Resu
                 r.url()
             );
         }
-        return Ok(r.post_long("/api/v1/workspaces", &create(target)).await?);
+        return outcome(r.post_long("/api/v1/workspaces", &create(target)).await?);
     }
     let local = Path::new(&target);
     if !pathish(&target) {
-        match r.get::<WorkspaceView>(&ws_path(&target, "")).await {
+        match r
+            .get::<claude_vm_api::Workspace>(&ws_path(&target, ""))
+            .await
+        {
             Ok(w) if w.id == target || w.name == target || !local.exists() => {
-                return Ok(r.post_long("/api/v1/workspaces", &create(w.id)).await?);
+                return outcome(r.post_long("/api/v1/workspaces", &create(w.id)).await?);
             }
             Ok(_) => {}
             Err(e) if e.status == Some(404) => {}
@@ -294,6 +300,10 @@ async fn remote_up(r: &Remote, req: &UpRequest, reporter: &dyn Reporter) -> Resu
         return Err(EngineError::InvalidInput(format!("path {target:?} does not exist")).into());
     }
     Err(EngineError::UnknownTarget(target).into())
+}
+
+fn outcome(o: claude_vm_api::UpOutcome) -> Result<UpOutcome> {
+    view(&o)
 }
 
 /// Create a workspace from a local folder: the same files as a local `up` (git's idea of
@@ -319,21 +329,15 @@ async fn upload(
         );
     }
     let project = claude_vm_core::source::project_name(&abs.display().to_string());
-    let mut query = format!(
-        "project={}&source={}",
-        enc(&project),
-        enc(&abs.display().to_string())
-    );
-    for (key, value) in [
-        ("name", &req.name),
-        ("provider", &req.provider),
-        ("image", &req.image),
-        ("branch", &req.branch),
-    ] {
-        if let Some(v) = value {
-            query.push_str(&format!("&{key}={}", enc(v)));
-        }
+    let query = UploadQuery {
+        project,
+        source: Some(abs.display().to_string()),
+        provider: req.provider.clone(),
+        image: req.image.clone(),
+        branch: req.branch.clone(),
+        name: req.name.clone(),
     }
+    .to_query();
     reporter.step(&format!("reading {}", abs.display()));
     let root = abs.clone();
     let plan = tokio::task::spawn_blocking(move || claude_vm_engine::pack::plan(&root))
@@ -404,7 +408,9 @@ async fn upload(
         .map_err(|_| timed_out())?
         .map_err(|e| anyhow!("the answer from {} broke off: {e}", r.url()))?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| anyhow!("unexpected answer from {}: {e}", r.url()))
+    let answer: claude_vm_api::UpOutcome = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow!("unexpected answer from {}: {e}", r.url()))?;
+    outcome(answer)
 }
 
 /// A conversation, local or on the server.
@@ -424,7 +430,7 @@ enum Via {
 
 impl Chat {
     fn path(&self, rest: &str) -> String {
-        format!("/api/v1/conversations/{}{rest}", enc(&self.id))
+        format!("/api/v1/conversations/{}{rest}", path_segment(&self.id))
     }
 
     pub async fn conversation(&self) -> Result<Conversation> {
@@ -440,7 +446,9 @@ impl Chat {
             Via::Remote(r) => Ok(r
                 .post(
                     &self.path("/messages"),
-                    &serde_json::json!({ "text": text }),
+                    &SendMessage {
+                        text: text.to_owned(),
+                    },
                 )
                 .await?),
         }
@@ -465,10 +473,8 @@ impl Chat {
         match &self.via {
             Via::Local(l) => Ok(l.interrupt(&self.id).await?),
             Via::Remote(r) => {
-                let v: serde_json::Value = r
-                    .post(&self.path("/interrupt"), &serde_json::json!({}))
-                    .await?;
-                Ok(v["interrupted"].as_bool().unwrap_or(false))
+                let i: Interrupted = r.post_empty(&self.path("/interrupt")).await?;
+                Ok(i.interrupted)
             }
         }
     }
@@ -476,7 +482,7 @@ impl Chat {
     pub async fn stop(&self) -> Result<Conversation> {
         match &self.via {
             Via::Local(l) => Ok(l.stop_conversation(&self.id).await?),
-            Via::Remote(r) => Ok(r.post(&self.path("/stop"), &serde_json::json!({})).await?),
+            Via::Remote(r) => Ok(r.post_empty(&self.path("/stop")).await?),
         }
     }
 
@@ -485,7 +491,7 @@ impl Chat {
             Via::Local(l) => Ok(l.decide(&self.id, approval, decision).await?),
             Via::Remote(r) => Ok(r
                 .post(
-                    &self.path(&format!("/approvals/{}", enc(approval))),
+                    &self.path(&format!("/approvals/{}", path_segment(approval))),
                     decision,
                 )
                 .await?),

@@ -11,13 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use claude_vm_protocol::api::Event;
+use claude_vm_api::encode::path_segment;
+use claude_vm_api::{ErrorBody, Event, WhoAmI};
 use claude_vm_store::Home;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+use tokio_util::io::StreamReader;
 
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,19 +147,6 @@ pub fn normalize_url(input: &str) -> Result<String, RemoteError> {
     Ok(format!("http://{rest}"))
 }
 
-/// Percent-encode one path segment or query value.
-pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A request body: JSON, a tar stream, or nothing.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -173,14 +164,29 @@ pub fn json_body(value: &impl Serialize) -> Body {
 pub fn stream_body(
     stream: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
 ) -> Body {
-    use futures_util::StreamExt;
     StreamBody::new(stream.map(|r| r.map(Frame::data))).boxed_unsync()
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    hint: Option<String>,
+/// An answer's body read as a buffered byte stream.
+type BodyReader = StreamReader<
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send + Sync>>,
+    Bytes,
+>;
+
+/// `body` as a buffered reader that fails with [`std::io::ErrorKind::TimedOut`] when the
+/// server sends nothing for `silence`.
+fn body_reader(body: Incoming, silence: Duration) -> BodyReader {
+    let chunks = body.into_data_stream();
+    let stream = futures_util::stream::unfold(Some(chunks), move |chunks| async move {
+        let mut chunks = chunks?;
+        match tokio::time::timeout(silence, chunks.next()).await {
+            Ok(Some(Ok(data))) => Some((Ok(data), Some(chunks))),
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+            Ok(None) => None,
+            Err(_) => Some((Err(std::io::ErrorKind::TimedOut.into()), None)),
+        }
+    });
+    StreamReader::new(Box::pin(stream))
 }
 
 /// How long a call may take.
@@ -356,18 +362,16 @@ impl Remote {
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let mut err = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => RemoteError {
+        let mut err = match ErrorBody::parse(&bytes) {
+            Some(b) => RemoteError {
                 status: None,
                 message: b.error,
                 hint: b.hint,
             },
-            Err(_)
-                if status == StatusCode::BAD_GATEWAY || status == StatusCode::GATEWAY_TIMEOUT =>
-            {
+            None if status == StatusCode::BAD_GATEWAY || status == StatusCode::GATEWAY_TIMEOUT => {
                 self.unreachable(format!("a proxy answered {status}"))
             }
-            Err(_) => self.not_claude_vm(format!(
+            None => self.not_claude_vm(format!(
                 "answered {method} {path} with {status} and no claude-vm error"
             )),
         };
@@ -445,6 +449,12 @@ impl Remote {
         .await
     }
 
+    /// A POST with no body (interrupt, stop).
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
+        self.call(Method::POST, path, None, Deadline::Ordinary)
+            .await
+    }
+
     /// A POST that runs a use case on the server (`up`, `down`, a new conversation).
     pub async fn post_long<T: DeserializeOwned>(
         &self,
@@ -477,16 +487,11 @@ impl Remote {
                 Deadline::Stream,
             )
             .await?;
-        Ok(Lines {
-            body: resp.into_body(),
-            buf: Vec::new(),
-            url: self.url().to_owned(),
-            silence: SILENCE_LIMIT,
-        })
+        Ok(Lines::new(resp.into_body(), self.url(), SILENCE_LIMIT))
     }
 
     /// `GET /api/v1/whoami`: checks the URL and the token.
-    pub async fn whoami(&self) -> Result<serde_json::Value, RemoteError> {
+    pub async fn whoami(&self) -> Result<WhoAmI, RemoteError> {
         let v: serde_json::Value = self.get("/api/v1/whoami").await.map_err(|e| {
             if e.status == Some(401) {
                 RemoteError {
@@ -498,10 +503,8 @@ impl Remote {
                 e
             }
         })?;
-        if v.get("version").and_then(|v| v.as_str()).is_none() {
-            return Err(self.not_claude_vm("does not answer like a claude-vm server"));
-        }
-        Ok(v)
+        serde_json::from_value(v)
+            .map_err(|_| self.not_claude_vm("does not answer like a claude-vm server"))
     }
 
     /// The live transcript of a conversation after `after`, resumed across dropped
@@ -509,10 +512,13 @@ impl Remote {
     pub async fn events(&self, conversation: &str, after: u64) -> Result<SseEvents, RemoteError> {
         let mut s = SseEvents {
             remote: self.clone(),
-            path: format!("/api/v1/conversations/{}/events", enc(conversation)),
+            path: format!(
+                "/api/v1/conversations/{}/events",
+                path_segment(conversation)
+            ),
             last: after,
             body: None,
-            buf: Vec::new(),
+            line: Vec::new(),
             data: String::new(),
         };
         s.body = Some(s.connect().await?);
@@ -522,46 +528,44 @@ impl Remote {
 
 /// A streamed answer read line by line.
 pub struct Lines {
-    body: Incoming,
-    buf: Vec<u8>,
+    body: BodyReader,
+    /// The line being read (kept across calls, so a cancelled `next` loses nothing).
+    line: Vec<u8>,
     url: String,
     silence: Duration,
 }
 
 impl Lines {
+    fn new(body: Incoming, url: &str, silence: Duration) -> Lines {
+        Lines {
+            body: body_reader(body, silence),
+            line: Vec::new(),
+            url: url.to_owned(),
+            silence,
+        }
+    }
+
     /// The next line (without its newline); `None` at the end. A server silent for
     /// [`SILENCE_LIMIT`] is taken for dead.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>, RemoteError> {
-        loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-                line.pop();
-                return Ok(Some(line));
-            }
-            let frame = tokio::time::timeout(self.silence, self.body.frame())
-                .await
-                .map_err(|_| {
-                    RemoteError::new(format!(
-                        "the server at {} sent nothing for {}s; the connection is dead",
-                        self.url,
-                        self.silence.as_secs()
-                    ))
-                    .hint("check that the server still runs; the command may still be running in the workspace")
-                })?;
-            match frame {
-                Some(Ok(f)) => {
-                    if let Ok(d) = f.into_data() {
-                        self.buf.extend_from_slice(&d);
-                    }
+        match self.body.read_until(b'\n', &mut self.line).await {
+            Ok(_) if self.line.is_empty() => Ok(None),
+            Ok(_) => {
+                let mut line = std::mem::take(&mut self.line);
+                if line.last() == Some(&b'\n') {
+                    line.pop();
                 }
-                Some(Err(e)) => {
-                    return Err(RemoteError::new(format!(
-                        "the connection to the server broke: {e}"
-                    )));
-                }
-                None if self.buf.is_empty() => return Ok(None),
-                None => return Ok(Some(std::mem::take(&mut self.buf))),
+                Ok(Some(line))
             }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(RemoteError::new(format!(
+                "the server at {} sent nothing for {}s; the connection is dead",
+                self.url,
+                self.silence.as_secs()
+            ))
+            .hint("check that the server still runs; the command may still be running in the workspace")),
+            Err(e) => Err(RemoteError::new(format!(
+                "the connection to the server broke: {e}"
+            ))),
         }
     }
 }
@@ -573,13 +577,14 @@ pub struct SseEvents {
     path: String,
     /// Sequence number of the last event handed out.
     last: u64,
-    body: Option<Incoming>,
-    buf: Vec<u8>,
+    body: Option<BodyReader>,
+    /// The line being read, and the `data` of the event being read.
+    line: Vec<u8>,
     data: String,
 }
 
 impl SseEvents {
-    async fn connect(&self) -> Result<Incoming, RemoteError> {
+    async fn connect(&self) -> Result<BodyReader, RemoteError> {
         let resp = self
             .remote
             .request(
@@ -594,7 +599,7 @@ impl SseEvents {
                 Deadline::Stream,
             )
             .await?;
-        Ok(resp.into_body())
+        Ok(body_reader(resp.into_body(), SILENCE_LIMIT))
     }
 
     async fn reconnect(&mut self) -> Result<(), RemoteError> {
@@ -627,53 +632,47 @@ impl SseEvents {
     /// The next event. Waits for it; never ends by itself.
     pub async fn next(&mut self) -> Result<Option<Event>, RemoteError> {
         loop {
-            while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let raw: Vec<u8> = self.buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&raw);
-                let line = line.trim_end_matches(['\n', '\r']);
-                if line.is_empty() {
-                    if self.data.is_empty() {
-                        continue;
-                    }
-                    let data = std::mem::take(&mut self.data);
-                    let event: Event = serde_json::from_str(&data).map_err(|e| {
-                        self.remote
-                            .not_claude_vm(format!("sent an event that is not one: {e}"))
-                    })?;
-                    if event.seq <= self.last {
-                        continue;
-                    }
-                    self.last = event.seq;
-                    return Ok(Some(event));
-                }
-                if line.starts_with(':') {
-                    continue;
-                }
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                if field == "data" {
-                    if !self.data.is_empty() {
-                        self.data.push('\n');
-                    }
-                    self.data.push_str(value);
-                }
-            }
             let Some(body) = self.body.as_mut() else {
                 self.reconnect().await?;
                 continue;
             };
-            match tokio::time::timeout(SILENCE_LIMIT, body.frame()).await {
-                Ok(Some(Ok(f))) => {
-                    if let Ok(d) = f.into_data() {
-                        self.buf.extend_from_slice(&d);
-                    }
-                }
+            let whole = body.read_until(b'\n', &mut self.line).await.is_ok()
+                && self.line.last() == Some(&b'\n');
+            if !whole {
                 // Ended, broke or went silent: start again after the last event seen.
-                _ => {
-                    self.body = None;
-                    self.buf.clear();
-                    self.data.clear();
+                self.body = None;
+                self.line.clear();
+                self.data.clear();
+                continue;
+            }
+            let raw = std::mem::take(&mut self.line);
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if self.data.is_empty() {
+                    continue;
                 }
+                let data = std::mem::take(&mut self.data);
+                let event: Event = serde_json::from_str(&data).map_err(|e| {
+                    self.remote
+                        .not_claude_vm(format!("sent an event that is not one: {e}"))
+                })?;
+                if event.seq <= self.last {
+                    continue;
+                }
+                self.last = event.seq;
+                return Ok(Some(event));
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            if field == "data" {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
             }
         }
     }
@@ -746,24 +745,13 @@ mod tests {
             .request_within(short, Method::POST, "/stream", None, &[], empty_body())
             .await
             .unwrap();
-        let mut lines = Lines {
-            body: resp.into_body(),
-            buf: Vec::new(),
-            url: r.url().to_owned(),
-            silence: short,
-        };
+        let mut lines = Lines::new(resp.into_body(), r.url(), short);
         let e = lines.next().await.unwrap_err();
         assert!(e.message.contains("sent nothing"), "{}", e.message);
         assert_eq!(Deadline::Ordinary.limit(), REQUEST_TIMEOUT);
         assert_eq!(Deadline::Long.limit(), LONG_REQUEST_TIMEOUT);
         assert!(SILENCE_LIMIT > Duration::from_secs(15) * 2);
         hold.abort();
-    }
-
-    #[test]
-    fn encoding() {
-        assert_eq!(enc("a b/c"), "a%20b%2Fc");
-        assert_eq!(enc("bold-fire-1"), "bold-fire-1");
     }
 
     #[test]

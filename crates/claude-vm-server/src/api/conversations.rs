@@ -9,51 +9,38 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use claude_vm_engine::{ChatView, Events, NullReporter};
-use claude_vm_protocol::api::{Conversation, Decision, Event, PermissionMode, Sent};
+use claude_vm_api::{
+    AfterQuery, Chat, Conversation, ConversationDetail, ConversationQuery, CreateConversation,
+    Decision, Event, Interrupted, PermissionMode, SendMessage, Sent,
+};
+use claude_vm_engine::{Events, NullReporter};
 use futures_util::Stream;
-use serde::{Deserialize, Serialize};
 
-use super::{ApiJson, OptionalJson};
+use super::{ApiJson, OptionalJson, typed};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    pub workspace: Option<String>,
-}
-
 pub async fn list(
     State(s): State<AppState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Vec<ChatView>>> {
+    q: Result<Query<ConversationQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<Chat>>> {
     let Query(q) = q?;
-    Ok(Json(s.engine.chat_list(q.workspace.as_deref()).await?))
+    Ok(Json(typed(
+        &s.engine.chat_list(q.workspace.as_deref()).await?,
+    )?))
 }
 
 pub async fn list_in_workspace(
     State(s): State<AppState>,
     Path(ws): Path<String>,
-) -> ApiResult<Json<Vec<ChatView>>> {
-    Ok(Json(s.engine.chat_list(Some(&ws)).await?))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateBody {
-    /// `claude`, `codex`, … [default: agents.defaults.agent in config.yaml]
-    pub agent: Option<String>,
-    pub message: Option<String>,
-    /// Put every tool use to the user.
-    #[serde(default)]
-    pub ask: bool,
+) -> ApiResult<Json<Vec<Chat>>> {
+    Ok(Json(typed(&s.engine.chat_list(Some(&ws)).await?)?))
 }
 
 pub async fn create(
     State(s): State<AppState>,
     Path(ws): Path<String>,
-    OptionalJson(b): OptionalJson<CreateBody>,
+    OptionalJson(b): OptionalJson<CreateConversation>,
 ) -> ApiResult<impl IntoResponse> {
     let mode = if b.ask {
         PermissionMode::Ask
@@ -68,16 +55,7 @@ pub async fn create(
             .await?)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(view)))
-}
-
-/// A conversation with the workspace it lives in.
-#[derive(Debug, Serialize)]
-pub struct ConversationDetail {
-    #[serde(flatten)]
-    pub conversation: Conversation,
-    pub workspace: String,
-    pub workspace_id: String,
+    Ok((StatusCode::CREATED, Json(typed::<Chat>(&view)?)))
 }
 
 pub async fn show(
@@ -93,16 +71,10 @@ pub async fn show(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendBody {
-    pub text: String,
-}
-
 pub async fn send(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(b): ApiJson<SendBody>,
+    ApiJson(b): ApiJson<SendMessage>,
 ) -> ApiResult<impl IntoResponse> {
     if b.text.trim().is_empty() {
         return Err(ApiError::bad_request("the message is empty"));
@@ -115,10 +87,10 @@ pub async fn send(
 pub async fn interrupt(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Interrupted>> {
     let (id, _, link) = s.engine.chat_link(&id).await?;
     let interrupted = link.interrupt(&id).await?;
-    Ok(Json(serde_json::json!({ "interrupted": interrupted })))
+    Ok(Json(Interrupted { interrupted }))
 }
 
 pub async fn stop(
@@ -136,14 +108,6 @@ pub async fn decide(
 ) -> ApiResult<Json<Conversation>> {
     let (id, _, link) = s.engine.chat_link(&id).await?;
     Ok(Json(link.decide(&id, &approval, &d).await?))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AfterQuery {
-    /// Only events with a larger sequence number.
-    #[serde(default)]
-    pub after: u64,
 }
 
 pub async fn transcript(

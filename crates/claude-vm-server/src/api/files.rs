@@ -6,22 +6,15 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use claude_vm_protocol::api::{Diff, FileInfo, FileKind};
+use claude_vm_api::{Diff, DiffQuery, Listing, PathQuery};
+use claude_vm_protocol::api::FileKind;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::AppState;
 use crate::error::ApiResult;
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiffQuery {
-    /// Only the list of changed files with line counts, no patch.
-    #[serde(default)]
-    pub stat: bool,
-}
 
 pub async fn diff(
     State(s): State<AppState>,
@@ -31,22 +24,6 @@ pub async fn diff(
     let Query(q) = q?;
     let (_, link) = s.engine.link(&ws).await?;
     Ok(Json(link.diff(q.stat).await?))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PathQuery {
-    /// Default: the project folder.
-    #[serde(default)]
-    pub path: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Listing {
-    pub file: FileInfo,
-    /// The entries, when `file` is a directory.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub entries: Option<Vec<FileInfo>>,
 }
 
 fn or_project(path: &str) -> &str {
@@ -110,6 +87,21 @@ pub async fn content(
     Ok(res)
 }
 
+/// What RFC 8187 escapes in an extended parameter value: all but its `attr-char`s.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
 /// `attachment` with a plain-ASCII `filename` (anything else, quotes and control
 /// characters included, becomes `_`) and the exact name as RFC 8187 `filename*`.
 fn content_disposition(name: &str) -> String {
@@ -120,14 +112,7 @@ fn content_disposition(name: &str) -> String {
             _ => '_',
         })
         .collect();
-    let mut exact = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            exact.push(b as char);
-        } else {
-            exact.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let exact = utf8_percent_encode(name, ATTR_CHAR);
     format!("attachment; filename=\"{plain}\"; filename*=UTF-8''{exact}")
 }
 

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Extension, Json, Router};
+use claude_vm_api::{PrincipalKind, WhoAmI};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -95,16 +96,35 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
-async fn whoami(Extension(p): Extension<Principal>) -> Json<serde_json::Value> {
-    let v = match p {
-        Principal::Token { id, name } => {
-            serde_json::json!({"kind": "token", "token_id": id, "token_name": name})
-        }
-        Principal::Session { .. } => serde_json::json!({"kind": "session"}),
+async fn whoami(Extension(p): Extension<Principal>) -> Json<WhoAmI> {
+    let (kind, token_id, token_name) = match p {
+        Principal::Token { id, name } => (PrincipalKind::Token, Some(id), Some(name)),
+        Principal::Session { .. } => (PrincipalKind::Session, None, None),
     };
-    let mut v = v;
-    v["version"] = claude_vm_protocol::VERSION.into();
-    Json(v)
+    Json(WhoAmI {
+        kind,
+        token_id,
+        token_name,
+        version: claude_vm_protocol::VERSION.to_owned(),
+    })
+}
+
+/// What the engine answered (a `WorkspaceView`, a `ChatView`, ...) as the API's type of the
+/// same document, its times and statuses read on the way (the tests below hold the two to
+/// the same JSON). One that does not read is this server's failure, never a quietly changed
+/// answer.
+pub fn typed<T: DeserializeOwned>(view: &impl serde::Serialize) -> ApiResult<T> {
+    serde_json::to_value(view)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "cannot answer with the engine's {}: {e}",
+                    std::any::type_name::<T>().rsplit("::").next().unwrap_or("")
+                ),
+            )
+        })
 }
 
 /// A JSON body whose errors are API errors (400 with a message, never a bare 422).
@@ -140,22 +160,6 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     }
 }
 
-/// A whole, non-negative number of seconds, written `12` or `12.0`.
-pub fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    use serde::de::Error;
-    let v: Option<serde_json::Number> = serde::Deserialize::deserialize(d)?;
-    let Some(n) = v else { return Ok(None) };
-    if let Some(u) = n.as_u64() {
-        return Ok(Some(u));
-    }
-    match n.as_f64() {
-        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => Ok(Some(f as u64)),
-        _ => Err(D::Error::custom(format!(
-            "invalid number of seconds {n}: a whole number, 0 or more"
-        ))),
-    }
-}
-
 /// Run a use case to its end even if the client goes away: a half-done `up` or `down`
 /// must finish (or clean up) rather than be dropped mid-step.
 pub async fn detached<T: Send + 'static>(
@@ -165,7 +169,7 @@ pub async fn detached<T: Send + 'static>(
         let result = f.await;
         // The client may be gone: the log is where a failure is seen then.
         if let Err(e) = &result {
-            tracing::warn!(status = e.status.as_u16(), "{}", e.error);
+            tracing::warn!(status = e.status.as_u16(), "{}", e.body.error);
         }
         result
     })
@@ -182,25 +186,65 @@ pub async fn detached<T: Send + 'static>(
 mod tests {
     use super::API_ROUTES;
 
+    /// The engine's views and the API's types are the same documents, to the byte.
     #[test]
-    fn seconds_may_be_written_as_floats() {
-        #[derive(serde::Deserialize)]
-        struct T {
-            #[serde(default, deserialize_with = "super::whole_seconds")]
-            timeout: Option<u64>,
+    fn engine_views_answer_as_the_api_types_unchanged() {
+        use claude_vm_engine::{ChatView, ProviderView, UpOutcome, WorkspaceView};
+        fn same<T: serde::de::DeserializeOwned + serde::Serialize>(view: &impl serde::Serialize) {
+            let typed: T = super::typed(view).unwrap();
+            assert_eq!(
+                serde_json::to_string(&typed).unwrap(),
+                serde_json::to_string(view).unwrap()
+            );
         }
-        let parse = |s: &str| serde_json::from_str::<T>(s).map(|t| t.timeout);
-        assert_eq!(parse(r#"{"timeout": 1561.0}"#).unwrap(), Some(1561));
-        assert_eq!(parse(r#"{"timeout": 5}"#).unwrap(), Some(5));
-        assert_eq!(parse(r#"{"timeout": null}"#).unwrap(), None);
-        assert_eq!(parse("{}").unwrap(), None);
-        for bad in [
-            r#"{"timeout": -1}"#,
-            r#"{"timeout": 1.5}"#,
-            r#"{"timeout": "5"}"#,
-        ] {
-            assert!(parse(bad).is_err(), "{bad}");
-        }
+        let w = WorkspaceView {
+            id: "0123456789ab".into(),
+            name: "bold-fire-1".into(),
+            status: claude_vm_core::Status::Running,
+            status_reason: Some("why".into()),
+            provider: "docker".into(),
+            source: claude_vm_core::source::Source::Path("/home/me/p".into()),
+            project: "p".into(),
+            project_dir: "/workspace/p".into(),
+            image: "debian".into(),
+            branch: None,
+            created_at: "2025-01-02T03:04:05Z".into(),
+            updated_at: "2025-01-02T03:04:05Z".into(),
+            last_activity: Some("2025-01-02T03:04:05.123456789Z".into()),
+        };
+        same::<claude_vm_api::Workspace>(&w);
+        same::<claude_vm_api::UpOutcome>(&UpOutcome::AlreadyRunning(w.clone()));
+        let c = ChatView {
+            id: "c1".into(),
+            workspace: "bold-fire-1".into(),
+            workspace_id: "0123456789ab".into(),
+            agent: "claude".into(),
+            title: None,
+            status: "waiting_for_approval".into(),
+            status_reason: None,
+            queued: 2,
+            live: false,
+            created_at: "2025-01-02T03:04:05.5Z".into(),
+            updated_at: "2025-01-02T03:04:06Z".into(),
+        };
+        same::<Vec<claude_vm_api::Chat>>(&vec![c.clone()]);
+        let p = ProviderView {
+            name: "docker".into(),
+            kind: claude_vm_core::provider::ProviderKind::Docker,
+            default: true,
+            options: [("host".to_owned(), "unix:///x".to_owned())].into(),
+            workspaces: 1,
+            created_at: "2025-01-02T03:04:05Z".into(),
+        };
+        same::<claude_vm_api::Provider>(&p);
+        // What does not read is an error, not another answer.
+        let bad = ChatView {
+            status: "napping".into(),
+            ..c
+        };
+        let e = super::typed::<claude_vm_api::Chat>(&bad).unwrap_err();
+        assert_eq!(e.status, 500);
+        assert!(e.body.error.contains("Chat"), "{}", e.body.error);
     }
 
     /// The route table and the checked-in OpenAPI document describe the same API.

@@ -8,37 +8,25 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use claude_vm_engine::{
-    CancellationToken, DownRequest, NullReporter, ProviderView, UpOutcome, UpRequest, WorkspaceView,
+use claude_vm_api::{
+    Agents, CreateWorkspace, Down, Provider, Unreachable, UpOutcome, UploadQuery, Workspace,
+    WorkspaceList,
 };
+use claude_vm_engine::{CancellationToken, DownRequest, NullReporter, UpRequest};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use super::{OptionalJson, detached};
+use super::{OptionalJson, detached, typed};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
 /// Largest project folder accepted as an upload.
 pub const MAX_UPLOAD: u64 = 4 * 1024 * 1024 * 1024;
 
-#[derive(Debug, Serialize)]
-pub struct Unreachable {
-    pub provider: String,
-    pub reason: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct WorkspaceList {
-    pub workspaces: Vec<WorkspaceView>,
-    /// Providers that did not answer (their workspaces show as `unknown`).
-    pub unreachable: Vec<Unreachable>,
-}
-
 pub async fn list(State(s): State<AppState>) -> ApiResult<Json<WorkspaceList>> {
     let (workspaces, unreachable) = s.engine.list_detailed().await?;
     Ok(Json(WorkspaceList {
-        workspaces,
+        workspaces: typed(&workspaces)?,
         unreachable: unreachable
             .into_iter()
             .map(|(provider, reason)| Unreachable { provider, reason })
@@ -46,48 +34,20 @@ pub async fn list(State(s): State<AppState>) -> ApiResult<Json<WorkspaceList>> {
     }))
 }
 
-pub async fn show(
-    State(s): State<AppState>,
-    Path(ws): Path<String>,
-) -> ApiResult<Json<WorkspaceView>> {
-    Ok(Json(s.engine.show(&ws).await?))
+pub async fn show(State(s): State<AppState>, Path(ws): Path<String>) -> ApiResult<Json<Workspace>> {
+    Ok(Json(typed(&s.engine.show(&ws).await?)?))
 }
 
-/// `POST /api/v1/workspaces` with JSON.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateBody {
-    /// A git URL (cloned inside the workspace), or an existing workspace to resume.
-    pub target: Option<String>,
-    pub provider: Option<String>,
-    pub image: Option<String>,
-    pub branch: Option<String>,
-    pub name: Option<String>,
-}
-
-/// `POST /api/v1/workspaces` with a tar body: the query carries the options.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UploadQuery {
-    /// Name of the project folder (the uploaded folder's name).
-    pub project: String,
-    /// Where the folder is on the client, recorded as the workspace's source.
-    pub source: Option<String>,
-    pub provider: Option<String>,
-    pub image: Option<String>,
-    pub branch: Option<String>,
-    pub name: Option<String>,
-}
-
-fn outcome_response(o: UpOutcome) -> Response {
+fn outcome_response(o: claude_vm_engine::UpOutcome) -> ApiResult<Response> {
+    let o: UpOutcome = typed(&o)?;
     let status = match o {
         UpOutcome::Created(_) => StatusCode::CREATED,
         _ => StatusCode::OK,
     };
-    (status, Json(o)).into_response()
+    Ok((status, Json(o)).into_response())
 }
 
-async fn run_up(s: &AppState, req: UpRequest) -> ApiResult<UpOutcome> {
+async fn run_up(s: &AppState, req: UpRequest) -> ApiResult<claude_vm_engine::UpOutcome> {
     let engine = s.engine.clone();
     detached(async move {
         let cancel = CancellationToken::new();
@@ -127,7 +87,7 @@ pub async fn create(
     let bytes = axum::body::to_bytes(body, 1024 * 1024)
         .await
         .map_err(crate::error::body_error)?;
-    let b: CreateBody = serde_json::from_slice(&bytes)
+    let b: CreateWorkspace = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     let Some(target) = b.target.clone() else {
         return Err(ApiError::bad_request("`target` is required: a git URL or a workspace")
@@ -155,7 +115,7 @@ pub async fn create(
         source_label: None,
         no_local_paths: true,
     };
-    Ok(outcome_response(run_up(&s, req).await?))
+    outcome_response(run_up(&s, req).await?)
 }
 
 /// The same answer for every target that is not a remote git URL nor a workspace, so that
@@ -278,7 +238,7 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
         Ok(outcome?)
     })
     .await;
-    Ok(outcome_response(result?))
+    outcome_response(result?)
 }
 
 /// Unpack an uploaded tar into `to` (made here), refusing entries that would land outside.
@@ -305,26 +265,14 @@ fn unpack(tar_path: &std::path::Path, to: &std::path::Path) -> std::io::Result<(
 pub async fn up(State(s): State<AppState>, Path(ws): Path<String>) -> ApiResult<Response> {
     let record = s.engine.find_workspace(&ws)?;
     let req = UpRequest::existing(&record.id);
-    Ok(outcome_response(run_up(&s, req).await?))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DownBody {
-    /// Kill at once instead of stopping gracefully.
-    #[serde(default)]
-    pub force: bool,
-    /// Seconds to wait for a graceful stop (default 10, at most 600): a whole number, which
-    /// JSON may write as `12` or `12.0`.
-    #[serde(default, deserialize_with = "super::whole_seconds")]
-    pub timeout: Option<u64>,
+    outcome_response(run_up(&s, req).await?)
 }
 
 pub async fn down(
     State(s): State<AppState>,
     Path(ws): Path<String>,
-    OptionalJson(b): OptionalJson<DownBody>,
-) -> ApiResult<Json<WorkspaceView>> {
+    OptionalJson(b): OptionalJson<Down>,
+) -> ApiResult<Json<Workspace>> {
     let req = DownRequest {
         target: ws,
         force: b.force,
@@ -332,27 +280,20 @@ pub async fn down(
     };
     let engine = s.engine.clone();
     let (view, _) = detached(async move { Ok(engine.down(&req, &NullReporter).await?) }).await?;
-    Ok(Json(view))
+    Ok(Json(typed(&view)?))
 }
 
 pub async fn remove(
     State(s): State<AppState>,
     Path(ws): Path<String>,
-) -> ApiResult<Json<WorkspaceView>> {
+) -> ApiResult<Json<Workspace>> {
     let engine = s.engine.clone();
     let view = detached(async move { Ok(engine.delete(&ws, &NullReporter).await?) }).await?;
-    Ok(Json(view))
+    Ok(Json(typed(&view)?))
 }
 
-pub async fn providers(State(s): State<AppState>) -> ApiResult<Json<Vec<ProviderView>>> {
-    Ok(Json(s.engine.provider_list()?))
-}
-
-#[derive(Debug, Serialize)]
-pub struct Agents {
-    /// Agents enabled in config.yaml that this build can run.
-    pub agents: Vec<String>,
-    pub default: String,
+pub async fn providers(State(s): State<AppState>) -> ApiResult<Json<Vec<Provider>>> {
+    Ok(Json(typed(&s.engine.provider_list()?)?))
 }
 
 pub async fn agents(State(s): State<AppState>) -> Json<Agents> {

@@ -16,10 +16,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::pages::{ago, conv_badge, csrf};
-use super::{layout, markdown, url_encode};
+use super::{layout, markdown};
 use crate::AppState;
 use crate::api::conversations::{resume_point, sse_stream};
 use crate::auth::Principal;
+use claude_vm_api::encode::path_segment;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -194,7 +195,7 @@ async fn page(
                 layout(
                     "Conversation",
                     csrf(&p),
-                    html! { main { h1 { "Conversation" } p.error { (e.error) } p { a href="/" { "Back to the workspaces" } } } },
+                    html! { main { h1 { "Conversation" } p.error { (e.body.error) } p { a href="/" { "Back to the workspaces" } } } },
                 ),
             )
                 .into_response();
@@ -206,7 +207,7 @@ async fn page(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let api = format!("/api/v1/conversations/{}", url_encode(&conv.id));
+    let api = format!("/api/v1/conversations/{}", path_segment(&conv.id));
     let ws_name = ws.name.to_string();
     let title = conv
         .title
@@ -217,7 +218,7 @@ async fn page(
         csrf(&p),
         html! {
             main.conv {
-                nav.crumbs { a href="/" { "Workspaces" } " / " a href={"/w/" (url_encode(&ws_name))} { (ws_name) } " / " }
+                nav.crumbs { a href="/" { "Workspaces" } " / " a href={"/w/" (path_segment(&ws_name))} { (ws_name) } " / " }
                 div.row {
                     h1 { (title) }
                     span #status { (conv_badge(&conv.id, &status, &conv.updated_at)) }
@@ -229,7 +230,7 @@ async fn page(
                 }
                 @if let Some(r) = &conv.status_reason { p.error #reason { (r) } }
                 div #transcript data-conv=(conv.id) data-api=(api)
-                    data-stream={"/c/" (url_encode(&conv.id)) "/stream"} data-last-seq=(last_seq) aria-live="polite" {
+                    data-stream={"/c/" (path_segment(&conv.id)) "/stream"} data-last-seq=(last_seq) aria-live="polite" {
                     @for e in &events { (render(e, &known)) }
                 }
                 form #composer {

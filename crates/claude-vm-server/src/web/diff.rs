@@ -1,6 +1,6 @@
 //! A workspace's changes: one collapsible block per file, lines colored by kind.
 
-use claude_vm_protocol::api::{ChangeKind, Diff, FileChange, PatchLine, PatchReader};
+use claude_vm_protocol::api::{Diff, FileChange, PatchLine, PatchReader};
 use maud::{Markup, html};
 
 /// Lines shown per file; the rest is summarised (`claude-vm diff` shows it all).
@@ -28,17 +28,6 @@ fn chunks(patch: &str) -> Vec<&str> {
 fn names(chunk: &str, f: &FileChange) -> bool {
     let header = chunk.lines().next().unwrap_or("");
     header.ends_with(&format!(" b/{}", f.path)) || header.ends_with(&format!(" \"b/{}\"", f.path))
-}
-
-fn kind(c: ChangeKind) -> &'static str {
-    match c {
-        ChangeKind::Added => "added",
-        ChangeKind::Modified => "modified",
-        ChangeKind::Deleted => "deleted",
-        ChangeKind::Renamed => "renamed",
-        ChangeKind::Untracked => "untracked",
-        ChangeKind::TypeChanged => "type changed",
-    }
 }
 
 fn line_class(reader: &mut PatchReader, line: &str) -> &'static str {
@@ -97,7 +86,7 @@ pub fn render(d: &Diff) -> Markup {
                         span.path { (f.path) }
                         @if let Some(old) = &f.old_path { span.muted { " (from " (old) ")" } }
                         " "
-                        span class={"badge ch-" (kind(f.change).replace(' ', "-"))} { (kind(f.change)) }
+                        span class={"badge ch-" (f.change.label().replace(' ', "-"))} { (f.change.label()) }
                         @if f.binary {
                             " " span.muted { "binary" }
                         } @else {
@@ -118,6 +107,7 @@ pub fn render(d: &Diff) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use claude_vm_protocol::api::ChangeKind;
 
     fn change(path: &str, change: ChangeKind) -> FileChange {
         FileChange {

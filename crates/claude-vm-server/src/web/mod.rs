@@ -101,20 +101,6 @@ pub fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
     }
 }
 
-/// Percent-encode for a query value.
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 /// Markdown to HTML with every piece of raw HTML in it shown as text, and only safe link
 /// targets kept: model output can never inject markup or script.
 pub fn markdown(text: &str) -> Markup {
@@ -165,10 +151,5 @@ mod tests {
         assert!(m.contains("&lt;script&gt;"), "{m}");
         assert!(m.contains("<em>x</em>"), "{m}");
         assert!(m.contains("<h1>Hi</h1>"), "{m}");
-    }
-
-    #[test]
-    fn url_encoding() {
-        assert_eq!(url_encode("/w/a b?x=1&y"), "/w/a%20b%3Fx%3D1%26y");
     }
 }

@@ -13,9 +13,10 @@ use claude_vm_core::Status;
 use claude_vm_engine::{ChatView, WorkspaceView};
 use maud::{Markup, html};
 
-use super::{diff, layout, url_encode};
+use super::{diff, layout};
 use crate::AppState;
 use crate::auth::Principal;
+use claude_vm_api::encode::path_segment;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -93,7 +94,7 @@ fn conv_list(chats: &[ChatView]) -> Markup {
             ul.convs {
                 @for c in chats {
                     li {
-                        a href={"/c/" (url_encode(&c.id))} { (conv_title(c)) }
+                        a href={"/c/" (path_segment(&c.id))} { (conv_title(c)) }
                         " "
                         (conv_badge(&c.id, &c.status, &c.updated_at))
                         @if c.queued > 0 { " " span.badge.queued { (c.queued) " queued" } }
@@ -106,7 +107,7 @@ fn conv_list(chats: &[ChatView]) -> Markup {
 
 /// Up or down, whichever applies.
 fn ws_actions(w: &WorkspaceView) -> Markup {
-    let base = format!("/api/v1/workspaces/{}", url_encode(&w.id));
+    let base = format!("/api/v1/workspaces/{}", path_segment(&w.id));
     html! {
         div.actions {
             @match w.status {
@@ -150,7 +151,7 @@ async fn workspace_cards(s: &AppState) -> Markup {
                     @let mine: Vec<ChatView> = chats.iter().filter(|c| c.workspace_id == w.id).cloned().collect();
                     article.card.ws data-ws=(w.name) {
                         div.row {
-                            a.name href={"/w/" (url_encode(&w.name))} { (w.name) }
+                            a.name href={"/w/" (path_segment(&w.name))} { (w.name) }
                             (ws_badge(w.status))
                         }
                         (ws_meta(w))
@@ -222,7 +223,7 @@ async fn workspace(
     } else {
         html! { p.muted { "Start the workspace to see its changes." } }
     };
-    let enc = url_encode(&w.name);
+    let enc = path_segment(&w.name);
     layout(
         &w.name,
         csrf(&p),
@@ -250,7 +251,7 @@ async fn workspace(
                 @if running {
                     section {
                         h2 { "Run a command" }
-                        form #exec data-url={"/api/v1/workspaces/" (url_encode(&w.id)) "/exec"} {
+                        form #exec data-url={"/api/v1/workspaces/" (path_segment(&w.id)) "/exec"} {
                             div.inline {
                                 input #shell name="shell" type="text" autocomplete="off" autocapitalize="off"
                                     spellcheck="false" placeholder="e.g. cargo test" required aria-label="Shell command";
@@ -297,9 +298,9 @@ async fn new_conversation(
         csrf(&p),
         html! {
             main {
-                nav.crumbs { a href="/" { "Workspaces" } " / " a href={"/w/" (url_encode(&name))} { (name) } " / " }
+                nav.crumbs { a href="/" { "Workspaces" } " / " a href={"/w/" (path_segment(&name))} { (name) } " / " }
                 h1 { "New conversation" }
-                form #new-conv.stack data-url={"/api/v1/workspaces/" (url_encode(w.id.as_str())) "/conversations"} {
+                form #new-conv.stack data-url={"/api/v1/workspaces/" (path_segment(w.id.as_str())) "/conversations"} {
                     label for="agent" { "Agent" }
                     select #agent name="agent" {
                         @for a in &agents {

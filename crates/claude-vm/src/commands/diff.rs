@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use claude_vm_protocol::api::{ChangeKind, Diff, PatchLine, PatchReader};
+use claude_vm_protocol::api::{Diff, PatchLine, PatchReader};
 
 use super::print_json;
 use crate::backend::Backend;
@@ -63,14 +63,7 @@ pub fn render_stat(diff: &Diff, color: bool) -> String {
     let mut out = String::new();
     let (mut adds, mut dels) = (0, 0);
     for f in &diff.files {
-        let tag = match f.change {
-            ChangeKind::Added => "added",
-            ChangeKind::Modified => "modified",
-            ChangeKind::Deleted => "deleted",
-            ChangeKind::Renamed => "renamed",
-            ChangeKind::Untracked => "untracked",
-            ChangeKind::TypeChanged => "type changed",
-        };
+        let tag = f.change.label();
         let counts = if f.binary {
             "binary".to_owned()
         } else {
@@ -131,7 +124,7 @@ pub fn render_patch(patch: &str, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use claude_vm_protocol::api::FileChange;
+    use claude_vm_protocol::api::{ChangeKind, FileChange};
 
     #[test]
     fn stat_rendering() {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use crate::backend::{Backend, ws_path};
 use crate::remote::Remote;
 use anyhow::{Result, bail};
+use claude_vm_api::{Exec, ExecLine};
 use claude_vm_engine::{Engine, ExecEvent};
 use claude_vm_protocol::api::ExecRequest;
 use tokio::io::AsyncReadExt;
@@ -119,38 +120,36 @@ async fn exec_remote(remote: &Remote, args: &ExecArgs) -> Result<i32> {
     } else {
         None
     };
-    let body = serde_json::json!({
-        "command": args.command,
-        "env": args.env,
-        "workdir": args.workdir,
-        "user": args.user,
-        "stdin_base64": stdin,
-    });
+    let body = Exec {
+        command: args.command.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        stdin_base64: stdin,
+        ..Exec::default()
+    };
     let path = ws_path(&args.workspace, "/exec?encoding=base64");
     let mut lines = remote.post_stream(&path, &body).await?;
     while let Some(line) = lines.next().await? {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_slice(&line)
+        let line = ExecLine::parse(&line)
             .map_err(|e| anyhow::anyhow!("unexpected output from {}: {e}", remote.url()))?;
-        let data = || b64.decode(v["data"].as_str().unwrap_or_default());
-        match v["type"].as_str() {
-            Some("stdout") => {
+        match line {
+            ExecLine::Stdout { data } => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&data()?)?;
+                out.write_all(&b64.decode(data)?)?;
                 out.flush()?;
             }
-            Some("stderr") => {
+            ExecLine::Stderr { data } => {
                 let mut err = std::io::stderr().lock();
-                err.write_all(&data()?)?;
+                err.write_all(&b64.decode(data)?)?;
                 err.flush()?;
             }
-            Some("exit") => return Ok(v["code"].as_i64().unwrap_or(1) as i32),
-            Some("error") => {
-                return Ok(cannot_run(args, v["message"].as_str().unwrap_or_default()));
-            }
-            _ => {}
+            ExecLine::Exit { code } => return Ok(code),
+            ExecLine::Error { message } => return Ok(cannot_run(args, &message)),
+            ExecLine::Started { .. } | ExecLine::Keepalive | ExecLine::Unknown => {}
         }
     }
     bail!(

@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use claude_vm_api::WhoAmI;
 use claude_vm_store::Home;
 
 use super::runtime;
@@ -41,13 +42,13 @@ pub fn login(url: Option<&str>, token: Option<String>, status: bool) -> Result<E
 }
 
 /// ` as token NAME (claude-vm VERSION)`.
-fn describe(who: &serde_json::Value) -> String {
-    let name = who["token_name"]
-        .as_str()
+fn describe(who: &WhoAmI) -> String {
+    let name = who
+        .token_name
+        .as_deref()
         .map(|n| format!(" as token {n}"))
         .unwrap_or_default();
-    let version = who["version"].as_str().unwrap_or("?");
-    format!("{name} (claude-vm {version})")
+    format!("{name} (claude-vm {})", who.version)
 }
 
 /// Where the CLI points: the URL on stdout when logged in, details on stderr.
