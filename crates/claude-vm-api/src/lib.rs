@@ -8,7 +8,7 @@
 //! server unchanged; it is re-exported here so this crate names every body of the API.
 
 mod conversations;
-pub mod encode;
+pub use claude_vm_protocol::encode;
 mod exec;
 mod files;
 mod workspaces;
@@ -29,30 +29,9 @@ pub use workspaces::{
     WorkspaceList,
 };
 
-/// Every answer that is not 2xx: `{"error": "...", "hint": "..."}`, the words the CLI
-/// prints after `error:` and `hint:`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-    /// What the caller can do about it, when there is something.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
-
-impl ErrorBody {
-    pub fn new(error: impl Into<String>) -> ErrorBody {
-        ErrorBody {
-            error: error.into(),
-            hint: None,
-        }
-    }
-
-    /// The error a failed answer's body carries, if it is an error body. The workspace
-    /// daemon's `{"error": "..."}` (no hint) reads as one too.
-    pub fn parse(body: &[u8]) -> Option<ErrorBody> {
-        serde_json::from_slice(body).ok()
-    }
-}
+/// Every answer that is not 2xx: `{"error": "...", "hint": "..."}` (the daemon's error
+/// body, which the server's extends with a hint, is the same type).
+pub use claude_vm_protocol::api::ApiError as ErrorBody;
 
 /// Who the credentials of a request belong to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

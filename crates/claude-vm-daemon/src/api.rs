@@ -59,12 +59,7 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body>
 }
 
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    json(
-        status,
-        &ApiError {
-            error: message.into(),
-        },
-    )
+    json(status, &ApiError::new(message))
 }
 
 /// A streamed body whose producer can fail: an error resets the stream, so the client sees

@@ -85,10 +85,8 @@ pub async fn request(
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let msg = serde_json::from_slice::<claude_vm_protocol::api::ApiError>(&body)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-        return Err(ClientError::Http(format!("{status}: {msg}")));
+        let msg = claude_vm_protocol::api::ApiError::message_of(status.as_u16(), &body);
+        return Err(ClientError::Http(msg));
     }
     Ok(res)
 }

@@ -123,9 +123,7 @@ impl FileError {
 
 impl From<&FileError> for claude_vm_protocol::api::ApiError {
     fn from(e: &FileError) -> Self {
-        claude_vm_protocol::api::ApiError {
-            error: e.to_string(),
-        }
+        claude_vm_protocol::api::ApiError::new(e.to_string())
     }
 }
 

@@ -6,7 +6,9 @@ use futures_util::Stream;
 use http_body_util::BodyExt;
 use hyper::{Method, Request};
 
-use crate::{Body, Link, LinkError, check, empty, encode_query};
+use claude_vm_protocol::encode::query_value as encode_query;
+
+use crate::{Body, Link, LinkError, check, empty};
 
 /// A body arriving from the workspace, chunk by chunk.
 pub struct Download {

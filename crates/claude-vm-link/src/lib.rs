@@ -452,20 +452,6 @@ fn path_of(path_and_query: &str) -> &str {
     path_and_query.split('?').next().unwrap_or(path_and_query)
 }
 
-/// Percent-encode a query value.
-pub fn encode_query(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 /// Turn a non-2xx answer into [`LinkError::Api`]; pass 2xx through.
 pub async fn check(
     res: Response<hyper::body::Incoming>,
@@ -480,9 +466,7 @@ pub async fn check(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let message = serde_json::from_slice::<api::ApiError>(&body)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&body)));
+    let message = api::ApiError::message_of(status.as_u16(), &body);
     Err(LinkError::Api {
         status: status.as_u16(),
         message,

@@ -2,10 +2,36 @@
 
 use serde::{Deserialize, Serialize};
 
-/// An error answer: every non-2xx response carries one.
+/// An error answer: every non-2xx response carries one, the daemon's (`{"error"}`) and the
+/// server's (`{"error", "hint"}`) alike; the words the CLI prints after `error:` and `hint:`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
+    /// What the caller can do about it, when there is something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(error: impl Into<String>) -> ApiError {
+        ApiError {
+            error: error.into(),
+            hint: None,
+        }
+    }
+
+    /// The error a failed answer's body carries, if it is an error body.
+    pub fn parse(body: &[u8]) -> Option<ApiError> {
+        serde_json::from_slice(body).ok()
+    }
+
+    /// What to tell about a failed answer: its error, or else its status and body as text.
+    pub fn message_of(status: u16, body: &[u8]) -> String {
+        match ApiError::parse(body) {
+            Some(e) => e.error,
+            None => format!("{status}: {}", String::from_utf8_lossy(body).trim()),
+        }
+    }
 }
 
 /// Kind of a file system entry.

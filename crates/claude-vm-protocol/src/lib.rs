@@ -64,4 +64,5 @@ pub fn own_fingerprint() -> std::io::Result<(String, std::path::PathBuf, u64, i6
 }
 
 pub mod api;
+pub mod encode;
 pub mod frame;

@@ -82,12 +82,7 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    json(
-        status,
-        &ApiError {
-            error: message.into(),
-        },
-    )
+    json(status, &ApiError::new(message))
 }
 
 fn unavailable() -> Response<Body> {

@@ -98,27 +98,6 @@ pub fn run(engine: &Engine, src: &str, dest: &str, quiet: bool) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// Feeds a blocking reader from async chunks.
-struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = self.current.len().min(buf.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
 async fn download(link: &Link, remote: &str, local: &Path, quiet: bool) -> Result<()> {
     let info = link.stat(remote).await?;
     let name = last_component(&info.path);
@@ -173,13 +152,16 @@ async fn download(link: &Link, remote: &str, local: &Path, quiet: bool) -> Resul
             let staging = tempfile::Builder::new()
                 .prefix(".claude-vm-cp-")
                 .tempdir_in(parent)?;
-            let (tx, rx) = mpsc::channel(16);
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
             let dir = staging.path().to_owned();
+            // The chunks as a blocking reader for `tar`, on the blocking pool.
+            let chunks = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|c| (c, rx))
+            }));
+            let reader =
+                tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(chunks));
             let unpack = tokio::task::spawn_blocking(move || {
-                let mut archive = tar::Archive::new(ChannelReader {
-                    rx,
-                    current: Bytes::new(),
-                });
+                let mut archive = tar::Archive::new(reader);
                 archive.set_preserve_permissions(true);
                 archive.set_preserve_mtime(true);
                 archive.set_overwrite(true);
