@@ -121,30 +121,31 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let res = match (&method, path.as_str()) {
-        (&Method::GET, "/v1/health") => json(StatusCode::OK, &state.health),
-        (&Method::GET, "/v1/activity") => json(StatusCode::OK, &state.activity.snapshot()),
-        (&Method::POST, "/v1/exec") => exec(state, req).await,
-        (_, "/v1/health" | "/v1/activity" | "/v1/exec") => error(
+    // One routing style for every module: the method and the path's segments after `/v1/`,
+    // matched as slice patterns (an empty segment, as in `//`, matches no route).
+    let segments: Vec<&str> = match path.strip_prefix("/v1/") {
+        Some(rest) => rest.split('/').collect(),
+        None => Vec::new(),
+    };
+    let not_found = || error(StatusCode::NOT_FOUND, format!("no such route: {path}"));
+    let res = match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => json(StatusCode::OK, &state.health),
+        (&Method::GET, ["activity"]) => json(StatusCode::OK, &state.activity.snapshot()),
+        (&Method::POST, ["exec"]) => exec(state, req).await,
+        (_, ["health" | "activity" | "exec"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} not allowed on {path}"),
         ),
-        _ if path.starts_with("/v1/ssh") => {
-            match claude_vm_sshd::handle(state.ssh.as_ref(), req).await {
-                Some(res) => res,
-                None => error(StatusCode::NOT_FOUND, format!("no such route: {path}")),
-            }
+        (_, ["ssh", ..]) => claude_vm_sshd::handle(state.ssh.as_ref(), req)
+            .await
+            .unwrap_or_else(not_found),
+        (_, ["conversations", rest @ ..]) => {
+            crate::conv_routes::handle(&state, req, rest, &path).await
         }
-        _ if path.starts_with("/v1/conversations") => {
-            match crate::conv_routes::handle(&state, req).await {
-                Some(res) => res,
-                None => error(StatusCode::NOT_FOUND, format!("no such route: {path}")),
-            }
+        (_, ["files", ..] | ["git", ..]) => {
+            crate::routes::handle(&state, req, &segments, &path).await
         }
-        _ => match crate::routes::handle(&state, req).await {
-            Some(res) => res,
-            None => error(StatusCode::NOT_FOUND, format!("no such route: {path}")),
-        },
+        _ => not_found(),
     };
     Ok(res)
 }

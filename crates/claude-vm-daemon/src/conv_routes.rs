@@ -35,21 +35,22 @@ async fn body_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Routes under `/v1/conversations`; `None` when the path is not one of them.
+/// Routes under `/v1/conversations`: `parts` are the path's segments after it (a trailing
+/// `/` is allowed).
 pub async fn handle(
     state: &Arc<State>,
     req: Request<hyper::body::Incoming>,
-) -> Option<Response<Body>> {
-    let path = req.uri().path().to_owned();
-    let rest = path.strip_prefix("/v1/conversations")?;
-    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-    if !(rest.is_empty() || rest.starts_with('/')) {
-        return None;
-    }
+    parts: &[&str],
+    path: &str,
+) -> Response<Body> {
+    let parts = match parts {
+        [rest @ .., ""] => rest,
+        all => all,
+    };
     let method = req.method().clone();
     let convs = state.conversations.clone();
     let res: Result<Response<Body>, Response<Body>> = async {
-        match (&method, parts.as_slice()) {
+        match (&method, parts) {
             (&Method::GET, []) => Ok(json(StatusCode::OK, &convs.list())),
             (&Method::POST, []) => {
                 let new: NewConversation = body_json(req, MAX_MESSAGE_BODY).await?;
@@ -114,9 +115,9 @@ pub async fn handle(
         }
     }
     .await;
-    Some(match res {
+    match res {
         Ok(r) | Err(r) => r,
-    })
+    }
 }
 
 /// The transcript after `after` as JSON lines; with `follow`, new events as they happen.

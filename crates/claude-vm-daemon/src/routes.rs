@@ -131,40 +131,41 @@ fn flag(q: &std::collections::HashMap<String, String>, name: &str) -> bool {
     matches!(q.get(name).map(String::as_str), Some("true" | "1" | "yes"))
 }
 
-const FILE_ROUTES: &[&str] = &[
-    "/v1/files/stat",
-    "/v1/files/list",
-    "/v1/files/read",
-    "/v1/files/write",
-    "/v1/files/mkdir",
-    "/v1/files",
-    "/v1/files/rename",
-    "/v1/files/archive",
-    "/v1/git/diff",
-];
-
-/// Routes under `/v1/files` and `/v1/git`; `None` when the path is not one of them.
+/// Routes under `/v1/files` and `/v1/git`: `segments` are the path's after `/v1/`.
 pub async fn handle(
     state: &Arc<State>,
     req: Request<hyper::body::Incoming>,
-) -> Option<Response<Body>> {
-    let path = req.uri().path().to_owned();
-    if !FILE_ROUTES.contains(&path.as_str()) {
-        return None;
-    }
-    Some(match route(state, req, &path).await {
+    segments: &[&str],
+    path: &str,
+) -> Response<Body> {
+    match route(state, req, segments, path).await {
         Ok(r) | Err(r) => r,
-    })
+    }
 }
 
 async fn route(
     state: &Arc<State>,
     req: Request<hyper::body::Incoming>,
+    segments: &[&str],
     path: &str,
 ) -> Result<Response<Body>, Response<Body>> {
+    const FILES: &[&str] = &[
+        "stat", "list", "read", "write", "mkdir", "rename", "archive",
+    ];
+    let known = match segments {
+        ["files"] | ["git", "diff"] => true,
+        ["files", op] => FILES.contains(op),
+        _ => false,
+    };
+    if !known {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no such route: {path}"),
+        ));
+    }
     let q = parse_query(req.uri().query()).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     let method = req.method().clone();
-    if path == "/v1/git/diff" {
+    if segments == ["git", "diff"] {
         if method != Method::GET {
             return Err(error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -203,8 +204,8 @@ async fn route(
         })
     };
     let activity = state.activity.clone();
-    match (method.clone(), path) {
-        (Method::GET, "/v1/files/stat") => {
+    match (method.clone(), segments) {
+        (Method::GET, ["files", "stat"]) => {
             let p = param("path")?;
             let follow = flag(&q, "follow");
             let info = blocking(move || root.stat(&p, base.as_deref(), follow))
@@ -212,14 +213,14 @@ async fn route(
                 .map_err(file_error)?;
             Ok(json(StatusCode::OK, &info))
         }
-        (Method::GET, "/v1/files/list") => {
+        (Method::GET, ["files", "list"]) => {
             let p = param("path")?;
             let list = blocking(move || root.list(&p, base.as_deref()))
                 .await?
                 .map_err(file_error)?;
             Ok(json(StatusCode::OK, &list))
         }
-        (Method::GET, "/v1/files/read") => {
+        (Method::GET, ["files", "read"]) => {
             let p = param("path")?;
             let (mut file, info) = blocking(move || root.open_read(&p, base.as_deref()))
                 .await?
@@ -254,7 +255,7 @@ async fn route(
             );
             Ok(res)
         }
-        (Method::PUT, "/v1/files/write") => {
+        (Method::PUT, ["files", "write"]) => {
             let p = param("path")?;
             let mode = match q.get("mode") {
                 Some(m) => Some(
@@ -280,7 +281,7 @@ async fn route(
             activity.touch("file write");
             Ok(json(StatusCode::OK, &info))
         }
-        (Method::POST, "/v1/files/mkdir") => {
+        (Method::POST, ["files", "mkdir"]) => {
             let p = param("path")?;
             let parents = flag(&q, "parents");
             let info = blocking(move || root.mkdir(&p, base.as_deref(), parents, owner()))
@@ -289,7 +290,7 @@ async fn route(
             activity.touch("file write");
             Ok(json(StatusCode::OK, &info))
         }
-        (Method::DELETE, "/v1/files") => {
+        (Method::DELETE, ["files"]) => {
             let p = param("path")?;
             let recursive = flag(&q, "recursive");
             blocking(move || root.remove(&p, base.as_deref(), recursive))
@@ -301,7 +302,7 @@ async fn route(
                 &serde_json::json!({ "removed": true }),
             ))
         }
-        (Method::POST, "/v1/files/rename") => {
+        (Method::POST, ["files", "rename"]) => {
             let from = param("from")?;
             let to = param("to")?;
             let info = blocking(move || root.rename(&from, &to, base.as_deref()))
@@ -310,7 +311,7 @@ async fn route(
             activity.touch("file write");
             Ok(json(StatusCode::OK, &info))
         }
-        (Method::GET, "/v1/files/archive") => {
+        (Method::GET, ["files", "archive"]) => {
             let p = param("path")?;
             // Check first, so a bad path is a clean 4xx rather than a broken stream.
             let check_root = Root::new(root.path())
@@ -339,7 +340,7 @@ async fn route(
                 .insert("content-type", "application/x-tar".parse().expect("valid"));
             Ok(res)
         }
-        (Method::PUT, "/v1/files/archive") => {
+        (Method::PUT, ["files", "archive"]) => {
             let p = param("path")?;
             let reader = body_reader(req.into_body());
             let entries =
