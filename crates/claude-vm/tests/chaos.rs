@@ -143,15 +143,40 @@ fn acknowledged_messages_survive_kills_of_the_daemon_and_the_link() {
     let mut acked = Vec::new();
     let mut refused = 0;
     let mut exec_ok = 0;
+    let mut exec_cut = 0;
     for i in 0..n {
         let text = format!("chaos message {i:03}");
-        // A kill lands somewhere during this send and a streamed exec beside it.
+        // A kill lands somewhere during this send.
         let victim = if rng.random_bool(0.5) {
             "agent serve"
         } else {
             "agent connect"
         };
         let delay = Duration::from_millis(rng.random_range(0..400));
+        let send = ctx
+            .command(&["chat", "send", "-c", &conv, &text])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // One streamed exec in flight when the kill lands: it ends, saying why.
+        let cut = ctx
+            .command(&[
+                "exec",
+                "chaos",
+                "--",
+                "sh",
+                "-c",
+                "echo started; sleep 2; echo done",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        kill_in_container(&id, victim);
+        // A streamed exec started while the daemon or the link is coming back: it either
+        // runs whole or says why it could not.
         let exec = ctx
             .command(&[
                 "exec",
@@ -165,14 +190,6 @@ fn acknowledged_messages_survive_kills_of_the_daemon_and_the_link() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let send = ctx
-            .command(&["chat", "send", "-c", &conv, &text])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        kill_in_container(&id, victim);
         let started = Instant::now();
         let out = send.wait_with_output().unwrap();
         assert!(
@@ -186,6 +203,15 @@ fn acknowledged_messages_survive_kills_of_the_daemon_and_the_link() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("error"), "a failed send said nothing: {err}");
             refused += 1;
+        }
+        let out = cut.wait_with_output().unwrap();
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("error"),
+                "an exec cut by a kill said nothing: {err}"
+            );
+            exec_cut += 1;
         }
         let out = exec.wait_with_output().unwrap();
         if out.status.success() {
@@ -240,7 +266,7 @@ fn acknowledged_messages_survive_kills_of_the_daemon_and_the_link() {
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!(
-        "chat chaos: {n} rounds, {} acknowledged (none lost, none duplicated), {refused} refused, {exec_ok} streamed execs whole",
+        "chat chaos: {n} rounds, {} acknowledged (none lost, none duplicated), {refused} refused; execs started after the kill: {exec_ok} whole; execs in flight: {exec_cut} cut with an error",
         acked.len()
     );
     // The next command works.
