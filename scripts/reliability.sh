@@ -15,6 +15,6 @@ export PROPTEST_CASES="${CASES:-10000}"
 export CLAUDE_VM_LOAD_SECS="${LOAD_SECS:-120}"
 echo "== chaos ($CLAUDE_VM_CHAOS_ROUNDS rounds), fuzz ($CLAUDE_VM_FUZZ_EXAMPLES examples per operation)," \
      "properties ($PROPTEST_CASES cases), load (${CLAUDE_VM_LOAD_SECS}s)" >&2
-cargo test --locked -p claude-vm-agents --test properties -- --nocapture
+cargo test --locked -p claude-vm-agents --test properties -p claude-vm-daemon --test properties -- --nocapture
 cargo test --locked -p claude-vm --test chaos --test api_fuzz --test server_load --test hostile_agent \
     -- --nocapture --test-threads 1
