@@ -16,43 +16,15 @@ use russh_sftp::protocol::{
 use russh_sftp::server::{Handler as _, StatusReply};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Run until the client closes stdin.
-pub async fn serve_stdio() {
-    let (input, output) = stdio();
+/// Serve SFTP on `input`/`output` until the client closes `input`: `claude-vm agent
+/// sftp-server` passes its stdin and stdout (`claude_vm_daemon::bridge::stdio`, read and
+/// written without a helper thread).
+pub async fn serve_io<R, W>(input: R, output: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     serve(input, output, Sftp::default()).await;
-}
-
-/// stdin and stdout, read and written without a helper thread when they are pipes or
-/// sockets (tokio's own stdio hands every read and write to a blocking thread).
-fn stdio() -> (
-    Box<dyn AsyncRead + Send + Unpin>,
-    Box<dyn AsyncWrite + Send + Unpin>,
-) {
-    use std::os::fd::{AsFd, OwnedFd};
-    use tokio::net::unix::pipe;
-    let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok();
-    let input: Option<Box<dyn AsyncRead + Send + Unpin>> = dup(std::io::stdin().as_fd())
-        .and_then(|fd: OwnedFd| {
-            grow_pipe(&fd);
-            pipe::Receiver::from_owned_fd(fd).ok()
-        })
-        .map(|r| Box::new(r) as _);
-    let output: Option<Box<dyn AsyncWrite + Send + Unpin>> = dup(std::io::stdout().as_fd())
-        .and_then(|fd: OwnedFd| {
-            grow_pipe(&fd);
-            pipe::Sender::from_owned_fd(fd).ok()
-        })
-        .map(|w| Box::new(w) as _);
-    (
-        input.unwrap_or_else(|| Box::new(tokio::io::stdin())),
-        output.unwrap_or_else(|| Box::new(tokio::io::stdout())),
-    )
-}
-
-/// Ask for a 1 MiB pipe buffer (the default is 64 KiB): fewer wake-ups per transfer. Not
-/// a pipe, or not allowed: nothing changes.
-fn grow_pipe(fd: &impl std::os::fd::AsFd) {
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
 /// Largest request accepted (a 256 KiB write plus its header); OpenSSH sends 32 KiB.

@@ -25,7 +25,10 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(claude_vm_sshd::sftp::serve_stdio());
+                .block_on(async {
+                    let (input, output) = claude_vm_daemon::bridge::stdio();
+                    claude_vm_sshd::sftp::serve_io(input, output).await
+                });
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::ChatTty { conversation } => {
