@@ -19,13 +19,31 @@ use tokio::net::UnixStream;
 const CHUNK: usize = 1 << 20;
 
 /// Copy stdin → socket and socket → stdout until the socket closes.
-pub async fn connect(socket: &Path) -> std::io::Result<()> {
-    let stream = UnixStream::connect(socket).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot reach the daemon at {}: {e}", socket.display()),
-        )
-    })?;
+///
+/// While the socket is missing or refuses (the daemon is being restarted by PID 1 after a
+/// crash), it is tried again for up to `wait`, so a command issued in that moment works
+/// instead of failing.
+pub async fn connect(socket: &Path, wait: std::time::Duration) -> std::io::Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let stream = loop {
+        match UnixStream::connect(socket).await {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot reach the daemon at {}: {e}", socket.display()),
+                ));
+            }
+        }
+    };
     let (mut sock_read, mut sock_write) = stream.into_split();
     let (mut stdin, mut stdout) = stdio();
     let upstream = async {

@@ -37,11 +37,18 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
         }
         AgentCommand::Connect => {
             let socket = PathBuf::from(claude_vm_protocol::SOCKET_PATH);
-            super::runtime()?.block_on(claude_vm_daemon::bridge::connect(&socket))?;
+            // Long enough for PID 1 to restart a daemon that just died (its backoff starts at
+            // 250 ms and stays short while restarts are rare).
+            super::runtime()?.block_on(claude_vm_daemon::bridge::connect(
+                &socket,
+                Duration::from_secs(10),
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::DialDocker { socket } => {
-            super::runtime()?.block_on(claude_vm_daemon::bridge::connect(socket))?;
+            // The host's Docker socket: missing is a configuration error, said at once.
+            super::runtime()?
+                .block_on(claude_vm_daemon::bridge::connect(socket, Duration::ZERO))?;
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::Health { wait } => {
