@@ -58,6 +58,15 @@ fn kill_in_container(id: &str, pattern: &str) {
         .output();
 }
 
+/// `claude-vm exec chaos -- sh -c SCRIPT`, its output piped.
+fn spawn_exec(ctx: &Ctx, script: &str) -> std::process::Child {
+    ctx.command(&["exec", "chaos", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn the_cli_killed_during_up_and_down_leaves_nothing_stuck_or_behind() {
     let mut rng = rng("up/down");
@@ -160,36 +169,15 @@ fn acknowledged_messages_survive_kills_of_the_daemon_and_the_link() {
             .spawn()
             .unwrap();
         // One streamed exec in flight when the kill lands: it ends, saying why.
-        let cut = ctx
-            .command(&[
-                "exec",
-                "chaos",
-                "--",
-                "sh",
-                "-c",
-                "echo started; sleep 2; echo done",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let cut = spawn_exec(&ctx, "echo started; sleep 2; echo done");
         std::thread::sleep(delay);
         kill_in_container(&id, victim);
         // A streamed exec started while the daemon or the link is coming back: it either
         // runs whole or says why it could not.
-        let exec = ctx
-            .command(&[
-                "exec",
-                "chaos",
-                "--",
-                "sh",
-                "-c",
-                "for i in $(seq 20); do echo line $i; sleep 0.02; done",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let exec = spawn_exec(
+            &ctx,
+            "for i in $(seq 20); do echo line $i; sleep 0.02; done",
+        );
         let started = Instant::now();
         let out = send.wait_with_output().unwrap();
         assert!(

@@ -19,6 +19,15 @@ fn workspace(ctx: &Ctx, name: &str) -> String {
     w["id"].as_str().unwrap().to_owned()
 }
 
+/// The runtime the link tests drive the engine with (two workers, as a small machine has).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn engine(ctx: &Ctx) -> Engine {
     Engine::open(Home::at(ctx.home.path()), None).unwrap()
 }
@@ -227,11 +236,7 @@ fn exec_with_a_terminal_ctrl_c_and_detach() {
 fn one_link_carries_concurrent_requests_and_survives_drops() {
     let ctx = Ctx::new();
     let id = workspace(&ctx, "mux");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     if std::env::var_os("LINK_DEBUG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("debug,hyper=trace,h2=debug")
@@ -378,11 +383,7 @@ fn no_per_request_deadline_a_request_to_a_stopped_daemon_fails_within_it() {
     use claude_vm_link::{LinkError, Timeouts};
     let ctx = Ctx::new();
     let id = workspace(&ctx, "deadline");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let engine = engine(&ctx);
         let (_, link) = engine.link("deadline").await.unwrap();
@@ -440,11 +441,7 @@ fn stuck_daemon_never_detected_keep_alive_fails_streams_and_the_link_recovers() 
     use claude_vm_link::{LinkError, Timeouts};
     let ctx = Ctx::new();
     let id = workspace(&ctx, "stuck");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let engine = engine(&ctx);
         let (_, link) = engine.link("stuck").await.unwrap();
