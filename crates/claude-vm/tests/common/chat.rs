@@ -114,7 +114,9 @@ pub fn send_wait(ctx: &Ctx, conv: &str, text: &str) -> String {
         .to_owned()
 }
 
-/// A detached tmux session on this machine: a real terminal to drive a command in.
+/// A detached tmux session on this machine: a real terminal to drive a command in. Each has
+/// its own tmux server (`-L <name>`): tests running at once never share one, so one
+/// test's server exiting cannot fail another's `new-session`.
 pub struct Tmux {
     pub name: String,
 }
@@ -139,7 +141,11 @@ impl Tmux {
 
     /// Run a tmux command against the server; panics when it fails.
     pub fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().unwrap();
+        let out = Command::new("tmux")
+            .args(["-L", &self.name])
+            .args(args)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "tmux {args:?}: {}",
@@ -167,7 +173,7 @@ impl Tmux {
 
     pub fn alive(&self) -> bool {
         Command::new("tmux")
-            .args(["has-session", "-t", &self.name])
+            .args(["-L", &self.name, "has-session", "-t", &self.name])
             .status()
             .unwrap()
             .success()
@@ -177,7 +183,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
+            .args(["-L", &self.name, "kill-server"])
             .status();
     }
 }
