@@ -18,6 +18,7 @@ pub struct Config {
     pub default_image: String,
     pub agents: Agents,
     pub ssh: SshSettings,
+    pub backup: crate::backup::BackupSettings,
 }
 
 /// The workspaces' SSH servers (`claude-vm ssh`, `ssh <ws>.claude-vm`).
@@ -110,6 +111,7 @@ impl Default for Config {
             default_image: FALLBACK_IMAGE.to_owned(),
             agents: Agents::default(),
             ssh: SshSettings::default(),
+            backup: crate::backup::BackupSettings::default(),
         }
     }
 }
@@ -163,6 +165,8 @@ impl Config {
         if self.default_image.trim().is_empty() {
             return Err("default_image is empty".to_owned());
         }
+        // The home is not known here; a default location needs none.
+        self.backup.validate(std::path::Path::new("/"))?;
         Ok(())
     }
 }

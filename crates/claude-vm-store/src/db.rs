@@ -152,7 +152,29 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT PRIMARY KEY,
         expires_at INTEGER NOT NULL
     );",
+    // 3: the last backup of each workspace (snapshots themselves live in the repository)
+    "CREATE TABLE backups (
+        workspace_id TEXT PRIMARY KEY,
+        snapshot TEXT,
+        taken_at TEXT,
+        error TEXT,
+        error_at TEXT,
+        clean INTEGER NOT NULL DEFAULT 0
+    );",
 ];
+
+/// What the index remembers of a workspace's backups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupState {
+    /// Id of the last snapshot taken.
+    pub snapshot: Option<String>,
+    pub taken_at: Option<String>,
+    /// Why the last attempt failed, when it did (cleared by a success).
+    pub error: Option<String>,
+    pub error_at: Option<String>,
+    /// Stopped right after a successful backup: nothing changed since.
+    pub clean: bool,
+}
 
 /// A connection to the state database.
 pub struct Store {
@@ -393,6 +415,72 @@ impl Store {
     pub fn delete_workspace(&self, id: &WorkspaceId) -> Result<(), StoreError> {
         self.conn
             .execute("DELETE FROM workspaces WHERE id = ?1", [id.as_str()])?;
+        Ok(())
+    }
+
+    // ---- backups ----------------------------------------------------------------------
+
+    /// The last backup of a workspace, if one was ever tried.
+    pub fn backup_state(&self, id: &WorkspaceId) -> Result<Option<BackupState>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT snapshot, taken_at, error, error_at, clean FROM backups WHERE workspace_id = ?1",
+                [id.as_str()],
+                |r| {
+                    Ok(BackupState {
+                        snapshot: r.get(0)?,
+                        taken_at: r.get(1)?,
+                        error: r.get(2)?,
+                        error_at: r.get(3)?,
+                        clean: r.get::<_, i64>(4)? != 0,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// A backup succeeded. `clean`: the workspace is stopped and the snapshot holds all of
+    /// it (taken by `down` just before stopping).
+    pub fn backup_succeeded(
+        &self,
+        id: &WorkspaceId,
+        snapshot: &str,
+        clean: bool,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO backups (workspace_id, snapshot, taken_at, error, error_at, clean)
+             VALUES (?1, ?2, ?3, NULL, NULL, ?4)
+             ON CONFLICT(workspace_id) DO UPDATE SET snapshot = excluded.snapshot,
+                taken_at = excluded.taken_at, error = NULL, error_at = NULL, clean = excluded.clean",
+            params![id.as_str(), snapshot, now(), clean as i64],
+        )?;
+        Ok(())
+    }
+
+    /// A backup failed: remembered (and shown) until one succeeds.
+    pub fn backup_failed(&self, id: &WorkspaceId, error: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO backups (workspace_id, error, error_at, clean) VALUES (?1, ?2, ?3, 0)
+             ON CONFLICT(workspace_id) DO UPDATE SET error = excluded.error,
+                error_at = excluded.error_at, clean = 0",
+            params![id.as_str(), error, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The workspace runs (again): its last snapshot no longer holds all of it.
+    pub fn backup_dirty(&self, id: &WorkspaceId) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE backups SET clean = 0 WHERE workspace_id = ?1",
+            [id.as_str()],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_backup_state(&self, id: &WorkspaceId) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM backups WHERE workspace_id = ?1", [id.as_str()])?;
         Ok(())
     }
 

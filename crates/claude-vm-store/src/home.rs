@@ -98,6 +98,55 @@ impl Home {
         Ok(f)
     }
 
+    /// The backup repository's password: read from `file` (default `backup-password` in
+    /// the home), or, when that file does not exist, created once (random, owner-only) so
+    /// that every later run and the `restic` CLI use the same one.
+    pub fn backup_password(&self, file: Option<&Path>) -> io::Result<(PathBuf, String)> {
+        let path = file
+            .map(Path::to_owned)
+            .unwrap_or_else(|| self.root.join("backup-password"));
+        let read = |p: &Path| -> io::Result<String> {
+            let text = fs::read_to_string(p)?;
+            let pw = text.trim_end_matches(['\n', '\r']).to_owned();
+            if pw.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the backup password file {} is empty", p.display()),
+                ));
+            }
+            Ok(pw)
+        };
+        match read(&path) {
+            Ok(pw) => return Ok((path, pw)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound || file.is_some() => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot read the backup password file {}: {e}",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(_) => {}
+        }
+        let _lock = self
+            .lock_named("backup-password")
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        // Another process may have made it while this one waited.
+        if let Ok(pw) = read(&path) {
+            return Ok((path, pw));
+        }
+        let bytes: [u8; 32] = rand::random();
+        let pw: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_file_atomic(&path, format!("{pw}\n").as_bytes(), 0o600)?;
+        Ok((path, pw))
+    }
+
+    /// Where backup repositories keep their local cache (index and tree blobs).
+    pub fn backup_cache_dir(&self) -> PathBuf {
+        self.root.join("cache").join("backups")
+    }
+
     /// Remove a workspace's lock file (after it is deleted).
     pub fn remove_lock(&self, id: &str) {
         let _ = fs::remove_file(self.root.join("locks").join(format!("{id}.lock")));

@@ -20,5 +20,5 @@ mod home;
 
 pub use auth::TokenRecord;
 pub use config::{ConfigError, load_config, write_default_config};
-pub use db::{ConversationRecord, ProviderRecord, Store, StoreError, WorkspaceRecord};
+pub use db::{BackupState, ConversationRecord, ProviderRecord, Store, StoreError, WorkspaceRecord};
 pub use home::{Home, HomeError, write_file_atomic};
