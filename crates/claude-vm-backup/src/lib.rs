@@ -231,6 +231,8 @@ pub struct SnapshotInfo {
     /// Where the workspace came from (folder or git URL).
     pub source: Option<String>,
     pub version: Option<String>,
+    /// The image the workspace ran.
+    pub image: Option<String>,
     pub tags: Vec<String>,
     /// Bytes this snapshot added to the repository (before compression).
     pub bytes_added: u64,
@@ -257,6 +259,7 @@ impl SnapshotInfo {
             workspace_name: tag(model::TAG_NAME),
             provider: tag(model::TAG_PROVIDER),
             version: tag(model::TAG_VERSION),
+            image: tag(model::TAG_IMAGE),
             source: s.description.clone(),
             tags,
             bytes_added: sum.data_added,
@@ -276,6 +279,7 @@ pub struct SnapshotMeta {
     pub workspace_name: String,
     pub provider: String,
     pub source: String,
+    pub image: String,
     pub version: String,
 }
 
@@ -457,6 +461,7 @@ impl Repo {
             &meta.workspace_id,
             &meta.workspace_name,
             &meta.provider,
+            &meta.image,
             &meta.version,
         )
         .join(",");

@@ -41,11 +41,11 @@ fn header_for(node: &Node, kind: tar::EntryType, size: u64) -> tar::Header {
     h.set_mode(posix_mode(node));
     h.set_uid(node.meta.uid.unwrap_or(0).into());
     h.set_gid(node.meta.gid.unwrap_or(0).into());
-    let mtime = node
-        .meta
-        .mtime
-        .as_ref()
-        .map_or(0, |t| t.as_second().max(0) as u64);
+    // The snapshot's root has no times of its own: it gets the time of the restore.
+    let mtime = node.meta.mtime.as_ref().map_or_else(
+        || rustic_core::jiff::Timestamp::now().as_second().max(0) as u64,
+        |t| t.as_second().max(0) as u64,
+    );
     h.set_mtime(mtime);
     h
 }

@@ -38,6 +38,9 @@ pub struct ScanOptions {
     pub git_ignore: bool,
     /// Absolute paths left out with everything below them.
     pub exclude: Vec<PathBuf>,
+    /// List the root folder itself first (when it is not the snapshot's root, but one
+    /// folder in it scanned on its own).
+    pub with_root: bool,
 }
 
 /// Walk `root` and write one [`ScanLine`] per entry (the root itself is not listed).
@@ -51,6 +54,26 @@ pub fn scan(root: &Path, opts: &ScanOptions, out: &mut impl Write) -> io::Result
     let source = LocalSource::new(save, &rustic_core::Excludes::default(), &filter, &[root])
         .map_err(|e| io::Error::other(e.to_string()))?;
     let mut n = 0;
+    if opts.with_root {
+        let entry = ignore::WalkBuilder::new(root)
+            .max_depth(Some(0))
+            .build()
+            .next()
+            .ok_or_else(|| io::Error::other("the folder to scan vanished"))?
+            .map_err(io::Error::other)?;
+        let entry = save
+            .map_entry(entry)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        serde_json::to_writer(
+            &mut *out,
+            &ScanLine::Entry {
+                path: entry.path,
+                node: entry.node,
+            },
+        )?;
+        out.write_all(b"\n")?;
+        n += 1;
+    }
     let mut skip: Option<PathBuf> = None;
     for item in source.entries() {
         let line = match item {
@@ -229,6 +252,7 @@ mod tests {
         let opts = ScanOptions {
             git_ignore: true,
             exclude: vec![r.join("state/ssh")],
+            with_root: false,
         };
         scan(r, &opts, &mut out).unwrap();
         let got = paths(&out);

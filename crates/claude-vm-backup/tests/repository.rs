@@ -55,6 +55,7 @@ fn meta() -> SnapshotMeta {
         workspace_name: "brave-otter".into(),
         provider: "docker".into(),
         source: "/home/u/project".into(),
+        image: "debian:bookworm".into(),
         version: "0.1.0".into(),
     }
 }

@@ -14,6 +14,7 @@ pub const TAG_ID: &str = "ws:";
 pub const TAG_NAME: &str = "name:";
 pub const TAG_PROVIDER: &str = "provider:";
 pub const TAG_VERSION: &str = "version:";
+pub const TAG_IMAGE: &str = "image:";
 
 /// `config.yaml` `backup:`.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -224,14 +225,19 @@ impl BackupSettings {
 }
 
 /// The tags of a snapshot of workspace `id` named `name`.
-pub fn tags(id: &str, name: &str, provider: &str, version: &str) -> Vec<String> {
-    vec![
+/// (A tag may not hold a comma: restic separates tags with them.)
+pub fn tags(id: &str, name: &str, provider: &str, image: &str, version: &str) -> Vec<String> {
+    let mut t = vec![
         TAG.to_owned(),
         format!("{TAG_ID}{id}"),
         format!("{TAG_NAME}{name}"),
         format!("{TAG_PROVIDER}{provider}"),
         format!("{TAG_VERSION}{version}"),
-    ]
+    ];
+    if !image.contains(',') {
+        t.push(format!("{TAG_IMAGE}{image}"));
+    }
+    t
 }
 
 /// The value of the tag with `prefix` among `tags`.
@@ -316,9 +322,10 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        let t = tags("ws123", "brave-otter", "docker", "0.1.0");
+        let t = tags("ws123", "brave-otter", "docker", "debian:bookworm", "0.1.0");
         let refs = t.iter().map(String::as_str);
         assert_eq!(tag_value(refs.clone(), TAG_ID), Some("ws123"));
-        assert_eq!(tag_value(refs, TAG_NAME), Some("brave-otter"));
+        assert_eq!(tag_value(refs.clone(), TAG_NAME), Some("brave-otter"));
+        assert_eq!(tag_value(refs, TAG_IMAGE), Some("debian:bookworm"));
     }
 }

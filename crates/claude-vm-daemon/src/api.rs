@@ -145,6 +145,10 @@ pub async fn handle(
         (_, ["files", ..] | ["git", ..]) => {
             crate::routes::handle(&state, req, &segments, &path).await
         }
+        // Backups read the workspace without counting as activity in it.
+        (_, ["backup", ..]) if crate::backup::handles(&segments) => {
+            crate::backup::route(state, req, &segments).await
+        }
         _ => not_found(),
     };
     Ok(res)

@@ -309,7 +309,22 @@ impl Root {
 
     /// Open a regular file for reading (a symlink to one inside the root is followed).
     pub fn open_read(&self, path: &str, base: Option<&str>) -> Result<(File, FileInfo), FileError> {
-        let found = self.walk(path, base, Walk::FOLLOW)?;
+        self.open_read_walk(path, base, Walk::FOLLOW)
+    }
+
+    /// Open a regular file for reading; a symlink in the last component is refused, not
+    /// followed (what a backup reads is the entry its scan listed).
+    pub fn open_read_nofollow(&self, path: &str) -> Result<(File, FileInfo), FileError> {
+        self.open_read_walk(path, None, Walk::LSTAT)
+    }
+
+    fn open_read_walk(
+        &self,
+        path: &str,
+        base: Option<&str>,
+        walk: Walk,
+    ) -> Result<(File, FileInfo), FileError> {
+        let found = self.walk(path, base, walk)?;
         let shown = &found.shown;
         match found.kind() {
             None => return Err(found.not_found()),

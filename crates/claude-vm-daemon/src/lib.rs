@@ -11,12 +11,14 @@
 pub mod activity;
 pub mod agents;
 pub mod api;
+pub mod backup;
 pub mod bridge;
 pub mod client;
 pub mod conv_routes;
 pub mod exec;
 pub mod files;
 pub mod git;
+pub mod home;
 pub mod init;
 pub mod routes;
 pub mod server;

@@ -66,6 +66,7 @@ pub fn prepare_dirs(paths: &Paths) -> std::io::Result<()> {
         let gid = nix::unistd::Gid::from_raw(claude_vm_protocol::AGENT_UID);
         ensure_agent_user();
         hand_over_trees(root, &paths.state_dir, uid, gid);
+        crate::home::keep_on_volume();
     }
     Ok(())
 }

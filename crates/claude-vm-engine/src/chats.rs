@@ -179,6 +179,33 @@ impl Engine {
         Ok(command)
     }
 
+    /// After a restore: the conversations the snapshot brought are indexed, and every agent
+    /// kind they use is provisioned again (agent programs live in the container, which is
+    /// new). A kind that cannot be provisioned is reported, not fatal.
+    pub(crate) async fn adopt_conversations(
+        &self,
+        workspace: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<usize> {
+        let (ws, link) = self.link(workspace).await?;
+        let provider = self.provider_client(&ws.provider)?;
+        let convs = link.conversations().await?;
+        let mut kinds: Vec<&str> = convs.iter().map(|c| c.agent.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            if let Err(e) = self.provision(provider.as_ref(), &ws, kind, reporter).await {
+                reporter.warn(&format!(
+                    "the restored conversations of {kind} cannot run until it is installed: {e}"
+                ));
+            }
+        }
+        for c in &convs {
+            self.remember(&ws, c)?;
+        }
+        Ok(convs.len())
+    }
+
     /// `new-chat`: start a conversation in a running workspace.
     pub async fn new_chat(
         &self,

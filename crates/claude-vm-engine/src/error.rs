@@ -22,6 +22,16 @@ pub enum EngineError {
     Link(#[from] claude_vm_link::LinkError),
     #[error("no workspace matches {0:?}")]
     UnknownWorkspace(String),
+    #[error(transparent)]
+    Backup(#[from] claude_vm_backup::BackupError),
+    #[error("no workspace and no backup of a workspace matches {0:?}")]
+    NoBackups(String),
+    #[error("workspace {name} was deleted; its last backup is {snapshot} ({time})")]
+    DeletedWithBackups {
+        name: String,
+        snapshot: String,
+        time: String,
+    },
     #[error("{query:?} matches several workspaces: {candidates}")]
     AmbiguousWorkspace { query: String, candidates: String },
     #[error("no workspace, folder or git URL matches {0:?}")]
@@ -68,6 +78,13 @@ impl EngineError {
             EngineError::Provider(p) => p.hint(),
             EngineError::Link(claude_vm_link::LinkError::Provider(p)) => p.hint(),
             EngineError::ProviderTimeout { hint, .. } => Some(hint.clone()),
+            EngineError::Backup(b) => b.hint(),
+            EngineError::NoBackups(_) => Some(
+                "`claude-vm backup list` shows the workspaces that have backups".to_owned(),
+            ),
+            EngineError::DeletedWithBackups { name, .. } => Some(format!(
+                "bring it back with `claude-vm workspace restore {name}`"
+            )),
             EngineError::NotRunning { name } => {
                 Some(format!("start it with `claude-vm workspace up {name}`"))
             }

@@ -5,6 +5,7 @@
 //! [`claude_vm_provider::Provider`] trait objects. It prints nothing: progress goes through a
 //! [`Reporter`], results come back as plain data ([`WorkspaceView`]) that front ends render.
 
+mod backups;
 mod chats;
 mod error;
 mod link;
@@ -23,13 +24,19 @@ use claude_vm_provider::Provider;
 use claude_vm_provider::docker::DockerProvider;
 use claude_vm_store::{Home, Store};
 
+pub use backups::BackupOutcome;
+pub use backups::{ExportManifest, ExportOutcome, RestoreRequest};
 pub use chats::{ChatView, SUPPORTED_AGENTS};
+pub use claude_vm_backup::{BackupError, BackupReport, SnapshotInfo};
 pub use claude_vm_link::{Events, ExecEvent, ExecInput, ExecSession, Link, LinkError};
 pub use error::{EngineError, Result};
 pub use providers::ProviderView;
 pub use report::{NullReporter, Reporter};
 pub use tokio_util::sync::CancellationToken;
-pub use workspaces::{DownRequest, UpOutcome, UpRequest, WorkspaceView, human_bytes, pid_alive};
+pub use workspaces::{
+    DeleteOutcome, DeleteRequest, DownOutcome, DownRequest, FinalBackup, UpOutcome, UpRequest,
+    WorkspaceView, human_bytes, pid_alive,
+};
 
 pub use claude_vm_provider::UNREACHABLE_HINT;
 

@@ -254,9 +254,37 @@ pub enum ExtraContent {
 }
 
 /// Writes into the channel in chunks; blocks when the consumer is behind.
-struct ChannelWriter {
+/// Bytes written on the blocking pool, read as a [`TarStream`] (see [`channel`]).
+pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
     buf: Vec<u8>,
+    counter: Option<Arc<AtomicU64>>,
+}
+
+impl ChannelWriter {
+    /// Something that ends the stream with an error (the upload then fails instead of
+    /// ending short), usable after the writer itself was handed on.
+    pub(crate) fn failer(&self) -> impl Fn(io::Error) + Send + 'static {
+        let tx = self.tx.clone();
+        move |e| {
+            let _ = tx.blocking_send(Err(e));
+        }
+    }
+}
+
+/// A writer for the blocking pool and the stream of what it wrote; `counter` (if any)
+/// counts the bytes passed on.
+pub(crate) fn channel(counter: Option<Arc<AtomicU64>>) -> (ChannelWriter, TarStream) {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
+    let writer = ChannelWriter {
+        tx,
+        buf: Vec::with_capacity(CHUNK),
+        counter,
+    };
+    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    (writer, stream)
 }
 
 const CHUNK: usize = 256 * 1024;
@@ -274,6 +302,9 @@ impl Write for ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        if let Some(c) = &self.counter {
+            c.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "upload was abandoned"))
@@ -381,12 +412,9 @@ pub fn stream(
     extras: Vec<Extra>,
     counter: Arc<AtomicU64>,
 ) -> TarStream {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
+    let (writer, stream) = channel(None);
+    let fail = writer.failer();
     tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
         let res = write_archive(
             plan.as_ref().map(|(p, pre)| (p, pre.as_path())),
             &extras,
@@ -395,12 +423,10 @@ pub fn stream(
         );
         if let Err(e) = res {
             // The receiver turns this into a failed upload, never a truncated success.
-            let _ = tx.blocking_send(Err(e));
+            fail(e);
         }
     });
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    stream
 }
 
 #[cfg(test)]

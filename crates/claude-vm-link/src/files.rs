@@ -111,6 +111,27 @@ impl Link {
         .await
     }
 
+    /// A scan of the workspace for a backup, as lines of JSON: `part` is `state` (the
+    /// daemon's state folder) or `agent` (everything else on the volume).
+    pub async fn backup_scan(
+        &self,
+        part: &str,
+        include_ignored: bool,
+    ) -> Result<Download, LinkError> {
+        self.download(format!(
+            "/v1/backup/scan?part={}&include_ignored={include_ignored}",
+            encode_query(part)
+        ))
+        .await
+    }
+
+    /// The content of a file a backup scan listed (absolute path; a symlink there is
+    /// refused, not followed).
+    pub async fn backup_read(&self, path: &str) -> Result<Download, LinkError> {
+        self.download(format!("/v1/backup/read?path={}", encode_query(path)))
+            .await
+    }
+
     /// A file's content.
     pub async fn read(&self, path: &str) -> Result<Download, LinkError> {
         self.download(format!("/v1/files/read?path={}", encode_query(path)))

@@ -22,6 +22,11 @@ pub const WORKSPACE_ROOT: &str = "/workspace";
 /// The daemon's state and logs, on the persistent volume.
 pub const STATE_DIR: &str = "/workspace/.claude-vm";
 
+/// The agent user's home, on the volume so that everything an agent needs to resume (its
+/// session files, `~/.claude`, `~/.codex`, caches) survives the container and is in every
+/// backup. The image's home of the agent user becomes a symlink to it.
+pub const AGENT_HOME: &str = "/workspace/.home";
+
 /// The daemon's Unix socket. Not on the volume: it belongs to one run of the container.
 pub const SOCKET_PATH: &str = "/run/claude-vm/daemon.sock";
 

@@ -18,8 +18,8 @@ use claude_vm_api::{
 };
 use claude_vm_core::Status;
 use claude_vm_engine::{
-    CancellationToken, ChatView, DownRequest, Engine, EngineError, Events, Link, Reporter,
-    UpOutcome, UpRequest, WorkspaceView,
+    CancellationToken, ChatView, DeleteOutcome, DeleteRequest, DownRequest, Engine, EngineError,
+    Events, FinalBackup, Link, Reporter, UpOutcome, UpRequest, WorkspaceView,
 };
 use claude_vm_protocol::api::{Conversation, Decision, Diff, Event, PermissionMode, Sent};
 use claude_vm_store::Home;
@@ -138,14 +138,18 @@ impl Backend {
         }
     }
 
-    /// Stop a workspace; `true` when it was running.
+    /// Stop a workspace; `true` when it was running, and how its final backup went
+    /// (`None`: the server did it, and does not say).
     pub async fn down(
         &self,
         req: &DownRequest,
         reporter: &dyn Reporter,
-    ) -> Result<(WorkspaceView, bool)> {
+    ) -> Result<(WorkspaceView, bool, Option<FinalBackup>)> {
         match self {
-            Backend::Local(e) => Ok(e.down(req, reporter).await?),
+            Backend::Local(e) => {
+                let out = e.down(req, reporter).await?;
+                Ok((out.workspace, out.stopped_now, Some(out.backup)))
+            }
             Backend::Remote(r) => {
                 let before: claude_vm_api::Workspace = r.get(&ws_path(&req.target, "")).await?;
                 let body = Down {
@@ -154,17 +158,29 @@ impl Backend {
                 };
                 let after: claude_vm_api::Workspace =
                     r.post_long(&ws_path(&req.target, "/down"), &body).await?;
-                Ok((view(&after)?, before.status != Status::Stopped))
+                Ok((view(&after)?, before.status != Status::Stopped, None))
             }
         }
     }
 
-    pub async fn delete(&self, workspace: &str, reporter: &dyn Reporter) -> Result<WorkspaceView> {
+    pub async fn delete(
+        &self,
+        req: &DeleteRequest,
+        reporter: &dyn Reporter,
+    ) -> Result<DeleteOutcome> {
         match self {
-            Backend::Local(e) => Ok(e.delete(workspace, reporter).await?),
+            Backend::Local(e) => Ok(e.delete(req, reporter).await?),
             Backend::Remote(r) => {
-                let gone: claude_vm_api::Workspace = r.delete(&ws_path(workspace, "")).await?;
-                view(&gone)
+                if req.purge || req.force {
+                    return Err(self.unsupported("workspace delete --purge/--force"));
+                }
+                let gone: claude_vm_api::Workspace = r.delete(&ws_path(&req.target, "")).await?;
+                Ok(DeleteOutcome {
+                    workspace: view(&gone)?,
+                    backup: FinalBackup::Skipped,
+                    purged: None,
+                    repository: None,
+                })
             }
         }
     }

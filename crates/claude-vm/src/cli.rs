@@ -129,6 +129,10 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
 
+    /// List and prune the backups of workspaces (restic-format snapshots)
+    #[command(subcommand)]
+    Backup(BackupCommand),
+
     /// Work against a claude-vm server: workspace and chat commands then run there
     #[command(
         after_help = "The token comes from --token, else $CLAUDE_VM_TOKEN, else it is asked for (or read from stdin). It is checked against the server and kept in $CLAUDE_VM_HOME/remote.json (owner-only).\n\nExamples:\n  claude-vm login http://127.0.0.1:7878     # a server here, or through `ssh -L 7878:127.0.0.1:7878 host`\n  claude-vm login --status"
@@ -294,22 +298,130 @@ pub enum WorkspaceCommand {
         /// Seconds to wait for a graceful stop before killing
         #[arg(long, default_value_t = 10, value_name = "SECONDS")]
         timeout: u64,
+        /// Do not take the final backup first
+        #[arg(long)]
+        no_backup: bool,
         /// Print the workspace as JSON
         #[arg(long)]
         json: bool,
     },
-    /// Delete a workspace: its container and its volume, with every file in it
-    #[command(visible_alias = "rm")]
+    /// Delete a workspace's container and volume (its backups are kept, unless --purge)
+    #[command(
+        visible_alias = "rm",
+        after_help = "A final backup is taken first (a stopped workspace is started for it, unless it was backed up as it stopped); if it fails, nothing is deleted unless --force. The backups stay in the repository: `claude-vm workspace restore NAME` brings the workspace back."
+    )]
     Delete {
         /// Workspace id, name or unique id prefix
         workspace: String,
+        /// Also remove every backup of the workspace, and the data only they use
+        #[arg(long)]
+        purge: bool,
+        /// Delete even if the final backup fails
+        #[arg(long)]
+        force: bool,
         /// Do not ask for confirmation
         #[arg(short, long)]
         yes: bool,
-        /// Print the deleted workspace as JSON
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
+    /// Back up a running workspace now; prints the snapshot id
+    Backup {
+        /// Workspace id, name or unique id prefix
+        workspace: String,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a workspace from a backup (of an existing or a deleted workspace)
+    #[command(
+        after_help = "WORKSPACE may name a deleted workspace by its old name or id. The new workspace gets the original's name when that is free, its files byte for byte (tracked, untracked, .git, modes, symlinks) and its conversations, which resume with their context. With --provider it moves to another machine."
+    )]
+    Restore {
+        /// Workspace (existing or deleted) whose backup to restore
+        workspace: String,
+        /// Snapshot id or unique prefix [default: the workspace's newest]
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Name of the new workspace [default: the original's]
+        #[arg(long)]
+        name: Option<String>,
+        /// Provider to create it on [default: the original's]
+        #[arg(long)]
+        provider: Option<String>,
+        /// Container image [default: the original's]
+        #[arg(long)]
+        image: Option<String>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a backup of a workspace to one portable archive
+    Export {
+        /// Workspace (existing or deleted)
+        workspace: String,
+        /// The archive to write
+        #[arg(short, long, value_name = "FILE")]
+        output: std::path::PathBuf,
+        /// Snapshot id or unique prefix [default: the workspace's newest]
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a workspace from an archive `workspace export` wrote
+    Import {
+        /// The archive
+        file: std::path::PathBuf,
+        /// Name of the new workspace [default: the original's]
+        #[arg(long)]
+        name: Option<String>,
+        /// Provider to create it on [default: the original's]
+        #[arg(long)]
+        provider: Option<String>,
+        /// Container image [default: the original's]
+        #[arg(long)]
+        image: Option<String>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// List snapshots, of every workspace or of one (existing or deleted)
+    #[command(visible_alias = "ls")]
+    List {
+        workspace: Option<String>,
+        /// Print JSON (an array of snapshot objects)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove old snapshots of a workspace (and the data only they use)
+    #[command(
+        after_help = "Without --keep-*, keeps what config.yaml's backup.keep_last and backup.keep_daily say."
+    )]
+    Forget {
+        /// Workspace (existing or deleted)
+        workspace: String,
+        /// Keep the newest N snapshots
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
+        /// Keep the newest snapshot of each of the last N days that have one
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<u32>,
+        /// Print the removed snapshot ids as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the environment for the restic CLI to use the repository
+    #[command(
+        after_help = "eval \"$(claude-vm backup env)\" && restic snapshots    # then restic ls, restic restore, ..."
+    )]
+    Env,
 }
 
 #[derive(Debug, Args)]
@@ -486,6 +598,17 @@ pub enum AgentCommand {
     },
     /// SFTP server on stdin/stdout (the SSH server's sftp subsystem)
     SftpServer,
+    /// List a folder for a backup, one JSON line per entry (run by the daemon as the agent)
+    BackupScan {
+        #[arg(long)]
+        root: std::path::PathBuf,
+        /// Leave out this path and everything below it (repeatable)
+        #[arg(long)]
+        exclude: Vec<std::path::PathBuf>,
+        /// Honour .gitignore files
+        #[arg(long)]
+        git_ignore: bool,
+    },
     /// Show a conversation live and send typed lines (runs in its tmux session)
     ChatTty { conversation: String },
     /// Ask the daemon for its version and health; prints JSON

@@ -19,11 +19,21 @@ use crate::{Engine, EngineError, Reporter, Result};
 
 use super::*;
 
+/// What fills a workspace restored from a snapshot instead of a project: the snapshot's
+/// volume as one tar stream (paths under `workspace/`), its size, and a count of the bytes
+/// sent so far.
+pub(crate) struct RestoreFill {
+    pub(crate) tar: claude_vm_provider::TarStream,
+    pub(crate) total: u64,
+    pub(crate) counter: Arc<AtomicU64>,
+}
+
 impl Engine {
-    pub(super) async fn create(
+    pub(crate) async fn create(
         &self,
         req: &UpRequest,
         source: Source,
+        restore: Option<RestoreFill>,
         reporter: &dyn Reporter,
         cancel: &CancellationToken,
     ) -> Result<UpOutcome> {
@@ -39,6 +49,8 @@ impl Engine {
             validate_branch(b)?;
         }
         let (source, local_root) = match source {
+            // A restored workspace records where its original came from; nothing is read.
+            src if restore.is_some() => (src, None),
             Source::Path(p) => {
                 let abs = std::fs::canonicalize(&p).map_err(|e| {
                     EngineError::InvalidInput(format!("cannot use {p:?} as a project folder: {e}"))
@@ -64,6 +76,7 @@ impl Engine {
             git => (git, None),
         };
         let local_clone_source = match &source {
+            _ if restore.is_some() => None,
             Source::Git(url) if url.starts_with("file://") => {
                 let path = PathBuf::from(url.trim_start_matches("file://"));
                 if !path.exists() {
@@ -130,6 +143,7 @@ impl Engine {
             &record,
             local_root.as_deref(),
             local_clone_source.as_deref(),
+            restore,
             &bin,
             reporter,
             cancel,
@@ -201,6 +215,7 @@ impl Engine {
         w: &WorkspaceRecord,
         local_root: Option<&Path>,
         clone_source: Option<&Path>,
+        restore: Option<RestoreFill>,
         bin: &SelfBinary,
         reporter: &dyn Reporter,
         cancel: &CancellationToken,
@@ -249,6 +264,35 @@ impl Engine {
             })
             .await?;
         check()?;
+
+        if let Some(fill) = restore {
+            // The volume as the snapshot holds it (project, state folder with the
+            // conversations, the agent's home), owners and modes included; then the binary.
+            reporter.progress_start(
+                &format!("restoring {} into the workspace", human_bytes(fill.total)),
+                fill.total,
+            );
+            let upload = provider.upload(&w.id, "/", fill.tar);
+            tokio::pin!(upload);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    r = &mut upload => { r?; break; }
+                    _ = cancel.cancelled() => return Err(EngineError::Interrupted),
+                    _ = tick.tick() => reporter.progress(fill.counter.load(Ordering::Relaxed).min(fill.total), fill.total),
+                }
+            }
+            reporter.progress(fill.total, fill.total);
+            reporter.progress_end();
+            check()?;
+            let tar = pack::stream(None, vec![binary_extra(bin)], Arc::new(AtomicU64::new(0)));
+            provider.upload(&w.id, "/", tar).await?;
+            check()?;
+            reporter.step("starting the workspace");
+            return self
+                .start_verified(provider, w, bin, reporter, cancel)
+                .await;
+        }
 
         // One archive: the binary, the state folder, and the project (or an empty folder
         // for a clone), extracted at / so it lands in the image and in the volume at once.

@@ -24,6 +24,8 @@ impl Engine {
         let w = self
             .store(|s| s.workspace(&w.id))?
             .ok_or_else(|| EngineError::UnknownWorkspace(w.id.to_string()))?;
+        // Once it runs, its last snapshot no longer holds all of it.
+        self.store(|s| s.backup_dirty(&w.id))?;
         let provider = self.provider_client(&w.provider)?;
         let observed = observe(
             &w,
@@ -91,12 +93,9 @@ impl Engine {
         }
     }
 
-    /// `workspace down`.
-    pub async fn down(
-        &self,
-        req: &DownRequest,
-        reporter: &dyn Reporter,
-    ) -> Result<(WorkspaceView, bool)> {
+    /// `workspace down`: a final backup (a failure is reported, never stops the stop),
+    /// then stop.
+    pub async fn down(&self, req: &DownRequest, reporter: &dyn Reporter) -> Result<DownOutcome> {
         let w = self.find_workspace(&req.target)?;
         let _lock = self.lock_workspace(&w.id).await?;
         let w = self
@@ -112,6 +111,25 @@ impl Engine {
                 name: w.name.to_string(),
                 source: e,
             })?;
+        let mut backup = FinalBackup::Skipped;
+        if plan == Plan::Stop && req.backup && self.config.backup.enabled {
+            reporter.step(&format!("taking a final backup of {}", w.name));
+            backup = match self.backup_locked(&w, true, reporter).await {
+                Ok(r) => FinalBackup::Taken {
+                    snapshot: r.snapshot.id,
+                },
+                Err(e) => {
+                    let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+                    reporter.warn(&format!(
+                        "the final backup failed: {e}{hint}; stopping {} anyway",
+                        w.name
+                    ));
+                    FinalBackup::Failed {
+                        error: e.to_string(),
+                    }
+                }
+            };
+        }
         self.forget_link(&w.id);
         let stopped_now = match plan {
             Plan::AlreadyThere => false,
@@ -122,6 +140,9 @@ impl Engine {
                 } else {
                     provider.stop(&w.id, req.grace).await
                 };
+                if res.is_err() {
+                    self.store(|s| s.backup_dirty(&w.id))?;
+                }
                 match res {
                     Ok(()) => {}
                     Err(ProviderError::NotFound { .. }) => {
@@ -145,30 +166,124 @@ impl Engine {
             }
         };
         let fresh = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
-        Ok((WorkspaceView::new(&fresh, &observed), stopped_now))
+        Ok(DownOutcome {
+            workspace: WorkspaceView::new(&fresh, &observed),
+            stopped_now,
+            backup,
+        })
     }
 
-    /// `workspace delete`: remove the container and the volume, then the record.
-    pub async fn delete(&self, target: &str, reporter: &dyn Reporter) -> Result<WorkspaceView> {
+    /// `workspace delete`: a final backup (or, with `purge`, none, and every snapshot
+    /// removed afterwards), then the container, the volume and the record. Without a
+    /// successful final backup nothing is deleted unless `force`.
+    pub async fn delete(
+        &self,
+        req: &DeleteRequest,
+        reporter: &dyn Reporter,
+    ) -> Result<DeleteOutcome> {
+        let target = req.target.as_str();
         let w = self.find_workspace(target)?;
         let _lock = self.lock_workspace(&w.id).await?;
         let w = self
             .store(|s| s.workspace(&w.id))?
             .ok_or_else(|| EngineError::UnknownWorkspace(target.to_owned()))?;
         let provider = self.provider_client(&w.provider)?;
-        let observed = observe(
-            &w,
-            &self.live_state_checked(provider.as_ref(), &w.id).await?,
-        );
+        let live = self.live_state_checked(provider.as_ref(), &w.id).await?;
+        let observed = observe(&w, &live);
         workspace::plan(&observed, Action::Delete).map_err(|e| EngineError::Transition {
             name: w.name.to_string(),
             source: e,
         })?;
+        let backup = if req.purge || !self.config.backup.enabled {
+            FinalBackup::Skipped
+        } else {
+            let b = self
+                .final_backup(provider.as_ref(), &w, &live, reporter)
+                .await;
+            if let FinalBackup::Failed { error } = &b {
+                if !req.force {
+                    return Err(EngineError::Workspace {
+                        name: w.name.to_string(),
+                        message: format!(
+                            "the final backup failed ({error}), so nothing was deleted; fix that and try again, or delete without it: `claude-vm workspace delete --force {}`",
+                            w.name
+                        ),
+                    });
+                }
+                reporter.warn(&format!(
+                    "the final backup failed ({error}); deleting anyway (--force)"
+                ));
+            }
+            b
+        };
         self.forget_link(&w.id);
         reporter.step(&format!("deleting {} (container and volume)", w.name));
         provider.remove(&w.id).await?;
         self.store(|s| s.delete_workspace(&w.id))?;
         self.home.remove_lock(w.id.as_str());
-        Ok(WorkspaceView::new(&w, &observed))
+        let purged = if req.purge {
+            reporter.step(&format!("removing every backup of {}", w.name));
+            let n = self.purge_backups(w.id.as_str()).await?;
+            self.store(|s| s.forget_backup_state(&w.id))?;
+            Some(n)
+        } else {
+            None
+        };
+        let repository = self.restic_repository().ok().map(|(r, _)| r);
+        Ok(DeleteOutcome {
+            workspace: WorkspaceView::new(&w, &observed),
+            backup,
+            purged,
+            repository,
+        })
+    }
+
+    /// The last backup of a workspace about to be deleted: taken now if it runs; if it is
+    /// stopped and its last snapshot was taken just before it stopped, that one; else it is
+    /// started to be backed up.
+    async fn final_backup(
+        &self,
+        provider: &dyn claude_vm_provider::Provider,
+        w: &WorkspaceRecord,
+        live: &claude_vm_core::LiveState,
+        reporter: &dyn Reporter,
+    ) -> FinalBackup {
+        let failed = |e: EngineError| FinalBackup::Failed {
+            error: e.to_string(),
+        };
+        if !matches!(live, claude_vm_core::LiveState::Running) {
+            match self.store(|s| s.backup_state(&w.id)) {
+                Ok(Some(st)) if st.clean => {
+                    if let Some(snapshot) = st.snapshot {
+                        return FinalBackup::UpToDate { snapshot };
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return failed(e),
+            }
+            if matches!(live, claude_vm_core::LiveState::Missing) {
+                return FinalBackup::Failed {
+                    error: "its container no longer exists, so it cannot be backed up".to_owned(),
+                };
+            }
+            reporter.step(&format!("starting {} to take a final backup", w.name));
+            let bin = match self_binary() {
+                Ok(b) => b,
+                Err(e) => return failed(e),
+            };
+            if let Err(e) = self
+                .start_verified(provider, w, &bin, reporter, &CancellationToken::new())
+                .await
+            {
+                return failed(e);
+            }
+        }
+        reporter.step(&format!("taking a final backup of {}", w.name));
+        match self.backup_locked(w, false, reporter).await {
+            Ok(r) => FinalBackup::Taken {
+                snapshot: r.snapshot.id,
+            },
+            Err(e) => failed(e),
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 mod binary;
 mod create;
+pub(crate) use create::RestoreFill;
 mod lifecycle;
 mod list;
 
@@ -89,6 +90,55 @@ pub struct DownRequest {
     pub force: bool,
     /// How long a graceful stop may take before the workspace is killed.
     pub grace: Duration,
+    /// Take a final backup first (when backups are enabled).
+    pub backup: bool,
+}
+
+/// How a final backup (of `down` or `delete`) went.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalBackup {
+    /// A snapshot was taken: its id.
+    Taken {
+        snapshot: String,
+    },
+    /// The workspace was stopped right after its last snapshot: nothing new to save.
+    UpToDate {
+        snapshot: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// Backups are disabled, or the user asked for none.
+    Skipped,
+}
+
+/// What `workspace down` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownOutcome {
+    pub workspace: WorkspaceView,
+    pub stopped_now: bool,
+    pub backup: FinalBackup,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    pub target: String,
+    /// Also remove every snapshot of the workspace (and the data only they use).
+    pub purge: bool,
+    /// Delete even when the final backup cannot be taken.
+    pub force: bool,
+}
+
+/// What `workspace delete` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeleteOutcome {
+    pub workspace: WorkspaceView,
+    pub backup: FinalBackup,
+    /// Snapshots removed by `--purge`.
+    pub purged: Option<usize>,
+    /// Where the backups are (for the message that they are kept).
+    pub repository: Option<String>,
 }
 
 /// A workspace as shown by `list` and `--json` (a stable, documented shape).
@@ -325,7 +375,23 @@ impl Engine {
         reporter: &dyn Reporter,
         cancel: &CancellationToken,
     ) -> Result<UpOutcome> {
-        match self.classify_target(req.target.as_deref(), req.no_local_paths)? {
+        let target = match self.classify_target(req.target.as_deref(), req.no_local_paths) {
+            Err(EngineError::UnknownTarget(t)) => {
+                // A deleted workspace's name: say that it has backups, and how to restore.
+                if !req.no_local_paths
+                    && let Some(s) = self.deleted_with_backups(&t).await
+                {
+                    return Err(EngineError::DeletedWithBackups {
+                        name: t,
+                        snapshot: s.short_id,
+                        time: s.time,
+                    });
+                }
+                return Err(EngineError::UnknownTarget(t));
+            }
+            other => other?,
+        };
+        match target {
             Target::Existing(w) => {
                 for (flag, given) in [
                     ("--provider", req.provider.is_some()),
@@ -342,7 +408,7 @@ impl Engine {
                 }
                 self.resume(*w, reporter, cancel).await
             }
-            Target::New(source) => self.create(req, source, reporter, cancel).await,
+            Target::New(source) => self.create(req, source, None, reporter, cancel).await,
         }
     }
 }

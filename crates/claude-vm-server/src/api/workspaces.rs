@@ -12,7 +12,7 @@ use claude_vm_api::{
     Agents, CreateWorkspace, Down, Provider, Unreachable, UpOutcome, UploadQuery, Workspace,
     WorkspaceList,
 };
-use claude_vm_engine::{CancellationToken, DownRequest, NullReporter, UpRequest};
+use claude_vm_engine::{CancellationToken, DeleteRequest, DownRequest, NullReporter, UpRequest};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -277,10 +277,11 @@ pub async fn down(
         target: ws,
         force: b.force,
         grace: Duration::from_secs(b.timeout.unwrap_or(10).min(600)),
+        backup: true,
     };
     let engine = s.engine.clone();
-    let (view, _) = detached(async move { Ok(engine.down(&req, &NullReporter).await?) }).await?;
-    Ok(Json(typed(&view)?))
+    let out = detached(async move { Ok(engine.down(&req, &NullReporter).await?) }).await?;
+    Ok(Json(typed(&out.workspace)?))
 }
 
 pub async fn remove(
@@ -288,8 +289,13 @@ pub async fn remove(
     Path(ws): Path<String>,
 ) -> ApiResult<Json<Workspace>> {
     let engine = s.engine.clone();
-    let view = detached(async move { Ok(engine.delete(&ws, &NullReporter).await?) }).await?;
-    Ok(Json(typed(&view)?))
+    let req = DeleteRequest {
+        target: ws,
+        purge: false,
+        force: false,
+    };
+    let out = detached(async move { Ok(engine.delete(&req, &NullReporter).await?) }).await?;
+    Ok(Json(typed(&out.workspace)?))
 }
 
 pub async fn providers(State(s): State<AppState>) -> ApiResult<Json<Vec<Provider>>> {

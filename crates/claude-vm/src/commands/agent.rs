@@ -31,6 +31,21 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
                 });
             Ok(ExitCode::SUCCESS)
         }
+        AgentCommand::BackupScan {
+            root,
+            exclude,
+            git_ignore,
+        } => {
+            let opts = claude_vm_backup::scan::ScanOptions {
+                git_ignore: *git_ignore,
+                exclude: exclude.clone(),
+                with_root: false,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            claude_vm_backup::scan::scan(root, &opts, &mut out)
+                .with_context(|| format!("scanning {}", root.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCommand::ChatTty { conversation } => {
             super::runtime()?.block_on(chat_tty(conversation))?;
             Ok(ExitCode::SUCCESS)

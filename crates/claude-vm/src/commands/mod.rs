@@ -2,6 +2,7 @@
 //! the result.
 
 mod agent;
+mod backup;
 pub mod chat;
 mod cp;
 mod diff;
@@ -110,6 +111,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => server::web(backend.engine("web")?, listen, *no_open, *json),
         Command::Token(cmd) => server::token(backend.engine("token")?, cmd),
+        Command::Backup(cmd) => backup::run(backend.engine("backup")?, cmd, cli.quiet),
         Command::Agent(_)
         | Command::Completions { .. }
         | Command::Server { .. }

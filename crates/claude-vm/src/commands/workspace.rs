@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use claude_vm_core::Status;
-use claude_vm_engine::{CancellationToken, DownRequest, UpOutcome, UpRequest, WorkspaceView};
+use claude_vm_engine::{
+    CancellationToken, DeleteRequest, DownRequest, FinalBackup, RestoreRequest, UpOutcome,
+    UpRequest, WorkspaceView,
+};
 
 use super::{print_json, runtime};
 use crate::backend::Backend;
@@ -25,14 +28,16 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             workspace,
             force,
             timeout,
+            no_backup,
             json,
         } => {
             let req = DownRequest {
                 target: workspace.clone(),
                 force: *force,
                 grace: Duration::from_secs(*timeout),
+                backup: !no_backup,
             };
-            let (view, stopped) = rt.block_on(engine.down(&req, &reporter))?;
+            let (view, stopped, backup) = rt.block_on(engine.down(&req, &reporter))?;
             if *json {
                 print_json(&view)?;
             } else if !quiet {
@@ -41,40 +46,199 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
                 } else {
                     "was already stopped"
                 };
-                eprintln!("{} {} {what}", output::paint("✓", Style::Good), view.name);
+                let saved = match &backup {
+                    Some(FinalBackup::Taken { snapshot }) => {
+                        format!(" (backed up: snapshot {})", short(snapshot))
+                    }
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "{} {} {what}{saved}",
+                    output::paint("✓", Style::Good),
+                    view.name
+                );
             }
-            Ok(ExitCode::SUCCESS)
+            // A failed final backup was reported as it happened; the stop itself worked.
+            Ok(match backup {
+                Some(FinalBackup::Failed { .. }) => ExitCode::FAILURE,
+                _ => ExitCode::SUCCESS,
+            })
         }
         WorkspaceCommand::Delete {
             workspace,
+            purge,
+            force,
             yes,
             json,
         } => {
             if !yes {
                 let (name, id) = rt.block_on(engine.find_workspace(workspace))?;
-                let q = format!(
-                    "Delete workspace {name} ({id})? Its container and volume, with every file in it, will be removed."
-                );
+                let q = if *purge {
+                    format!(
+                        "Delete workspace {name} ({id}) AND EVERY BACKUP of it? Nothing of it will be left anywhere."
+                    )
+                } else {
+                    format!(
+                        "Delete workspace {name} ({id})? Its container and volume are removed; a final backup is taken first and kept."
+                    )
+                };
                 match output::confirm(&q) {
                     Some(true) => {}
                     Some(false) => bail!("not deleted"),
                     None => bail!("refusing to delete {name} without confirmation: pass -y/--yes"),
                 }
             }
-            let view = rt.block_on(engine.delete(workspace, &reporter))?;
+            let req = DeleteRequest {
+                target: workspace.clone(),
+                purge: *purge,
+                force: *force,
+            };
+            let out = rt.block_on(engine.delete(&req, &reporter))?;
             if *json {
-                print_json(&view)?;
+                print_json(&out)?;
             } else if !quiet {
+                let view = &out.workspace;
                 eprintln!(
                     "{} deleted {} ({})",
                     output::paint("✓", Style::Good),
                     view.name,
                     view.id
                 );
+                match (&out.purged, &out.backup) {
+                    (Some(n), _) => eprintln!("  removed its {n} backup(s) as well"),
+                    (
+                        None,
+                        FinalBackup::Taken { snapshot } | FinalBackup::UpToDate { snapshot },
+                    ) => {
+                        eprintln!(
+                            "  its backups are kept (last: snapshot {}{}); bring it back with `claude-vm workspace restore {}`",
+                            short(snapshot),
+                            out.repository
+                                .as_ref()
+                                .map(|r| format!(", in {r}"))
+                                .unwrap_or_default(),
+                            view.name
+                        );
+                    }
+                    _ => {}
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+        WorkspaceCommand::Backup { workspace, json } => {
+            let e = engine.engine("workspace backup")?;
+            let out = rt.block_on(e.backup(workspace, &reporter))?;
+            if *json {
+                print_json(&out)?;
+            } else {
+                let s = &out.report.snapshot;
+                if !quiet {
+                    eprintln!(
+                        "{} backed up {}: {} new, {} changed, {} unchanged files; {} added",
+                        output::paint("✓", Style::Good),
+                        out.workspace,
+                        s.files_new,
+                        s.files_changed,
+                        s.files_unmodified,
+                        claude_vm_engine::human_bytes(s.bytes_added)
+                    );
+                }
+                println!("{}", s.id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        WorkspaceCommand::Restore {
+            workspace,
+            snapshot,
+            name,
+            provider,
+            image,
+            json,
+        } => {
+            let e = engine.engine("workspace restore")?;
+            let req = RestoreRequest {
+                target: workspace.clone(),
+                snapshot: snapshot.clone(),
+                name: name.clone(),
+                provider: provider.clone(),
+                image: image.clone(),
+            };
+            let out = rt.block_on(async {
+                let cancel = cancel_on_signals();
+                e.restore(&req, &reporter, &cancel).await
+            })?;
+            created(&out, *json, &reporter, "restored")
+        }
+        WorkspaceCommand::Export {
+            workspace,
+            output: file,
+            snapshot,
+            json,
+        } => {
+            let e = engine.engine("workspace export")?;
+            let out = rt.block_on(e.export(workspace, snapshot.as_deref(), file, &reporter))?;
+            if *json {
+                print_json(&out)?;
+            } else if !quiet {
+                eprintln!(
+                    "{} wrote {} ({}, snapshot {} of {})",
+                    output::paint("✓", Style::Good),
+                    out.file.display(),
+                    claude_vm_engine::human_bytes(out.bytes),
+                    short(&out.manifest.snapshot),
+                    out.manifest
+                        .workspace_name
+                        .as_deref()
+                        .unwrap_or("a workspace")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        WorkspaceCommand::Import {
+            file,
+            name,
+            provider,
+            image,
+            json,
+        } => {
+            let e = engine.engine("workspace import")?;
+            let req = RestoreRequest {
+                target: String::new(),
+                snapshot: None,
+                name: name.clone(),
+                provider: provider.clone(),
+                image: image.clone(),
+            };
+            let out = rt.block_on(async {
+                let cancel = cancel_on_signals();
+                e.import(file, &req, &reporter, &cancel).await
+            })?;
+            created(&out, *json, &reporter, "imported")
+        }
     }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+/// Report a workspace that a restore or an import made.
+fn created(out: &UpOutcome, json: bool, reporter: &CliReporter, what: &str) -> Result<ExitCode> {
+    let w = out.workspace();
+    if json {
+        print_json(out)?;
+    } else {
+        use claude_vm_engine::Reporter;
+        reporter.step(&format!(
+            "{} {} ({}) {what}; project at {}",
+            output::paint("✓", Style::Good),
+            w.name,
+            w.id,
+            w.project_dir
+        ));
+        println!("{}", w.name);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Cancel on Ctrl-C, SIGTERM or a closed terminal, so a half-done `up` cleans up.

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod chat;
 pub mod http;
+pub mod s3;
 pub mod scenario;
 
 use std::path::{Path, PathBuf};

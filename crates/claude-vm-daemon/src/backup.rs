@@ -1,0 +1,266 @@
+//! What a backup needs from inside the workspace (`/v1/backup/...`): the scan of what is
+//! there and the contents of the files that changed. The repository, its password and the
+//! storage credentials never come here: the control side does the rest.
+//!
+//! The agent's part of the volume is scanned by a child process (`claude-vm agent
+//! backup-scan`) running as the agent user with a memory limit, because the walk reads
+//! `.gitignore` files an agent wrote: a FIFO or a link to `/dev/zero` there can only stall
+//! or exhaust that child, never the daemon. The daemon's own state folder (root-only, so
+//! nothing in it is an agent's) is scanned in-process. The control side merges the two and
+//! checks every line ([`claude_vm_backup::scan::Checker`]).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use claude_vm_backup::scan::{self, ScanOptions};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use crate::api::{Body, State, error, fallible_stream_body, parse_query};
+use crate::files::Root;
+
+/// Folders of the state folder a snapshot leaves out: the SSH host key (a restored
+/// workspace is a new machine with its own) and the logs.
+const STATE_EXCLUDED: &[&str] = &["ssh", "logs"];
+
+/// Memory the scanning child may use.
+const SCAN_MEMORY: u64 = 2 << 30;
+
+pub fn handles(segments: &[&str]) -> bool {
+    matches!(segments, ["backup", "scan" | "read"])
+}
+
+pub async fn route(
+    state: Arc<State>,
+    req: Request<hyper::body::Incoming>,
+    segments: &[&str],
+) -> Response<Body> {
+    let query = match parse_query(req.uri().query()) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match (req.method(), segments) {
+        (&Method::GET, ["backup", "scan"]) => {
+            let flag = |k: &str| matches!(query.get(k).map(String::as_str), Some("1" | "true"));
+            match query.get("part").map(String::as_str) {
+                Some("state") => scan_state(&state.root),
+                Some("agent") => scan_agent(&state.root, flag("include_ignored")).await,
+                _ => error(StatusCode::BAD_REQUEST, "part must be `state` or `agent`"),
+            }
+        }
+        (&Method::GET, ["backup", "read"]) => match query.get("path") {
+            Some(p) => read(&state.root, p.clone()).await,
+            None => error(StatusCode::BAD_REQUEST, "missing path"),
+        },
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed here", req.method()),
+        ),
+    }
+}
+
+fn state_dir(root: &Path) -> PathBuf {
+    root.join(
+        Path::new(claude_vm_protocol::STATE_DIR)
+            .file_name()
+            .expect("the state folder has a name"),
+    )
+}
+
+/// The state folder, scanned on the blocking pool and streamed as scan lines.
+fn scan_state(root: &Path) -> Response<Body> {
+    let dir = state_dir(root);
+    let (tx, rx) = mpsc::channel(16);
+    tokio::task::spawn_blocking(move || {
+        let opts = ScanOptions {
+            git_ignore: false,
+            exclude: STATE_EXCLUDED.iter().map(|x| dir.join(x)).collect(),
+            with_root: true,
+        };
+        let mut out = LineSender {
+            tx: tx.clone(),
+            buf: Vec::new(),
+        };
+        if let Err(e) = scan::scan(&dir, &opts, &mut out) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(fallible_stream_body(rx))
+        .expect("valid response")
+}
+
+/// Bytes written on the blocking pool, sent as the response body in pieces.
+struct LineSender {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for LineSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .blocking_send(Ok(Bytes::from(std::mem::take(&mut self.buf))))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+/// The agent's part of the volume, scanned by a child with the agent's privileges; its
+/// output is passed on as it comes (the control side checks it). The child is killed if
+/// the client goes away.
+async fn scan_agent(root: &Path, include_ignored: bool) -> Response<Body> {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot find the daemon's binary: {e}"),
+            );
+        }
+    };
+    let who = match crate::exec::identity(None) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["agent", "backup-scan", "--root"])
+        .arg(root)
+        .arg("--exclude")
+        .arg(state_dir(root));
+    if !include_ignored {
+        cmd.arg("--git-ignore");
+    }
+    cmd.env_clear()
+        .env("HOME", &who.home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    crate::exec::run_as(&mut cmd, &who, crate::exec::Grouping::ProcessGroup);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_AS,
+                SCAN_MEMORY,
+                SCAN_MEMORY,
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot start the scan: {e}"),
+            );
+        }
+    };
+    let mut stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                n = stdout.read(&mut buf) => match n {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                            // The client went away: kill_on_drop ends the child.
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                },
+                _ = tx.closed() => return,
+            }
+        }
+        match child.wait().await {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                let _ = tx
+                    .send(Err(std::io::Error::other(format!("the scan failed ({s})"))))
+                    .await;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(fallible_stream_body(rx))
+        .expect("valid response")
+}
+
+/// One file's content, by absolute path: a regular file reached without following a
+/// symlink in its last component (and intermediate ones only inside the volume).
+async fn read(root: &Path, path: String) -> Response<Body> {
+    let root = root.to_owned();
+    let opened = tokio::task::spawn_blocking(move || {
+        let r = Root::new(&root).map_err(|e| crate::files::FileError::Io {
+            path: root.display().to_string(),
+            source: e,
+        })?;
+        r.open_read_nofollow(&path)
+    })
+    .await;
+    let (file, _) = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return error(status, e.to_string());
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = file;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .body(fallible_stream_body(rx))
+        .expect("valid response")
+}
