@@ -80,7 +80,11 @@ impl BackupError {
 
     /// Sort a rustic error into what the user can act on.
     pub(crate) fn classify(e: &RusticError) -> BackupError {
-        let detail = one_line(&e.display_log());
+        Self::classify_text(&e.display_log(), e.is_incorrect_password())
+    }
+
+    fn classify_text(text: &str, incorrect_password: bool) -> BackupError {
+        let detail = one_line(text);
         let low = detail.to_lowercase();
         let any = |words: &[&str]| words.iter().any(|w| low.contains(w));
         if any(&[
@@ -100,7 +104,7 @@ impl BackupError {
             BackupError::Denied { detail }
         } else if any(&["no space left", "disk quota", "storage full"]) {
             BackupError::Full { detail }
-        } else if e.is_incorrect_password()
+        } else if incorrect_password
             || any(&["password", "no suitable key", "keys could not be decrypted"])
         {
             BackupError::WrongPassword
@@ -331,6 +335,24 @@ fn backend_options(cfg: &RepoConfig) -> BackendOptions {
     }
 }
 
+/// A store may create a missing bucket on the first write (restic itself creates one); a
+/// mistyped bucket name must be an error, not a new bucket. Listing fails on a missing one.
+fn check_bucket(cfg: &RepoConfig) -> Result<(), BackupError> {
+    let options = backend_options(cfg)
+        .options
+        .into_iter()
+        .filter(|(k, _)| k != "retry");
+    let op = opendal::Operator::via_iter("s3", options)
+        .map_err(|e| BackupError::classify_text(&e.to_string(), false))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BackupError::Io)?;
+    rt.block_on(async { op.list_with("/").limit(1).await })
+        .map(|_| ())
+        .map_err(|e| BackupError::classify_text(&e.to_string(), false))
+}
+
 impl Repo {
     /// Open the repository, creating it first when there is none yet.
     pub fn open(cfg: &RepoConfig) -> Result<Repo, BackupError> {
@@ -368,6 +390,9 @@ impl Repo {
             .config_id()
             .map_err(|e| BackupError::classify(&e))?
             .is_some();
+        if !exists && matches!(cfg.location, Location::S3 { .. }) {
+            check_bucket(cfg)?;
+        }
         let repo = if exists {
             repo.open(&credentials)
         } else {

@@ -29,6 +29,9 @@ const STATE_EXCLUDED: &[&str] = &["ssh", "logs"];
 /// Memory the scanning child may use.
 const SCAN_MEMORY: u64 = 2 << 30;
 
+/// How long the scanning child may go without listing anything before it is stopped.
+const SCAN_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub fn handles(segments: &[&str]) -> bool {
     matches!(segments, ["backup", "scan" | "read"])
 }
@@ -179,7 +182,10 @@ async fn scan_agent(root: &Path, include_ignored: bool) -> Response<Body> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             tokio::select! {
-                n = stdout.read(&mut buf) => match n {
+                n = tokio::time::timeout(SCAN_STALL, stdout.read(&mut buf)) => match n.unwrap_or_else(|_| Err(std::io::Error::other(format!(
+                    "the scan made no progress for {}s (a file it must read, such as a .gitignore, may be a FIFO); it was stopped",
+                    SCAN_STALL.as_secs()
+                )))) {
                     Ok(0) => break,
                     Ok(n) => {
                         if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {

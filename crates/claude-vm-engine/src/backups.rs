@@ -501,10 +501,18 @@ impl Engine {
         let (writer, tar) = crate::pack::channel(None);
         let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tar = count_stream(tar, counter.clone());
+        // If the repository cannot even be opened, the writer is dropped unfinished and
+        // the upload fails: nothing half-made survives.
         let write = self.with_repo(None, move |repo| {
             let fail = writer.failer();
-            // write_tar flushes the writer at the end.
-            let res = repo.write_tar(&id, writer);
+            let mut out = std::io::BufWriter::new(writer);
+            let res = repo.write_tar(&id, &mut out).and_then(|n| {
+                let w = out
+                    .into_inner()
+                    .map_err(|e| BackupError::Io(e.into_error()))?;
+                w.finish().map_err(BackupError::Io)?;
+                Ok(n)
+            });
             if let Err(e) = &res {
                 fail(std::io::Error::other(e.to_string()));
             }
@@ -795,7 +803,7 @@ fn copy_workspace_entries(file: &Path, writer: crate::pack::ChannelWriter) -> st
         }
         n += 1;
     }
-    std::io::Write::flush(&mut out.into_inner()?)?;
+    out.into_inner()?.finish()?;
     Ok(n)
 }
 

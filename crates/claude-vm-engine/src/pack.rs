@@ -254,7 +254,10 @@ pub enum ExtraContent {
 }
 
 /// Writes into the channel in chunks; blocks when the consumer is behind.
-/// Bytes written on the blocking pool, read as a [`TarStream`] (see [`channel`]).
+/// Bytes written on the blocking pool, read as a [`TarStream`] (see [`channel`]). The
+/// stream is complete only once [`ChannelWriter::finish`] was called: a writer dropped
+/// before (its producer failed or panicked, or never ran) ends the stream with an error,
+/// so an upload never takes a cut-off archive for a whole one.
 pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
     buf: Vec<u8>,
@@ -262,6 +265,14 @@ pub(crate) struct ChannelWriter {
 }
 
 impl ChannelWriter {
+    /// Send what is buffered and mark the stream complete.
+    pub(crate) fn finish(mut self) -> io::Result<()> {
+        self.flush()?;
+        self.tx
+            .blocking_send(Ok(Bytes::new()))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "upload was abandoned"))
+    }
+
     /// Something that ends the stream with an error (the upload then fails instead of
     /// ending short), usable after the writer itself was handed on.
     pub(crate) fn failer(&self) -> impl Fn(io::Error) + Send + 'static {
@@ -281,9 +292,27 @@ pub(crate) fn channel(counter: Option<Arc<AtomicU64>>) -> (ChannelWriter, TarStr
         buf: Vec::with_capacity(CHUNK),
         counter,
     };
-    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    // Data chunks are never empty; the empty one `finish` sends marks the end.
+    let stream = Box::pin(futures_util::stream::unfold(
+        (rx, false),
+        |(mut rx, mut complete)| async move {
+            loop {
+                match rx.recv().await {
+                    Some(Ok(b)) if b.is_empty() => complete = true,
+                    Some(item) => return Some((item, (rx, complete))),
+                    None if complete => return None,
+                    None => {
+                        let e = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the archive ended before it was complete",
+                        );
+                        // Reported once; the next poll ends the stream.
+                        return Some((Err(e), (rx, true)));
+                    }
+                }
+            }
+        },
+    ));
     (writer, stream)
 }
 
@@ -401,8 +430,7 @@ fn write_archive(
             }
         }
     }
-    let mut out = builder.into_inner()?;
-    out.flush()
+    builder.into_inner()?.finish()
 }
 
 /// Stream an archive holding `extras` and then, under `prefix`, the planned project.
@@ -433,6 +461,43 @@ pub fn stream(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    async fn drain(mut s: TarStream) -> (Vec<u8>, Option<io::Error>) {
+        use futures_util::StreamExt;
+        let mut data = Vec::new();
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => data.extend_from_slice(&b),
+                Err(e) => return (data, Some(e)),
+            }
+        }
+        (data, None)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stream_is_whole_only_once_finished() {
+        let (mut w, s) = channel(None);
+        tokio::task::spawn_blocking(move || {
+            w.write_all(b"abc").unwrap();
+            w.finish().unwrap();
+        });
+        let (data, err) = drain(s).await;
+        assert_eq!(data, b"abc");
+        assert!(err.is_none());
+        // A producer that stops (fails, panics, never runs) without finishing: an error,
+        // never a short archive taken for a whole one.
+        let (mut w, s) = channel(None);
+        tokio::task::spawn_blocking(move || {
+            w.write_all(&[7u8; 300 * 1024]).unwrap();
+            drop(w);
+        });
+        let (data, err) = drain(s).await;
+        assert_eq!(data.len(), 300 * 1024, "what was flushed arrives");
+        assert_eq!(err.unwrap().kind(), io::ErrorKind::UnexpectedEof);
+        let (w, s) = channel(None);
+        drop(w);
+        assert!(drain(s).await.1.is_some());
+    }
 
     fn names(plan: &Plan) -> Vec<String> {
         plan.items

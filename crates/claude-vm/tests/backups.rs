@@ -651,7 +651,7 @@ fn repository_faults_are_one_clear_line_and_lose_nothing() {
     assert!(!out.status.success(), "{stderr}");
     assert!(
         ctx.list().iter().all(|w| w["name"] != "half"),
-        "{:#?}",
+        "{stderr}\n{:#?}",
         ctx.list()
     );
     s3.restart();

@@ -24,7 +24,13 @@ use crate::cli::{Cli, Command};
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAUDE_VM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // The storage layer logs every failed request as a warning; claude-vm reports the
+        // failure itself, once, with what to do.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "warn,opendal=error,rustic_core=error,rustic_backend=error",
+            )
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
