@@ -36,6 +36,8 @@ schemas = {
         "source": ref("Source"), "project": S, "project_dir": S, "image": S, "branch": NS,
         "created_at": S, "updated_at": S,
         "last_activity": {"type": ["string", "null"], "description": "RFC 3339; running workspaces only"},
+        "last_backup": {"type": ["string", "null"], "description": "RFC 3339: when its last backup was taken"},
+        "backup_error": {"type": ["string", "null"], "description": "why the last backup attempt failed"},
     }),
     "WorkspaceList": obj({
         "workspaces": arr(ref("Workspace")),
@@ -49,6 +51,8 @@ schemas = {
         "target": {"type": "string", "description": "A remote git URL (https://, http://, ssh://, git+ssh://, git://, user@host:path; cloned inside the workspace), or an existing workspace (id, name or unique id prefix; resumed). Never a path on the server: folders are uploaded as a tar stream."},
         "provider": S, "image": S, "branch": S, "name": S,
     }, ["target"]),
+    "BackupTaken": obj({"snapshot": {"type": "string", "description": "the snapshot's id in the restic-format repository"},
+        "time": S, "bytes_added": I, "files_new": I, "files_changed": I, "files_unmodified": I}),
     "Down": obj({"force": B, "timeout": {"type": "integer", "minimum": 0, "description": "seconds to wait for a graceful stop, default 10, at most 600 (larger waits 600); 12.0 is read as 12"}}, []),
     "Provider": obj({
         "name": S, "type": S, "default": B,
@@ -130,7 +134,8 @@ ERR = {code: resp(text, ref("Error")) for code, text in [
     ("429", "Too many failed logins or wrong tokens from this address"),
     ("502", "The provider or the workspace could not be reached"),
     ("503", "The server is shutting down"),
-    ("504", "The provider did not answer in time")]}
+    ("504", "The provider did not answer in time"),
+    ("507", "The backup repository's disk is full")]}
 
 # Every route that reaches the engine can meet any of these.
 ENGINE = ("400", "401", "403", "404", "409", "421", "422", "429", "502", "503", "504")
@@ -188,6 +193,7 @@ paths = {
         "delete": op("Delete a workspace: container, volume and every file in it", {"200": resp("The deleted workspace", ref("Workspace"))}, op_id="deleteWorkspace"),
     },
     "/api/v1/workspaces/{workspace}/up": {"parameters": [WS], "post": op("Resume a stopped workspace", {"200": resp("Outcome", ref("UpOutcome"))}, op_id="upWorkspace")},
+    "/api/v1/workspaces/{workspace}/backup": {"parameters": [WS], "post": op("Back the workspace up now (it must be running)", {"200": resp("The snapshot taken", ref("BackupTaken"))}, errors=ENGINE + ("507",), op_id="backupWorkspace")},
     "/api/v1/workspaces/{workspace}/down": {"parameters": [WS], "post": op("Stop a workspace (files kept)", {"200": resp("The workspace", ref("Workspace"))}, body=json_body(ref("Down"), False), errors=ENGINE + ("413",), op_id="downWorkspace")},
     "/api/v1/workspaces/{workspace}/diff": {"parameters": [WS], "get": op("What changed in the project (untracked files included)", {"200": resp("The diff", ref("Diff"))}, params=[query("stat", B, "files and line counts only")], op_id="getDiff")},
     "/api/v1/workspaces/{workspace}/files": {"parameters": [WS], "get": op("A file's metadata, or a directory's entries", {"200": resp("Listing", ref("Listing"))}, params=[query("path", S, "relative to the project folder, or absolute under /workspace; default the project folder")], op_id="listFiles")},

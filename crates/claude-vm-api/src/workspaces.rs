@@ -31,6 +31,10 @@ pub struct Workspace {
     /// When something last happened inside, as its daemon reports it; running workspaces
     /// of a detailed list only.
     pub last_activity: Option<Timestamp>,
+    /// When its last backup was taken, if ever.
+    pub last_backup: Option<Timestamp>,
+    /// Why the last backup attempt failed, when it did.
+    pub backup_error: Option<String>,
 }
 
 /// What `up` did (`POST /api/v1/workspaces`, `POST .../up`): `201` when it created the
@@ -112,6 +116,19 @@ impl UploadQuery {
     }
 }
 
+/// `POST /api/v1/workspaces/{workspace}/backup`: the snapshot just taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupTaken {
+    /// The snapshot's id in the restic-format repository.
+    pub snapshot: String,
+    pub time: Timestamp,
+    /// Bytes this snapshot added to the repository.
+    pub bytes_added: u64,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+}
+
 /// `POST /api/v1/workspaces/{workspace}/down` (the body is optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,7 +171,7 @@ pub struct Agents {
 mod tests {
     use super::*;
 
-    const WORKSPACE: &str = r#"{"id":"0123456789ab","name":"bold-fire-1","status":"running","status_reason":null,"provider":"docker","source":{"kind":"git","location":"https://h/r.git"},"project":"r","project_dir":"/workspace/r","image":"debian","branch":null,"created_at":"2025-01-02T03:04:05Z","updated_at":"2025-01-02T03:04:06.25Z","last_activity":"2025-01-02T03:04:07.123456789Z"}"#;
+    const WORKSPACE: &str = r#"{"id":"0123456789ab","name":"bold-fire-1","status":"running","status_reason":null,"provider":"docker","source":{"kind":"git","location":"https://h/r.git"},"project":"r","project_dir":"/workspace/r","image":"debian","branch":null,"created_at":"2025-01-02T03:04:05Z","updated_at":"2025-01-02T03:04:06.25Z","last_activity":"2025-01-02T03:04:07.123456789Z","last_backup":"2025-01-02T03:04:08Z","backup_error":null}"#;
 
     #[test]
     fn workspaces_read_and_write_the_same_document() {

@@ -224,6 +224,45 @@ impl BackupSettings {
     }
 }
 
+/// Backups closer together than this are never taken automatically.
+pub const MIN_GAP_SECS: i64 = 60;
+
+/// What the server knows of a running workspace when it decides whether to back it up
+/// (unix seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moment {
+    pub now: i64,
+    /// The last attempt (successful or not); `None`: never tried.
+    pub last_attempt: Option<i64>,
+    /// The last successful backup.
+    pub last_backup: Option<i64>,
+    /// The last activity inside (agent work, exec, file writes).
+    pub last_change: Option<i64>,
+    /// The last time an agent turn ended.
+    pub turn_ended: Option<i64>,
+}
+
+/// Whether a continuous backup is due: never more often than [`MIN_GAP_SECS`]; a
+/// workspace never backed up is; otherwise only when something changed since the last
+/// backup, at once after an agent turn ended, else once `interval` has passed.
+pub fn due(m: &Moment, interval: std::time::Duration) -> bool {
+    if m.last_attempt.is_some_and(|a| m.now - a < MIN_GAP_SECS) {
+        return false;
+    }
+    let Some(last) = m.last_backup else {
+        return true;
+    };
+    let changed = m.last_change.is_some_and(|c| c > last) || m.turn_ended.is_some_and(|t| t > last);
+    if !changed {
+        return false;
+    }
+    if m.turn_ended.is_some_and(|t| t > last) {
+        return true;
+    }
+    let since = m.last_attempt.map_or(last, |a| a.max(last));
+    m.now - since >= interval.as_secs() as i64
+}
+
 /// The tags of a snapshot of workspace `id` named `name`.
 /// (A tag may not hold a comma: restic separates tags with them.)
 pub fn tags(id: &str, name: &str, provider: &str, image: &str, version: &str) -> Vec<String> {
@@ -318,6 +357,65 @@ mod tests {
             }
         );
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn when_continuous_backups_are_due() {
+        let i = Duration::from_secs(900);
+        let at = |now, attempt, backup, change, turn| Moment {
+            now,
+            last_attempt: attempt,
+            last_backup: backup,
+            last_change: change,
+            turn_ended: turn,
+        };
+        // (moment, due?, why)
+        let cases = [
+            (at(1000, None, None, None, None), true, "never backed up"),
+            (
+                at(1000, Some(990), None, None, None),
+                false,
+                "tried 10 s ago",
+            ),
+            (
+                at(5000, Some(1000), Some(1000), Some(900), None),
+                false,
+                "nothing changed",
+            ),
+            (
+                at(1100, Some(1000), Some(1000), Some(1050), None),
+                false,
+                "changed, interval not over",
+            ),
+            (
+                at(1900, Some(1000), Some(1000), Some(1050), None),
+                true,
+                "changed, interval over",
+            ),
+            (
+                at(1100, Some(1000), Some(1000), Some(1050), Some(1080)),
+                true,
+                "a turn ended",
+            ),
+            (
+                at(1030, Some(1000), Some(1000), Some(1050), Some(1020)),
+                false,
+                "a turn ended, but 30 s ago was the last",
+            ),
+            (
+                at(1900, Some(1800), Some(1000), Some(1050), None),
+                false,
+                "failed 100 s ago: wait the interval",
+            ),
+            (
+                at(2800, Some(1800), Some(1000), Some(1050), None),
+                true,
+                "failed an interval ago: retry",
+            ),
+        ];
+        for (m, want, why) in cases {
+            assert_eq!(due(&m, i), want, "{why}: {m:?}");
+        }
     }
 
     #[test]

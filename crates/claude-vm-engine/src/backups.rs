@@ -212,7 +212,14 @@ impl Engine {
         let Some(t) = target else {
             return Ok(all);
         };
-        let id = self.backup_owner(t, &all)?;
+        let id = match self.backup_owner(t, &all) {
+            Ok(id) => id,
+            // An existing workspace simply has none yet.
+            Err(EngineError::NoBackups(_)) if self.find_workspace(t).is_ok() => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
         Ok(all
             .into_iter()
             .filter(|s| s.workspace_id.as_deref() == Some(id.as_str()))
@@ -818,4 +825,98 @@ fn count_stream(
             counter.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }))
+}
+
+/// How one workspace fared in a round of continuous backups.
+#[derive(Debug, Clone)]
+pub struct RoundResult {
+    pub workspace: String,
+    pub outcome: std::result::Result<String, String>,
+}
+
+fn unix(ts: &str) -> Option<i64> {
+    ts.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+impl Engine {
+    /// One round of `claude-vm server`'s continuous backups: every running workspace in
+    /// which something changed is backed up once a turn of its agents ended, or once
+    /// `backup.interval` passed ([`claude_vm_core::backup::due`]). Returns what was done.
+    pub async fn backup_round(&self) -> Vec<RoundResult> {
+        let mut done = Vec::new();
+        if !self.config.backup.enabled {
+            return done;
+        }
+        let interval = claude_vm_core::backup::parse_interval(&self.config.backup.interval)
+            .unwrap_or(Duration::from_secs(900));
+        let Ok((views, _)) = self.list().await else {
+            return done;
+        };
+        for v in views
+            .iter()
+            .filter(|v| v.status == claude_vm_core::Status::Running)
+        {
+            let Ok((w, link)) = self.link(&v.id).await else {
+                continue;
+            };
+            let state = self.store(|s| s.backup_state(&w.id)).ok().flatten();
+            let activity = tokio::time::timeout(Duration::from_secs(10), link.activity())
+                .await
+                .ok()
+                .and_then(|a| a.ok());
+            let convs = tokio::time::timeout(Duration::from_secs(10), link.conversations())
+                .await
+                .ok()
+                .and_then(|c| c.ok())
+                .unwrap_or_default();
+            use claude_vm_protocol::api::ConversationStatus as C;
+            let turn_ended = convs
+                .iter()
+                .filter(|c| !matches!(c.status, C::Working | C::Starting))
+                .filter_map(|c| unix(&c.updated_at))
+                .max();
+            let last_backup = state
+                .as_ref()
+                .and_then(|s| s.taken_at.as_deref())
+                .and_then(unix);
+            let last_error = state
+                .as_ref()
+                .and_then(|s| s.error_at.as_deref())
+                .and_then(unix);
+            let moment = claude_vm_core::backup::Moment {
+                now: jiff::Timestamp::now().as_second(),
+                last_attempt: last_backup.max(last_error),
+                last_backup,
+                last_change: activity
+                    .and_then(|a| a.last_activity)
+                    .as_deref()
+                    .and_then(unix),
+                turn_ended,
+            };
+            if !claude_vm_core::backup::due(&moment, interval) {
+                continue;
+            }
+            let outcome = match self.backup(w.id.as_str(), &crate::NullReporter).await {
+                Ok(o) => {
+                    let (last, daily) =
+                        (self.config.backup.keep_last, self.config.backup.keep_daily);
+                    let id = w.id.to_string();
+                    // Retention as configured; a failure here loses nothing.
+                    if let Err(e) = self
+                        .with_repo(None, move |repo| repo.forget(&id, last, daily))
+                        .await
+                    {
+                        tracing::warn!(workspace = %w.name, "applying the backup retention failed: {e}");
+                    }
+                    Ok(o.report.snapshot.id)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            done.push(RoundResult {
+                workspace: w.name.to_string(),
+                outcome,
+            });
+        }
+        done
+    }
 }

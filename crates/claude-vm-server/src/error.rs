@@ -68,6 +68,18 @@ fn link_status(e: &LinkError) -> StatusCode {
 const CONFIGURATION_HINT: &str =
     "fix what the error names (the image, the agent, the repository, config.yaml) and try again";
 
+fn backup_status(b: &claude_vm_engine::BackupError) -> StatusCode {
+    use claude_vm_engine::BackupError as B;
+    match b {
+        B::UnknownSnapshot { .. } => StatusCode::NOT_FOUND,
+        B::Unreachable { .. } | B::Denied { .. } | B::NoBucket { .. } => StatusCode::BAD_GATEWAY,
+        B::WrongPassword | B::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        B::Full { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        // The workspace or the store failed under it.
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
 fn provider_status(p: &claude_vm_provider::ProviderError) -> StatusCode {
     use claude_vm_provider::ProviderError as P;
     match p {
@@ -99,6 +111,8 @@ impl From<EngineError> for ApiError {
             E::Link(l) => link_status(l),
             E::ProviderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             E::Ssh(_) => StatusCode::BAD_GATEWAY,
+            E::NoBackups(_) | E::DeletedWithBackups { .. } => StatusCode::NOT_FOUND,
+            E::Backup(b) => backup_status(b),
             E::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -56,6 +56,8 @@ pub struct ServeOptions {
     /// `Origin`.
     pub public_urls: Vec<Origin>,
     pub limits: Limits,
+    /// How often running workspaces are checked for a due backup (default 30 s).
+    pub backup_tick: Option<Duration>,
 }
 
 /// A `--public-url` value: an http(s) URL with a host.
@@ -214,9 +216,32 @@ pub async fn serve(
             }
         })
     };
+    // Continuous backups of every running workspace this server manages.
+    let tick = options.backup_tick.unwrap_or(Duration::from_secs(30));
+    let backups = {
+        let engine = engine.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(tick) => {}
+                }
+                for r in engine.backup_round().await {
+                    match r.outcome {
+                        Ok(id) => {
+                            tracing::info!(workspace = %r.workspace, snapshot = %id, "backed up")
+                        }
+                        Err(e) => tracing::warn!(workspace = %r.workspace, "backup failed: {e}"),
+                    }
+                }
+            }
+        })
+    };
     let result =
         net::serve_connections(listener, app(state), options.limits, shutdown.clone()).await;
     warm.abort();
+    backups.abort();
     // Only remove the file if it is still ours (another server may have started since).
     if ServerInfo::running(&home).is_some_and(|i| i.pid == std::process::id()) {
         let _ = std::fs::remove_file(&info_path);

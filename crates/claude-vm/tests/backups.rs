@@ -703,3 +703,47 @@ fn a_full_disk_under_a_local_repository_is_reported_and_down_still_stops() {
     assert!(d.stderr.contains("final backup failed"), "{}", d.stderr);
     assert_eq!(ctx.list()[0]["status"], "stopped");
 }
+
+#[test]
+fn the_server_backs_up_running_workspaces_first_and_after_each_turn() {
+    let model = ScriptedModel::start(
+        Script::from_json(r#"[{"match": {"last_user_contains": "hello"}, "response": [{"text": "Hello back."}]}]"#)
+            .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_claude(&model.url(), "sk-test-server-backups");
+    let proj = git_project(&ctx);
+    ctx.up(&[proj.to_str().unwrap(), "--name", "watched"]);
+    let _server = common::http::Server::start_env(&ctx, &[("CLAUDE_VM_BACKUP_CHECK_SECS", "1")]);
+    let count = || {
+        ctx.run(&["backup", "list", "watched", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let wait_count = |n: usize, within: Duration, what: &str| {
+        let start = Instant::now();
+        while count() < n {
+            assert!(start.elapsed() < within, "no backup {what}");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    };
+    // A workspace never backed up is at once.
+    wait_count(1, Duration::from_secs(60), "of a new workspace");
+    let shown = ctx.list();
+    assert!(shown[0]["last_backup"].is_string(), "{shown:#?}");
+    // After an agent's turn (and at most once a minute), again.
+    let conv = ctx
+        .run(&["new-chat", "watched"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    assert_eq!(send_wait(&ctx, &conv, "hello"), "Hello back.");
+    wait_count(2, Duration::from_secs(120), "after the turn ended");
+    // Nothing changed since: no more.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(count(), 2);
+}

@@ -346,6 +346,12 @@ fn a_phone_drives_a_workspace_and_a_conversation() {
     // --- The list shows the conversation's state; logging out ends the session.
     b.goto(&server.at("/"));
     b.wait_text(card, "idle", long);
+    // Back it up from the phone: the card then says when.
+    b.click(&format!("{card} button[data-post$='/backup']"));
+    b.wait("the backup to show", long, |b| {
+        b.text(&format!("{card} .backup")).contains("backed up")
+    });
+    b.screenshot("6b-backed-up");
     // Stop (after a confirmation) and start again from the list.
     b.click(&format!("{card} button[data-post$='/down']"));
     b.cmd("POST", "alert/accept", None);

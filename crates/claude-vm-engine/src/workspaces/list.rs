@@ -111,7 +111,12 @@ impl Engine {
             if observed.status != Status::Running && observed.status != Status::Unknown {
                 self.forget_link(&r.id);
             }
-            views.push(WorkspaceView::new(r, &observed));
+            let mut view = WorkspaceView::new(r, &observed);
+            if let Some(b) = self.store(|s| s.backup_state(&r.id))? {
+                view.last_backup = b.taken_at;
+                view.backup_error = b.error;
+            }
+            views.push(view);
         }
         Ok((views, unreachable))
     }

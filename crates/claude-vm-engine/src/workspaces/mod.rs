@@ -162,6 +162,10 @@ pub struct WorkspaceView {
     /// When something last happened inside (exec, file writes; agent work later), as the
     /// workspace's daemon reports it. Only filled by a detailed list of running workspaces.
     pub last_activity: Option<String>,
+    /// When its last backup was taken (RFC 3339), if ever.
+    pub last_backup: Option<String>,
+    /// Why the last backup attempt failed, when it did (cleared by the next success).
+    pub backup_error: Option<String>,
 }
 
 impl WorkspaceView {
@@ -180,6 +184,8 @@ impl WorkspaceView {
             created_at: r.created_at.clone(),
             updated_at: r.updated_at.clone(),
             last_activity: None,
+            last_backup: None,
+            backup_error: None,
         }
     }
 }

@@ -9,8 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use claude_vm_api::{
-    Agents, CreateWorkspace, Down, Provider, Unreachable, UpOutcome, UploadQuery, Workspace,
-    WorkspaceList,
+    Agents, BackupTaken, CreateWorkspace, Down, Provider, Unreachable, UpOutcome, UploadQuery,
+    Workspace, WorkspaceList,
 };
 use claude_vm_engine::{CancellationToken, DeleteRequest, DownRequest, NullReporter, UpRequest};
 use futures_util::StreamExt;
@@ -282,6 +282,28 @@ pub async fn down(
     let engine = s.engine.clone();
     let out = detached(async move { Ok(engine.down(&req, &NullReporter).await?) }).await?;
     Ok(Json(typed(&out.workspace)?))
+}
+
+pub async fn backup(
+    State(s): State<AppState>,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<BackupTaken>> {
+    let engine = s.engine.clone();
+    let out = detached(async move { Ok(engine.backup(&ws, &NullReporter).await?) }).await?;
+    let snap = &out.report.snapshot;
+    Ok(Json(BackupTaken {
+        snapshot: snap.id.clone(),
+        time: snap.time.parse().map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("snapshot time {}: {e}", snap.time),
+            )
+        })?,
+        bytes_added: snap.bytes_added,
+        files_new: snap.files_new,
+        files_changed: snap.files_changed,
+        files_unmodified: snap.files_unmodified,
+    }))
 }
 
 pub async fn remove(

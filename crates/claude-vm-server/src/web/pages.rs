@@ -112,6 +112,7 @@ fn ws_actions(w: &WorkspaceView) -> Markup {
         div.actions {
             @match w.status {
                 Status::Running => {
+                    button.btn.secondary type="button" data-post={(base) "/backup"} data-busy="Backing up…" { "Back up now" }
                     button.btn.secondary type="button" data-post={(base) "/down"} data-busy="Stopping…"
                         data-confirm={"Stop " (w.name) "? Its agents stop with it; files stay."} { "Stop" }
                 }
@@ -130,7 +131,13 @@ fn ws_meta(w: &WorkspaceView) -> Markup {
             span { (w.provider) }
             @if let Some(b) = &w.branch { " · " span.branch { "⎇ " (b) } }
             @if let Some(a) = &w.last_activity { " · active " (ago(a)) }
+            @match (&w.last_backup, &w.backup_error) {
+                (_, Some(_)) => { " · " span.backup-failed { "backup failed" } }
+                (Some(b), None) => { " · " span.backup { "backed up " (ago(b)) } }
+                (None, None) => { " · " span.backup { "not backed up yet" } }
+            }
         }
+        @if let Some(e) = &w.backup_error { p.error { "Last backup failed: " (e) } }
         @if let Some(r) = &w.status_reason { p.error { (r) } }
     }
 }

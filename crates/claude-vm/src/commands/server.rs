@@ -39,6 +39,11 @@ pub fn serve(engine: Engine, listen: &str, public_urls: &[String]) -> Result<Exi
             .iter()
             .map(|u| claude_vm_server::parse_public_url(u).map_err(|e| anyhow!(e)))
             .collect::<Result<_>>()?,
+        // How often running workspaces are checked for a due backup.
+        backup_tick: std::env::var("CLAUDE_VM_BACKUP_CHECK_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(std::time::Duration::from_secs),
         ..Default::default()
     };
     let home = engine.home().clone();

@@ -395,6 +395,12 @@ fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {
                         .map(output::ago)
                         .unwrap_or_else(|| "-".into()),
                 );
+                let backup = match (&v.last_backup, &v.backup_error) {
+                    (_, Some(_)) => output::paint_out("failed", Style::Warn),
+                    (Some(t), None) => output::ago(t),
+                    (None, None) => "-".into(),
+                };
+                row.push(backup);
                 row.push(v.status_reason.clone().unwrap_or_default());
             } else if let Some(r) = &v.status_reason {
                 row[2] = format!("{} ({r})", row[2]);
@@ -404,7 +410,14 @@ fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {
         .collect();
     let mut header = vec!["NAME", "ID", "STATUS", "PROVIDER", "PROJECT", "CREATED"];
     if long {
-        header.extend(["IMAGE", "BRANCH", "SOURCE", "LAST ACTIVITY", "REASON"]);
+        header.extend([
+            "IMAGE",
+            "BRANCH",
+            "SOURCE",
+            "LAST ACTIVITY",
+            "LAST BACKUP",
+            "REASON",
+        ]);
     }
     out.write_all(output::table(&header, &rows).as_bytes())?;
     Ok(())

@@ -20,6 +20,8 @@ pub struct Server {
     args: Vec<String>,
     /// Its working directory (default: the test's).
     cwd: Option<std::path::PathBuf>,
+    /// More environment variables.
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -47,6 +49,26 @@ impl Server {
             log: ctx.home.path().join("server-test.log"),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             cwd: cwd.map(|p| p.to_owned()),
+            env: Vec::new(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// On a free port, with these environment variables.
+    pub fn start_env(ctx: &Ctx, env: &[(&str, &str)]) -> Server {
+        let mut s = Server {
+            port: free_port(),
+            child: None,
+            bin: ctx.bin.clone(),
+            home: ctx.home.path().to_owned(),
+            log: ctx.home.path().join("server-test.log"),
+            args: Vec::new(),
+            cwd: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         s.spawn();
         s
@@ -71,6 +93,7 @@ impl Server {
             .env_remove("CLAUDE_VM_CONFIG")
             .env_remove("DOCKER_HOST")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
