@@ -16,10 +16,14 @@
 //!   fanned out to 100 SSE clients against one client, the server's memory;
 //! - `ssh`: `ssh WS.claude-vm true` (OpenSSH through `claude-vm ssh --stdio`) against
 //!   `docker exec CTR true`, and scp of the file in and out against `docker cp`.
+//! - `backup`: workspace backups of real code (Cargo's registry sources as a git
+//!   repository): first, unchanged and one-file-changed backups and a full restore against
+//!   the `restic` CLI on the same tree and a local repository.
 //!
 //! Ours and the baseline alternate within each iteration (and swap order every iteration)
 //! so that drift in the machine's load hits both alike.
 
+mod backups;
 mod chat;
 mod exec;
 mod execs;
@@ -69,6 +73,8 @@ enum Group {
     Server,
     /// OpenSSH through the ProxyCommand: ssh true and scp vs docker exec and docker cp
     Ssh,
+    /// Backups and restores of real code vs the restic CLI on the same tree
+    Backup,
 }
 
 impl Group {
@@ -96,7 +102,9 @@ impl Group {
         "  server     list page and API with 50 running workspaces vs docker ps -a;\n",
         "             SSE fan-out to 100 clients vs 1 client; server RSS\n",
         "  ssh        ssh WS.claude-vm true (OpenSSH, ProxyCommand claude-vm ssh --stdio)\n",
-        "             vs docker exec CTR true; scp of the file in and out vs docker cp\n\n",
+        "             vs docker exec CTR true; scp of the file in and out vs docker cp\n",
+        "  backup     workspace backup (first, unchanged, one file changed), restore\n",
+        "             vs restic backup / restore of the same tree (Cargo's registry sources)\n\n",
         "Build the binaries under test first:\n",
         "  cargo build --release -p claude-vm -p claude-vm-bench\n",
         "Everything created is removed at the end, also after a failure or Ctrl-C."
@@ -148,6 +156,12 @@ struct Args {
     /// Messages fanned out to the SSE clients
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     fanout_messages: u32,
+    /// Size of the tree the backup group backs up, at most, in MB
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    backup_mb: u64,
+    /// Measured repetitions of each backup operation
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    backup_repetitions: u32,
     /// Unmeasured rounds first, to warm caches: this many lifecycle iterations, list
     /// repetitions, file round trips and `claude-vm exec`s x3; link execs x20, messages x10
     #[arg(long, default_value_t = 1)]
@@ -705,6 +719,62 @@ fn bench(args: &Args) -> Result<Report> {
             Duration::from_secs(1),
         )?;
         memory = Some(Memory::new(points));
+    }
+
+    if args.runs(Group::Backup) {
+        let b = backups::backups(&tools, args.backup_mb, args.backup_repetitions as usize)?;
+        let size = format!(
+            "{:.0} MB, {} files",
+            b.tree_bytes as f64 / 1e6,
+            b.tree_files
+        );
+        results.push(OpResult::new(
+            "backup_first",
+            format!("first backup of a workspace ({size})"),
+            "claude-vm workspace backup NAME",
+            "restic backup DIR (new local repository)",
+            Summary::of(&b.first.ours),
+            Summary::of(&b.first.baseline),
+            Target::MaxRatio { ratio: 1.5 },
+        ));
+        results.push(OpResult::new(
+            "backup_unchanged",
+            format!("backup, nothing changed ({size})"),
+            "claude-vm workspace backup NAME",
+            "restic backup DIR",
+            Summary::of(&b.unchanged.ours),
+            Summary::of(&b.unchanged.baseline),
+            Target::MaxP50Ms { ms: 2000.0 },
+        ));
+        results.push(OpResult::new(
+            "backup_one_file",
+            format!(
+                "backup, one {:.0} MB file new (added: ours {:.2} MB, restic {:.2} MB; target < 2x the file)",
+                b.changed_file_bytes as f64 / 1e6,
+                b.ours_added as f64 / 1e6,
+                b.baseline_added as f64 / 1e6
+            ),
+            "claude-vm workspace backup NAME",
+            "restic backup DIR",
+            Summary::of(&b.one_file.ours),
+            Summary::of(&b.one_file.baseline),
+            Target::None,
+        ));
+        results.push(OpResult::new(
+            "restore",
+            format!("full restore ({size})"),
+            "claude-vm workspace restore NAME --name NEW (a new workspace)",
+            "restic restore latest --target DIR",
+            Summary::of(&b.restore.ours),
+            Summary::of(&b.restore.baseline),
+            Target::MaxRatio { ratio: 1.5 },
+        ));
+        if b.ours_added >= 2 * b.changed_file_bytes {
+            eprintln!(
+                "backup: a one-file change added {} bytes, over twice the file's {}",
+                b.ours_added, b.changed_file_bytes
+            );
+        }
     }
 
     let mut server_memory = None;

@@ -252,11 +252,13 @@ pub fn due(m: &Moment, interval: std::time::Duration) -> bool {
     let Some(last) = m.last_backup else {
         return true;
     };
-    let changed = m.last_change.is_some_and(|c| c > last) || m.turn_ended.is_some_and(|t| t > last);
+    // Times are whole seconds: a change in the second of the backup may have followed it.
+    let changed =
+        m.last_change.is_some_and(|c| c >= last) || m.turn_ended.is_some_and(|t| t >= last);
     if !changed {
         return false;
     }
-    if m.turn_ended.is_some_and(|t| t > last) {
+    if m.turn_ended.is_some_and(|t| t >= last) {
         return true;
     }
     let since = m.last_attempt.map_or(last, |a| a.max(last));

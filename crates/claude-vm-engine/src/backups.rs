@@ -36,18 +36,24 @@ pub struct BackupOutcome {
 const MAX_SCAN_LINE: usize = 1 << 20;
 
 impl Engine {
-    /// The repository settings of this home.
-    pub(crate) fn repo_config(&self) -> Result<RepoConfig> {
+    /// Where this home's repository is, and its password file and password.
+    fn repository(&self) -> Result<(Location, PathBuf, String)> {
         let b = &self.config.backup;
         let location = Location::parse(b.repository.as_deref(), self.home.root())
             .map_err(|e| EngineError::Backup(BackupError::Config(e)))?;
-        let (_, password) = self
+        let (file, password) = self
             .home
             .backup_password(b.password_file.as_deref())
             .map_err(|e| EngineError::Backup(BackupError::Io(e)))?;
+        Ok((location, file, password))
+    }
+
+    /// The repository settings of this home.
+    pub(crate) fn repo_config(&self) -> Result<RepoConfig> {
+        let (location, _, password) = self.repository()?;
         Ok(RepoConfig {
             location,
-            s3: b.s3.clone(),
+            s3: self.config.backup.s3.clone(),
             password,
             cache_dir: Some(self.home.backup_cache_dir()),
         })
@@ -55,14 +61,8 @@ impl Engine {
 
     /// How the `restic` CLI reaches this home's repository: `-r` and the password file.
     pub fn restic_repository(&self) -> Result<(String, PathBuf)> {
-        let b = &self.config.backup;
-        let location = Location::parse(b.repository.as_deref(), self.home.root())
-            .map_err(|e| EngineError::Backup(BackupError::Config(e)))?;
-        let (file, _) = self
-            .home
-            .backup_password(b.password_file.as_deref())
-            .map_err(|e| EngineError::Backup(BackupError::Io(e)))?;
-        Ok((location.restic_name(&b.s3), file))
+        let (location, file, _) = self.repository()?;
+        Ok((location.restic_name(&self.config.backup.s3), file))
     }
 
     /// Run `f` with the repository opened (created on first use), under the home's
@@ -151,15 +151,26 @@ impl Engine {
         reporter.step(&format!("listing what {} holds", w.name));
         let include_ignored = self.config.backup.include_ignored;
         let state_dir = PathBuf::from(claude_vm_protocol::STATE_DIR);
+        let scan_failed = |e: EngineError| match e {
+            EngineError::Link(l) => EngineError::Workspace {
+                name: w.name.to_string(),
+                message: format!(
+                    "the scan of its files for the backup failed ({l}); a file the scan must read (a .gitignore) may be unreadable or endless"
+                ),
+            },
+            other => other,
+        };
         let (state, state_errors) = read_scan(link.backup_scan("state", false).await?, |p| {
             p.starts_with(&state_dir)
         })
-        .await?;
+        .await
+        .map_err(scan_failed)?;
         let (agent, agent_errors) =
             read_scan(link.backup_scan("agent", include_ignored).await?, |p| {
                 !p.starts_with(&state_dir)
             })
-            .await?;
+            .await
+            .map_err(scan_failed)?;
         let entries = claude_vm_backup::scan::merge(state, agent);
         let mut unreadable = state_errors;
         unreadable.extend(agent_errors);

@@ -747,3 +747,155 @@ fn the_server_backs_up_running_workspaces_first_and_after_each_turn() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(count(), 2);
 }
+
+#[test]
+fn a_hostile_agent_cannot_make_a_backup_read_for_it_or_take_the_daemon_down() {
+    let ctx = Ctx::new();
+    configure(&ctx, "");
+    let proj = git_project(&ctx);
+    let ws = ctx.up(&[proj.to_str().unwrap(), "--name", "hostile"]);
+    let id = ws["id"].as_str().unwrap().to_owned();
+    // A .gitignore that never ends, and links to root's files.
+    ctx.run(&[
+        "exec",
+        "hostile",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p sub && ln -s /dev/zero sub/.gitignore && ln -s /etc/shadow shadow && ln -s /workspace/.claude-vm/ssh state-key",
+    ])
+    .ok();
+    let r = ctx.run(&["workspace", "backup", "hostile"]).fails();
+    assert!(r.stderr.contains("scan"), "{}", r.stderr);
+    // The daemon never noticed: the same link still answers.
+    assert_eq!(
+        ctx.run(&["exec", "hostile", "--", "echo", "alive"])
+            .ok()
+            .stdout
+            .trim(),
+        "alive"
+    );
+    assert!(common::daemon_pid(&id).is_some());
+    // Without the endless file the backup works, and holds the links as links.
+    ctx.run(&["exec", "hostile", "--", "rm", "sub/.gitignore"])
+        .ok();
+    let snap = snapshot_of(ctx.run(&["workspace", "backup", "hostile", "--json"]));
+    let cache = tempfile::tempdir().unwrap();
+    let env = with_cache(&restic_env(&ctx), cache.path());
+    let target = tempfile::tempdir().unwrap();
+    let out = restic_with(
+        &env,
+        &[
+            "restore",
+            &snap,
+            "--target",
+            target.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = target.path().join("workspace/proj");
+    assert_eq!(
+        std::fs::read_link(p.join("shadow")).unwrap(),
+        Path::new("/etc/shadow")
+    );
+    assert!(
+        std::fs::symlink_metadata(p.join("state-key"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // The daemon's SSH host key is never in a snapshot.
+    assert!(!target.path().join("workspace/.claude-vm/ssh").exists());
+    assert!(target.path().join("workspace/.claude-vm").is_dir());
+}
+
+#[test]
+fn a_server_killed_mid_backup_leaves_the_repository_consistent() {
+    let ctx = Ctx::new();
+    configure(&ctx, "");
+    let proj = git_project(&ctx);
+    ctx.up(&[proj.to_str().unwrap(), "--name", "cut"]);
+    let good = snapshot_of(ctx.run(&["workspace", "backup", "cut", "--json"]));
+    let good_tree = tree_in_workspace(&ctx, "cut", "/workspace/proj");
+    std::thread::sleep(Duration::from_secs(2));
+    ctx.run(&[
+        "exec",
+        "cut",
+        "--",
+        "sh",
+        "-c",
+        "head -c 80000000 /dev/urandom > big.bin",
+    ])
+    .ok();
+    // The server backs it up at once (something changed, no backup for over a minute is
+    // not needed: the first check after start finds the change); kill it mid-upload.
+    let data = ctx.home.path().join("backups/data");
+    let packs = || walk_files(&data);
+    let before = packs();
+    std::fs::write(
+        ctx.home.path().join("config.yaml"),
+        format!(
+            "default_image: {}\nbackup:\n  interval: 1s\n",
+            common::test_image()
+        ),
+    )
+    .unwrap();
+    // The last attempt must be a minute old before the server tries again.
+    std::thread::sleep(Duration::from_secs(61));
+    let mut server = common::http::Server::start_env(&ctx, &[("CLAUDE_VM_BACKUP_CHECK_SECS", "1")]);
+    let start = Instant::now();
+    while packs() <= before {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the server never backed up:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill();
+    let listed = ctx.run(&["backup", "list", "cut", "--json"]).ok().json();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "no half snapshot: {listed:#}"
+    );
+    // The next backup succeeds, and the earlier snapshot still restores.
+    snapshot_of(ctx.run(&["workspace", "backup", "cut", "--json"]));
+    ctx.run(&[
+        "workspace",
+        "restore",
+        "cut",
+        "--snapshot",
+        &good,
+        "--name",
+        "cut-old",
+    ])
+    .ok();
+    assert_eq!(
+        tree_in_workspace(&ctx, "cut-old", "/workspace/proj"),
+        good_tree
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let out = restic_with(&with_cache(&restic_env(&ctx), cache.path()), &["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn walk_files(d: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(d) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { walk_files(&p) } else { 1 }
+        })
+        .sum()
+}
