@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub enum ScanLine {
     Entry {
         path: PathBuf,
-        node: Node,
+        node: Box<Node>,
     },
     /// An entry that could not be read (it is left out; the backup reports it).
     Error {
@@ -68,7 +68,7 @@ pub fn scan(root: &Path, opts: &ScanOptions, out: &mut impl Write) -> io::Result
             &mut *out,
             &ScanLine::Entry {
                 path: entry.path,
-                node: entry.node,
+                node: Box::new(entry.node),
             },
         )?;
         out.write_all(b"\n")?;
@@ -90,7 +90,7 @@ pub fn scan(root: &Path, opts: &ScanOptions, out: &mut impl Write) -> io::Result
                 }
                 ScanLine::Entry {
                     path: entry.path,
-                    node: entry.node,
+                    node: Box::new(entry.node),
                 }
             }
             Err(e) => {
@@ -162,7 +162,7 @@ impl Checker {
         })?;
         let (path, node) = match parsed {
             ScanLine::Error { error } => return Ok(Err(error)),
-            ScanLine::Entry { path, node } => (path, node),
+            ScanLine::Entry { path, node } => (path, *node),
         };
         let plain = path.is_absolute()
             && path.starts_with(&self.root)

@@ -38,6 +38,7 @@ fn scan_tree(root: &Path) -> Vec<(PathBuf, rustic_core::repofile::Node)> {
         &ScanOptions {
             git_ignore: true,
             exclude: vec![],
+            with_root: false,
         },
         &mut out,
     )

@@ -233,7 +233,7 @@ fn a_workspace_survives_delete_through_its_backup_and_restic_reads_it() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t == &format!("ws:{old_id}").as_str()),
+            .any(|t| t == format!("ws:{old_id}").as_str()),
         "{ours:#}"
     );
     let target = tempfile::tempdir().unwrap();

@@ -213,6 +213,8 @@ mod tests {
             created_at: "2025-01-02T03:04:05Z".into(),
             updated_at: "2025-01-02T03:04:05Z".into(),
             last_activity: Some("2025-01-02T03:04:05.123456789Z".into()),
+            last_backup: Some("2025-01-02T03:04:06Z".into()),
+            backup_error: Some("cannot reach the backup repository".into()),
         };
         same::<claude_vm_api::Workspace>(&w);
         same::<claude_vm_api::UpOutcome>(&UpOutcome::AlreadyRunning(w.clone()));
