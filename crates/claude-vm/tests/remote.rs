@@ -353,7 +353,7 @@ fn a_logged_in_cli_runs_workspaces_and_conversations_on_the_server() {
         .run(&["workspace", "delete", "far", "-y", "--json"])
         .ok()
         .json();
-    assert_eq!(deleted["id"], id.as_str());
+    assert_eq!(deleted["workspace"]["id"], id.as_str());
     assert_eq!(client.list(), Vec::<serde_json::Value>::new());
     assert!(server_side.docker_debris().is_empty());
 

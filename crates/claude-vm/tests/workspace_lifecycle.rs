@@ -252,7 +252,7 @@ fn down_force_kills_and_delete_asks_first_then_removes_everything() {
         .run(&["workspace", "delete", "doomed", "-y", "--json"])
         .ok()
         .json();
-    assert_eq!(deleted["id"], id);
+    assert_eq!(deleted["workspace"]["id"], id);
     assert!(ctx.list().is_empty());
     assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());
     let gone = Command::new("docker")

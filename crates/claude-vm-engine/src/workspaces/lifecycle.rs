@@ -196,6 +196,14 @@ impl Engine {
         })?;
         let backup = if req.purge || !self.config.backup.enabled {
             FinalBackup::Skipped
+        } else if !matches!(observed.status, Status::Running | Status::Stopped) {
+            // Never made whole (a failed or killed `up`) or broken: nothing to start and
+            // read; its earlier snapshots, if any, stay.
+            reporter.warn(&format!(
+                "{} is {}, so no final backup is taken",
+                w.name, observed.status
+            ));
+            FinalBackup::Skipped
         } else {
             let b = self
                 .final_backup(provider.as_ref(), &w, &live, reporter)
