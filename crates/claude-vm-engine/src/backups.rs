@@ -602,9 +602,19 @@ impl Engine {
         );
         let created = created?;
         written?;
-        let n = self
+        // The workspace exists now: a problem here is reported, never a failed restore.
+        let n = match self
             .adopt_conversations(&created.workspace().id, reporter)
-            .await?;
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                reporter.warn(&format!(
+                    "the restored conversations could not be prepared ({e}); `claude-vm chat list` shows them once the workspace answers"
+                ));
+                0
+            }
+        };
         if n > 0 {
             reporter.step(&format!(
                 "{n} conversation{} restored",

@@ -70,6 +70,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn a_hundred_clients_at_once() {
     let model = ScriptedModel::start(Script::from_json("[]").unwrap()).unwrap();
     let ctx = ctx_with_claude(&model.url(), "sk-load");
+    // What is measured is the API under load; a `down` with its final backup (and the
+    // server's continuous backups) are measured by tests/backups.rs and the benchmark.
+    {
+        let p = ctx.home.path().join("config.yaml");
+        let mut cfg = std::fs::read_to_string(&p).unwrap();
+        cfg.push_str("backup:\n  enabled: false\n");
+        std::fs::write(p, cfg).unwrap();
+    }
     let mut ids = Vec::new();
     for name in ["load-main", "load-b", "load-c"] {
         let proj = ctx.path(name);
