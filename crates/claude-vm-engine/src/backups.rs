@@ -480,21 +480,17 @@ impl Engine {
     /// The snapshot a restore or export means: `snapshot` if given, else the newest of the
     /// workspace `target` names.
     async fn pick_snapshot(&self, target: &str, snapshot: Option<&str>) -> Result<SnapshotInfo> {
-        let snaps = self.with_repo(None, |repo| repo.snapshots(None)).await?;
-        match snapshot {
-            Some(id) => {
-                let id = id.to_owned();
-                self.with_repo(None, move |repo| repo.snapshot(&id)).await
-            }
-            None => {
-                let owner = self.backup_owner(target, &snaps)?;
-                snaps
-                    .into_iter()
-                    .rev()
-                    .find(|s| s.workspace_id.as_deref() == Some(owner.as_str()))
-                    .ok_or_else(|| EngineError::NoBackups(target.to_owned()))
-            }
+        if let Some(id) = snapshot {
+            let id = id.to_owned();
+            return self.with_repo(None, move |repo| repo.snapshot(&id)).await;
         }
+        let snaps = self.with_repo(None, |repo| repo.snapshots(None)).await?;
+        let owner = self.backup_owner(target, &snaps)?;
+        snaps
+            .into_iter()
+            .rev()
+            .find(|s| s.workspace_id.as_deref() == Some(owner.as_str()))
+            .ok_or_else(|| EngineError::NoBackups(target.to_owned()))
     }
 
     /// `workspace restore`: a new workspace filled from a snapshot, byte for byte, with
@@ -516,9 +512,7 @@ impl Engine {
         ));
         let manifest = manifest_of(&snap);
         let id = snap.id.clone();
-        let (writer, tar) = crate::pack::channel(None);
-        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let tar = count_stream(tar, counter.clone());
+        let (writer, fill) = restore_fill(&manifest);
         // If the repository cannot even be opened, the writer is dropped unfinished and
         // the upload fails: nothing half-made survives.
         let write = self.with_repo(None, move |repo| {
@@ -536,11 +530,6 @@ impl Engine {
             }
             res
         });
-        let fill = crate::workspaces::RestoreFill {
-            tar,
-            total: manifest.total_bytes,
-            counter,
-        };
         self.create_from_manifest(&manifest, req, fill, write, reporter, cancel)
             .await
     }
@@ -704,9 +693,7 @@ impl Engine {
             &manifest.snapshot.chars().take(8).collect::<String>(),
             manifest.workspace_name.as_deref().unwrap_or("a workspace")
         ));
-        let (writer, tar) = crate::pack::channel(None);
-        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let tar = count_stream(tar, counter.clone());
+        let (writer, fill) = restore_fill(&manifest);
         let path = file.to_owned();
         let write = async move {
             tokio::task::spawn_blocking(move || {
@@ -722,11 +709,6 @@ impl Engine {
             .map_err(|e| {
                 EngineError::InvalidInput(format!("{} is not a valid export: {e}", file.display()))
             })
-        };
-        let fill = crate::workspaces::RestoreFill {
-            tar,
-            total: manifest.total_bytes,
-            counter,
         };
         self.create_from_manifest(&manifest, req, fill, write, reporter, cancel)
             .await
@@ -833,6 +815,21 @@ fn copy_workspace_entries(file: &Path, writer: crate::pack::ChannelWriter) -> st
     }
     out.into_inner()?.finish()?;
     Ok(n)
+}
+
+/// The writer that produces a restored workspace's files, and the fill `create` uploads
+/// from it (its bytes counted for progress).
+fn restore_fill(
+    manifest: &ExportManifest,
+) -> (crate::pack::ChannelWriter, crate::workspaces::RestoreFill) {
+    let (writer, tar) = crate::pack::channel(None);
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let fill = crate::workspaces::RestoreFill {
+        tar: count_stream(tar, counter.clone()),
+        total: manifest.total_bytes,
+        counter,
+    };
+    (writer, fill)
 }
 
 /// Count the bytes a stream yields.

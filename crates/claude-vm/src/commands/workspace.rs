@@ -156,17 +156,8 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             json,
         } => {
             let e = engine.engine("workspace restore")?;
-            let req = RestoreRequest {
-                target: workspace.clone(),
-                snapshot: snapshot.clone(),
-                name: name.clone(),
-                provider: provider.clone(),
-                image: image.clone(),
-            };
-            let out = rt.block_on(async {
-                let cancel = cancel_on_signals();
-                e.restore(&req, &reporter, &cancel).await
-            })?;
+            let req = restore_request(workspace, snapshot, name, provider, image);
+            let out = rt.block_on(e.restore(&req, &reporter, &cancel_on_signals_in(&rt)))?;
             created(&out, *json, &reporter, "restored")
         }
         WorkspaceCommand::Export {
@@ -202,20 +193,33 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             json,
         } => {
             let e = engine.engine("workspace import")?;
-            let req = RestoreRequest {
-                target: String::new(),
-                snapshot: None,
-                name: name.clone(),
-                provider: provider.clone(),
-                image: image.clone(),
-            };
-            let out = rt.block_on(async {
-                let cancel = cancel_on_signals();
-                e.import(file, &req, &reporter, &cancel).await
-            })?;
+            let req = restore_request("", &None, name, provider, image);
+            let out = rt.block_on(e.import(file, &req, &reporter, &cancel_on_signals_in(&rt)))?;
             created(&out, *json, &reporter, "imported")
         }
     }
+}
+
+fn restore_request(
+    target: &str,
+    snapshot: &Option<String>,
+    name: &Option<String>,
+    provider: &Option<String>,
+    image: &Option<String>,
+) -> RestoreRequest {
+    RestoreRequest {
+        target: target.to_owned(),
+        snapshot: snapshot.clone(),
+        name: name.clone(),
+        provider: provider.clone(),
+        image: image.clone(),
+    }
+}
+
+/// [`cancel_on_signals`], whose signal handlers need the runtime.
+fn cancel_on_signals_in(rt: &tokio::runtime::Runtime) -> CancellationToken {
+    let _guard = rt.enter();
+    cancel_on_signals()
 }
 
 fn short(id: &str) -> &str {
