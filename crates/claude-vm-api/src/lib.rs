@@ -7,6 +7,7 @@
 //! transcript events, diffs, files) is `claude_vm_protocol::api`'s and passes through the
 //! server unchanged; it is re-exported here so this crate names every body of the API.
 
+mod backups;
 mod conversations;
 pub use claude_vm_protocol::encode;
 mod exec;
@@ -15,6 +16,7 @@ mod workspaces;
 
 use serde::{Deserialize, Serialize};
 
+pub use backups::{BackupList, BackupsQuery, Forget, Forgotten, Restore, Snapshot};
 pub use claude_vm_protocol::api::{
     Conversation, ConversationStatus, Decision, Diff, Event, FileInfo, PermissionMode, Sent,
 };

@@ -222,7 +222,7 @@ impl ProgressBars for MeterBars {
 }
 
 /// A snapshot, as `backup list` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct SnapshotInfo {
     /// Full id (what `restic` shows shortened to 8 characters).
     pub id: String,
@@ -472,16 +472,8 @@ impl Repo {
         opener: Arc<dyn Opener>,
         meta: &SnapshotMeta,
     ) -> Result<BackupReport, BackupError> {
-        let parent = self
-            .snapshot_files(Some(&meta.workspace_id))?
-            .last()
-            .map(|s| s.id.to_hex().to_string());
-        let faults = Arc::new(source::Faults::default());
-        let src = source::WorkspaceSource {
-            entries,
-            opener,
-            faults: faults.clone(),
-        };
+        let parent_snap = self.snapshot_files(Some(&meta.workspace_id))?.pop();
+        let parent = parent_snap.as_ref().map(|s| s.id.to_hex().to_string());
         let tags = model::tags(
             &meta.workspace_id,
             &meta.workspace_name,
@@ -512,6 +504,21 @@ impl Repo {
             .repo
             .to_indexed_ids()
             .map_err(|e| BackupError::classify(&e))?;
+        let started = std::time::Instant::now();
+        let unchanged = parent_snap
+            .as_ref()
+            .map(|p| files_of(&repo, p))
+            .unwrap_or_default();
+        tracing::debug!(
+            files = unchanged.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "backup: previous snapshot's files read"
+        );
+        let faults = Arc::new(source::Faults::default());
+        let src = source::WorkspaceSource::new(entries, opener, faults.clone(), |_, path, node| {
+            let rel = path.strip_prefix(root).unwrap_or(path);
+            unchanged.get(rel) != Some(&file_stamp(node))
+        });
         self.meter.done.store(0, Ordering::Relaxed);
         let snap = repo
             .archive(&opts, &src, snap, &[root.to_owned()])
@@ -615,4 +622,39 @@ impl Repo {
             .prune(&opts, plan)
             .map_err(|e| BackupError::classify(&e))
     }
+}
+
+/// What the archiver compares to decide a file is unchanged (rustic's parent matching).
+type Stamp = (
+    u64,
+    Option<rustic_core::jiff::Timestamp>,
+    Option<rustic_core::jiff::Timestamp>,
+);
+
+fn file_stamp(node: &Node) -> Stamp {
+    (node.meta.size, node.meta.mtime, node.meta.ctime)
+}
+
+/// The files of snapshot `snap` below the snapshot root, by path relative to it; empty if
+/// its tree cannot be read (then every file is expected to be read again).
+fn files_of<S: rustic_core::IndexedTree>(
+    repo: &Repository<S>,
+    snap: &SnapshotFile,
+) -> std::collections::HashMap<PathBuf, Stamp> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(node) = repo.node_from_snapshot_and_path(snap, SNAPSHOT_ROOT) else {
+        return out;
+    };
+    let Ok(entries) = repo.ls(&node, &rustic_core::LsOptions::default()) else {
+        return out;
+    };
+    for item in entries {
+        let Ok((path, node)) = item else {
+            return std::collections::HashMap::new();
+        };
+        if node.is_file() {
+            out.insert(path, file_stamp(&node));
+        }
+    }
+    out
 }

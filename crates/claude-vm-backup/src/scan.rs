@@ -41,6 +41,11 @@ pub struct ScanOptions {
     /// List the root folder itself first (when it is not the snapshot's root, but one
     /// folder in it scanned on its own).
     pub with_root: bool,
+    /// Walk by paths relative to the current directory, which is `root` (a process of
+    /// its own, which may change directory): a path looked up from `/` is checked at every
+    /// step, and where `/` is a FUSE file system (Docker's fuse-overlayfs) every check of a
+    /// non-root user's lookup is a round trip to its daemon, ten times slower.
+    pub from_cwd: bool,
 }
 
 /// Walk `root` and write one [`ScanLine`] per entry (the root itself is not listed).
@@ -51,8 +56,25 @@ pub fn scan(root: &Path, opts: &ScanOptions, out: &mut impl Write) -> io::Result
     let filter = LocalSourceFilterOptions::default()
         .git_ignore(opts.git_ignore)
         .no_require_git(true);
-    let source = LocalSource::new(save, &rustic_core::Excludes::default(), &filter, &[root])
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let walk_root = if opts.from_cwd { Path::new(".") } else { root };
+    // Paths as the walk names them, back under `root`.
+    let rooted = |p: PathBuf| -> PathBuf {
+        if !opts.from_cwd {
+            return p;
+        }
+        match p.strip_prefix(".") {
+            Ok(rel) if rel.as_os_str().is_empty() => root.to_owned(),
+            Ok(rel) => root.join(rel),
+            Err(_) => root.join(p),
+        }
+    };
+    let source = LocalSource::new(
+        save,
+        &rustic_core::Excludes::default(),
+        &filter,
+        &[walk_root],
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
     let mut n = 0;
     if opts.with_root {
         let entry = ignore::WalkBuilder::new(root)
@@ -77,7 +99,8 @@ pub fn scan(root: &Path, opts: &ScanOptions, out: &mut impl Write) -> io::Result
     let mut skip: Option<PathBuf> = None;
     for item in source.entries() {
         let line = match item {
-            Ok(entry) => {
+            Ok(mut entry) => {
+                entry.path = rooted(entry.path);
                 if let Some(s) = &skip {
                     if entry.path.starts_with(s) {
                         continue;
@@ -95,11 +118,14 @@ pub fn scan(root: &Path, opts: &ScanOptions, out: &mut impl Write) -> io::Result
             }
             Err(e) => {
                 let text = e.to_string();
-                if opts
-                    .exclude
-                    .iter()
-                    .any(|x| text.contains(&*x.to_string_lossy()))
-                {
+                let named = |x: &PathBuf| {
+                    text.contains(&*x.to_string_lossy())
+                        || (opts.from_cwd
+                            && x.strip_prefix(root).is_ok_and(|rel| {
+                                text.contains(&*Path::new(".").join(rel).to_string_lossy())
+                            }))
+                };
+                if opts.exclude.iter().any(named) {
                     continue;
                 }
                 ScanLine::Error { error: text }
@@ -253,6 +279,7 @@ mod tests {
             git_ignore: true,
             exclude: vec![r.join("state/ssh")],
             with_root: false,
+            from_cwd: false,
         };
         scan(r, &opts, &mut out).unwrap();
         let got = paths(&out);

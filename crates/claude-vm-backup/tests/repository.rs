@@ -39,6 +39,7 @@ fn scan_tree(root: &Path) -> Vec<(PathBuf, rustic_core::repofile::Node)> {
             git_ignore: true,
             exclude: vec![],
             with_root: false,
+            from_cwd: false,
         },
         &mut out,
     )

@@ -162,6 +162,7 @@ pub fn backups(tools: &Tools, max_mb: u64, repetitions: usize) -> Result<BackupT
         baseline_added: 0,
     };
     let ours_backup = || -> Result<(Duration, serde_json::Value)> {
+        settle();
         let (d, out) = timed(tools.cvm(["workspace", "backup", "bench-backup", "--json"]))?;
         Ok((d, serde_json::from_str(&out)?))
     };
@@ -169,6 +170,7 @@ pub fn backups(tools: &Tools, max_mb: u64, repetitions: usize) -> Result<BackupT
     for i in 0..repetitions {
         let repo = scratch.path().join(format!("restic-repo-{i}"));
         run(restic(&repo, &password, &cache, &["init", "-q"]))?;
+        settle();
         let (d, _) = timed(restic(
             &repo,
             &password,
@@ -189,6 +191,7 @@ pub fn backups(tools: &Tools, max_mb: u64, repetitions: usize) -> Result<BackupT
         .join(format!("restic-repo-{}", repetitions - 1));
     // Nothing changed.
     for _ in 0..repetitions {
+        settle();
         let (d, _) = timed(restic(
             &repo,
             &password,
@@ -207,6 +210,7 @@ pub fn backups(tools: &Tools, max_mb: u64, repetitions: usize) -> Result<BackupT
             .collect();
         t.changed_file_bytes = blob.len() as u64;
         std::fs::write(tree.join(rel), &blob)?;
+        settle();
         let (d, out) = timed(restic(
             &repo,
             &password,
@@ -227,6 +231,7 @@ pub fn backups(tools: &Tools, max_mb: u64, repetitions: usize) -> Result<BackupT
     // Full restores.
     for i in 0..repetitions {
         let target = scratch.path().join(format!("restored-{i}"));
+        settle();
         let (d, _) = timed(restic(
             &repo,
             &password,
@@ -241,6 +246,7 @@ pub fn backups(tools: &Tools, max_mb: u64, repetitions: usize) -> Result<BackupT
         t.restore.baseline.push(d);
         std::fs::remove_dir_all(&target)?;
         let name = format!("bench-restored-{i}");
+        settle();
         let (d, _) = timed(tools.cvm([
             "workspace",
             "restore",
@@ -254,6 +260,12 @@ pub fn backups(tools: &Tools, max_mb: u64, repetitions: usize) -> Result<BackupT
     }
     run(tools.cvm(["workspace", "delete", "bench-backup", "-y", "--purge", "-q"]))?;
     Ok(t)
+}
+
+/// Write out what earlier steps left dirty, so neither side's time includes the other's
+/// writeback.
+fn settle() {
+    let _ = Command::new("sync").status();
 }
 
 /// The config with `backup.repository` set to `repo` (replacing an earlier one).

@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod config;
 pub mod id;
+pub mod image;
 pub mod name;
 pub mod provider;
 pub mod resolve;

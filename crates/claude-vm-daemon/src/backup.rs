@@ -19,7 +19,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use crate::api::{Body, State, error, fallible_stream_body, parse_query};
+use claude_vm_protocol::api::ReadMany;
+use claude_vm_protocol::frame::{self, Kind, MAX_FRAME, READ_MANY_MAX_PATHS};
+
+use crate::api::{Body, State, error, fallible_stream_body, parse_query, read_limited};
 use crate::files::Root;
 
 /// Folders of the state folder a snapshot leaves out: the SSH host key (a restored
@@ -29,11 +32,14 @@ const STATE_EXCLUDED: &[&str] = &["ssh", "logs"];
 /// Memory the scanning child may use.
 const SCAN_MEMORY: u64 = 2 << 30;
 
+/// Largest body of a `read-many` request (its paths).
+const READ_MANY_BODY: u64 = 8 << 20;
+
 /// How long the scanning child may go without listing anything before it is stopped.
 const SCAN_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub fn handles(segments: &[&str]) -> bool {
-    matches!(segments, ["backup", "scan" | "read"])
+    matches!(segments, ["backup", "scan" | "read" | "read-many"])
 }
 
 pub async fn route(
@@ -58,6 +64,20 @@ pub async fn route(
             Some(p) => read(&state.root, p.clone()).await,
             None => error(StatusCode::BAD_REQUEST, "missing path"),
         },
+        (&Method::POST, ["backup", "read-many"]) => {
+            let body = match read_limited(req.into_body(), READ_MANY_BODY).await {
+                Ok(b) => b,
+                Err(res) => return res,
+            };
+            match serde_json::from_slice::<ReadMany>(&body) {
+                Ok(r) if r.paths.len() > READ_MANY_MAX_PATHS => error(
+                    StatusCode::BAD_REQUEST,
+                    format!("at most {READ_MANY_MAX_PATHS} paths at a time"),
+                ),
+                Ok(r) => read_many(&state.root, r.paths),
+                Err(e) => error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+            }
+        }
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not allowed here", req.method()),
@@ -82,6 +102,7 @@ fn scan_state(root: &Path) -> Response<Body> {
             git_ignore: false,
             exclude: STATE_EXCLUDED.iter().map(|x| dir.join(x)).collect(),
             with_root: true,
+            from_cwd: false,
         };
         let mut out = LineSender {
             tx: tx.clone(),
@@ -269,4 +290,64 @@ async fn read(root: &Path, path: String) -> Response<Body> {
         .header("content-type", "application/octet-stream")
         .body(fallible_stream_body(rx))
         .expect("valid response")
+}
+
+/// Many small files in one answer, one frame each, in the order asked: what a backup reads
+/// when thousands of files changed, without a round trip per file. Each is opened as
+/// `read` opens it; one larger than a frame is answered `Large` (the client reads it on
+/// its own), so nothing here holds more than one frame in memory.
+fn read_many(root: &Path, paths: Vec<String>) -> Response<Body> {
+    let root = root.to_owned();
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let r = match Root::new(&root) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let mut out = Vec::with_capacity(256 * 1024);
+        for path in paths {
+            let (kind, payload) = read_small(&r, &path);
+            out.extend_from_slice(&frame::encode(kind, &payload));
+            if out.len() >= 256 * 1024 {
+                if tx
+                    .blocking_send(Ok(Bytes::from(std::mem::take(&mut out))))
+                    .is_err()
+                {
+                    return;
+                }
+                out.reserve(256 * 1024);
+            }
+        }
+        if !out.is_empty() {
+            let _ = tx.blocking_send(Ok(Bytes::from(out)));
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-claude-vm-frames")
+        .body(fallible_stream_body(rx))
+        .expect("valid response")
+}
+
+/// One file of a `read-many`: its frame.
+fn read_small(root: &Root, path: &str) -> (Kind, Vec<u8>) {
+    use std::io::Read;
+    let (file, info) = match root.open_read_nofollow(path) {
+        Ok(f) => f,
+        Err(e) if e.status() == 404 => return (Kind::Missing, e.to_string().into_bytes()),
+        Err(e) => return (Kind::Failed, e.to_string().into_bytes()),
+    };
+    if info.size > MAX_FRAME as u64 {
+        return (Kind::Large, Vec::new());
+    }
+    let mut data = Vec::with_capacity(info.size as usize);
+    // One byte more than a frame holds tells a file that grew since it was opened.
+    match file.take(MAX_FRAME as u64 + 1).read_to_end(&mut data) {
+        Ok(n) if n > MAX_FRAME => (Kind::Large, Vec::new()),
+        Ok(_) => (Kind::File, data),
+        Err(e) => (Kind::Failed, format!("{path}: {e}").into_bytes()),
+    }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claude_vm_backup::scan::Checker;
+use claude_vm_backup::source::{Fetched, FetchedIter};
 use claude_vm_backup::{
     BackupError, BackupReport, Meter, Opener, Repo, RepoConfig, SNAPSHOT_ROOT, SnapshotInfo,
     SnapshotMeta,
@@ -147,6 +148,7 @@ impl Engine {
         w: &WorkspaceRecord,
         reporter: &dyn Reporter,
     ) -> Result<BackupReport> {
+        let started = std::time::Instant::now();
         let (_, link) = self.link(w.id.as_str()).await?;
         reporter.step(&format!("listing what {} holds", w.name));
         let include_ignored = self.config.backup.include_ignored;
@@ -160,36 +162,8 @@ impl Engine {
             },
             other => other,
         };
-        let (state, state_errors) = read_scan(link.backup_scan("state", false).await?, |p| {
-            p.starts_with(&state_dir)
-        })
-        .await
-        .map_err(scan_failed)?;
-        let (agent, agent_errors) =
-            read_scan(link.backup_scan("agent", include_ignored).await?, |p| {
-                !p.starts_with(&state_dir)
-            })
-            .await
-            .map_err(scan_failed)?;
-        let entries = claude_vm_backup::scan::merge(state, agent);
-        let mut unreadable = state_errors;
-        unreadable.extend(agent_errors);
-        let files = entries.iter().filter(|(_, n)| n.is_file()).count();
-        let bytes: u64 = entries
-            .iter()
-            .filter(|(_, n)| n.is_file())
-            .map(|(_, n)| n.meta.size)
-            .sum();
-        reporter.progress_start(
-            &format!(
-                "backing up {} ({files} files, {})",
-                w.name,
-                crate::human_bytes(bytes)
-            ),
-            bytes,
-        );
         let opener: Arc<dyn Opener> = Arc::new(LinkOpener {
-            link,
+            link: link.clone(),
             runtime: tokio::runtime::Handle::current(),
         });
         let meta = SnapshotMeta {
@@ -200,13 +174,75 @@ impl Engine {
             image: w.image.clone(),
             version: claude_vm_protocol::VERSION.to_owned(),
         };
-        let result = self
-            .with_repo(Some(reporter), move |repo| {
-                repo.backup(Path::new(SNAPSHOT_ROOT), entries, unreadable, opener, &meta)
-            })
-            .await;
+        // Both parts of the scan at once, while the repository opens (its key derivation
+        // and index take as long as a scan).
+        let scan = async {
+            let ((state, state_errors), (agent, agent_errors)) = tokio::try_join!(
+                async {
+                    read_scan(link.backup_scan("state", false).await?, |p| {
+                        p.starts_with(&state_dir)
+                    })
+                    .await
+                },
+                async {
+                    read_scan(link.backup_scan("agent", include_ignored).await?, |p| {
+                        !p.starts_with(&state_dir)
+                    })
+                    .await
+                },
+            )
+            .map_err(scan_failed)?;
+            let entries = claude_vm_backup::scan::merge(state, agent);
+            let mut unreadable = state_errors;
+            unreadable.extend(agent_errors);
+            let files = entries.iter().filter(|(_, n)| n.is_file()).count();
+            tracing::debug!(
+                entries = entries.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "backup: workspace scanned"
+            );
+            let bytes: u64 = entries
+                .iter()
+                .filter(|(_, n)| n.is_file())
+                .map(|(_, n)| n.meta.size)
+                .sum();
+            reporter.progress_start(
+                &format!(
+                    "backing up {} ({files} files, {})",
+                    w.name,
+                    crate::human_bytes(bytes)
+                ),
+                bytes,
+            );
+            Ok::<_, EngineError>((entries, unreadable))
+        };
+        let (scanned_tx, scanned_rx) = tokio::sync::oneshot::channel();
+        let archive = self.with_repo(Some(reporter), move |repo| {
+            let Ok((entries, unreadable)) = scanned_rx.blocking_recv() else {
+                // The scan failed; its error is the one reported.
+                return Err(BackupError::Other {
+                    detail: "the workspace's scan did not finish".to_owned(),
+                });
+            };
+            repo.backup(Path::new(SNAPSHOT_ROOT), entries, unreadable, opener, &meta)
+        });
+        let scan = async {
+            let scanned = scan.await?;
+            let _ = scanned_tx.send(scanned);
+            Ok::<_, EngineError>(())
+        };
+        let (scanned, result) = tokio::join!(scan, archive);
+        if let Err(e) = scanned {
+            reporter.progress_end();
+            return Err(e);
+        }
         reporter.progress_end();
         let report = result?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "backup: snapshot {} saved",
+            report.snapshot.short_id
+        );
         for v in report.vanished.iter().take(3) {
             reporter.warn(&format!("deleted while the backup ran, left out: {v}"));
         }
@@ -298,8 +334,9 @@ impl Engine {
             .await
     }
 
-    /// Remove every snapshot of workspace `id` and the data only they use.
-    pub(crate) async fn purge_backups(&self, id: &str) -> Result<usize> {
+    /// Remove every snapshot of workspace `id` (existing or deleted) and the data only
+    /// they use; returns how many snapshots.
+    pub async fn purge_backups(&self, id: &str) -> Result<usize> {
         let id = id.to_owned();
         self.with_repo(None, move |repo| repo.purge(&id)).await
     }
@@ -395,6 +432,86 @@ impl Opener for LinkOpener {
             runtime: self.runtime.clone(),
             current: bytes::Bytes::new(),
         }))
+    }
+
+    fn read_many(&self, paths: &[PathBuf]) -> Option<std::io::Result<FetchedIter>> {
+        Some(self.fetch_many(paths))
+    }
+}
+
+impl LinkOpener {
+    fn fetch_many(&self, paths: &[PathBuf]) -> std::io::Result<FetchedIter> {
+        let paths = paths
+            .iter()
+            .map(|p| {
+                p.to_str().map(str::to_owned).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} is not UTF-8", p.display()),
+                    )
+                })
+            })
+            .collect::<std::io::Result<Vec<String>>>()?;
+        let download = self
+            .runtime
+            .block_on(self.link.backup_read_many(paths))
+            .map_err(link_io)?;
+        Ok(Box::new(FrameReader {
+            download: Some(download),
+            runtime: self.runtime.clone(),
+            decoder: claude_vm_protocol::frame::Decoder::default(),
+        }))
+    }
+}
+
+/// The files of a `read-many` answer, decoded from its frames as they arrive.
+struct FrameReader {
+    download: Option<Download>,
+    runtime: tokio::runtime::Handle,
+    decoder: claude_vm_protocol::frame::Decoder,
+}
+
+impl Iterator for FrameReader {
+    type Item = std::io::Result<Fetched>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use claude_vm_protocol::frame::Kind;
+        let text = |p: Vec<u8>| String::from_utf8_lossy(&p).into_owned();
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some((kind, payload))) => {
+                    return Some(Ok(match kind {
+                        Kind::File => Fetched::Content(payload),
+                        Kind::Missing => Fetched::Gone(text(payload)),
+                        Kind::Failed => Fetched::Failed(text(payload)),
+                        Kind::Large => Fetched::Large,
+                        other => {
+                            self.download = None;
+                            return Some(Err(std::io::Error::other(format!(
+                                "unexpected frame {other:?} in the workspace's answer"
+                            ))));
+                        }
+                    }));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.download = None;
+                    return Some(Err(std::io::Error::other(e.to_string())));
+                }
+            }
+            let download = self.download.as_mut()?;
+            match self.runtime.block_on(download.chunk()) {
+                Ok(Some(b)) => self.decoder.push(&b),
+                Ok(None) => {
+                    self.download = None;
+                    return None;
+                }
+                Err(e) => {
+                    self.download = None;
+                    return Some(Err(link_io(e)));
+                }
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use hyper::{Method, Request};
 
 use claude_vm_protocol::encode::query_value as encode_query;
 
-use crate::{Body, Link, LinkError, check, empty};
+use crate::{Body, Link, LinkError, check, empty, full};
 
 /// A body arriving from the workspace, chunk by chunk.
 pub struct Download {
@@ -53,10 +53,18 @@ impl Download {
 
 impl Link {
     async fn download(&self, uri: String) -> Result<Download, LinkError> {
-        let what = format!("GET {}", crate::path_of(&uri));
         let req = Request::get(uri)
             .body(empty())
             .map_err(|e| LinkError::Invalid(e.to_string()))?;
+        self.download_request(req).await
+    }
+
+    async fn download_request(&self, req: Request<Body>) -> Result<Download, LinkError> {
+        let what = format!(
+            "{} {}",
+            req.method(),
+            crate::path_of(&req.uri().to_string())
+        );
         let (res, end) = self.within(&what, self.send_tracked(req)).await?;
         let res = check(res).await?;
         let size = res
@@ -130,6 +138,18 @@ impl Link {
     pub async fn backup_read(&self, path: &str) -> Result<Download, LinkError> {
         self.download(format!("/v1/backup/read?path={}", encode_query(path)))
             .await
+    }
+
+    /// The contents of many small files a backup scan listed, in one answer: a stream of
+    /// frames, one per path in order ([`claude_vm_protocol::frame`]).
+    pub async fn backup_read_many(&self, paths: Vec<String>) -> Result<Download, LinkError> {
+        let body = serde_json::to_vec(&claude_vm_protocol::api::ReadMany { paths })
+            .map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let req = Request::post("/v1/backup/read-many")
+            .header("content-type", "application/json")
+            .body(full(body))
+            .map_err(|e| LinkError::Invalid(e.to_string()))?;
+        self.download_request(req).await
     }
 
     /// A file's content.

@@ -216,6 +216,14 @@ pub struct Activity {
     pub running_execs: u64,
 }
 
+/// Body of `POST /v1/backup/read-many`: files a backup scan listed, by absolute path.
+/// The answer is one frame per path, in order ([`crate::frame::Kind::File`], `Missing`,
+/// `Failed` or `Large`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReadMany {
+    pub paths: Vec<String>,
+}
+
 /// First frame of `POST /v1/exec`: what to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ExecRequest {

@@ -1,5 +1,5 @@
-//! Framing of streamed bodies (`POST /v1/exec`): each frame is a one-byte kind, a
-//! big-endian u32 length, and that many bytes.
+//! Framing of streamed bodies (`POST /v1/exec`, `POST /v1/backup/read-many`): each frame
+//! is a one-byte kind, a big-endian u32 length, and that many bytes.
 
 /// Kinds of frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,14 @@ pub enum Kind {
     Error = 8,
     /// Daemon → client: the process started; its pid as u32 big-endian.
     Started = 9,
+    /// `read-many`, daemon → client: the whole content of the next file asked.
+    File = 10,
+    /// `read-many`: the next file asked is gone (deleted since the scan); UTF-8 message.
+    Missing = 11,
+    /// `read-many`: the next file asked could not be read; UTF-8 message.
+    Failed = 12,
+    /// `read-many`: the next file asked is larger than a frame; read it on its own.
+    Large = 13,
 }
 
 impl Kind {
@@ -40,6 +48,10 @@ impl Kind {
             7 => Kind::Exit,
             8 => Kind::Error,
             9 => Kind::Started,
+            10 => Kind::File,
+            11 => Kind::Missing,
+            12 => Kind::Failed,
+            13 => Kind::Large,
             _ => return None,
         })
     }
@@ -63,6 +75,9 @@ pub enum Input {
 /// Largest frame payload accepted.
 pub const MAX_FRAME: usize = 1 << 20;
 
+/// Most paths one `POST /v1/backup/read-many` may ask for.
+pub const READ_MANY_MAX_PATHS: usize = 4096;
+
 /// Encode one frame.
 pub fn encode(kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + payload.len());
@@ -84,34 +99,42 @@ pub enum FrameError {
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf` (frames taken are dropped on the next push, so
+    /// a chunk holding many frames is not shifted once per frame).
+    start: usize,
 }
 
 impl Decoder {
     pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
     /// The next whole frame, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<(Kind, Vec<u8>)>, FrameError> {
-        if self.buf.len() < 5 {
+        let buf = &self.buf[self.start..];
+        if buf.len() < 5 {
             return Ok(None);
         }
-        let kind = Kind::from_u8(self.buf[0]).ok_or(FrameError::UnknownKind(self.buf[0]))?;
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        let kind = Kind::from_u8(buf[0]).ok_or(FrameError::UnknownKind(buf[0]))?;
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
         if len > MAX_FRAME {
             return Err(FrameError::TooLarge(len));
         }
-        if self.buf.len() < 5 + len {
+        if buf.len() < 5 + len {
             return Ok(None);
         }
-        let payload = self.buf[5..5 + len].to_vec();
-        self.buf.drain(..5 + len);
+        let payload = buf[5..5 + len].to_vec();
+        self.start += 5 + len;
         Ok(Some((kind, payload)))
     }
 
     /// Bytes buffered but not yet a whole frame.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
 

@@ -13,13 +13,14 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use claude_vm_api::encode::{path_segment, query};
 use claude_vm_api::{
-    ConversationDetail, CreateConversation, CreateWorkspace, Down, Interrupted, SendMessage,
-    UploadQuery, WorkspaceList,
+    BackupList, BackupTaken, ConversationDetail, CreateConversation, CreateWorkspace, Down, Forget,
+    Forgotten, Interrupted, Restore, SendMessage, UploadQuery, WorkspaceList,
 };
 use claude_vm_core::Status;
 use claude_vm_engine::{
-    CancellationToken, ChatView, DeleteOutcome, DeleteRequest, DownRequest, Engine, EngineError,
-    Events, FinalBackup, Link, Reporter, UpOutcome, UpRequest, WorkspaceView,
+    BackupOutcome, BackupReport, CancellationToken, ChatView, DeleteOutcome, DeleteRequest,
+    DownRequest, Engine, EngineError, Events, FinalBackup, Link, Reporter, RestoreRequest,
+    SnapshotInfo, UpOutcome, UpRequest, WorkspaceView,
 };
 use claude_vm_protocol::api::{Conversation, Decision, Diff, Event, PermissionMode, Sent};
 use claude_vm_store::Home;
@@ -181,6 +182,104 @@ impl Backend {
                     purged: None,
                     repository: None,
                 })
+            }
+        }
+    }
+
+    /// `workspace backup`: a snapshot now.
+    pub async fn backup(&self, target: &str, reporter: &dyn Reporter) -> Result<BackupOutcome> {
+        match self {
+            Backend::Local(e) => Ok(e.backup(target, reporter).await?),
+            Backend::Remote(r) => {
+                let w: claude_vm_api::Workspace = r.get(&ws_path(target, "")).await?;
+                reporter.step(&format!("backing up {} on {}", w.name, r.url()));
+                let taken: BackupTaken = r.post_long(&ws_path(&w.id, "/backup"), &()).await?;
+                let snapshot = self
+                    .backups(Some(&w.id))
+                    .await?
+                    .into_iter()
+                    .find(|s| s.id == taken.snapshot)
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "the server took snapshot {} but does not list it",
+                            taken.snapshot
+                        )
+                    })?;
+                Ok(BackupOutcome {
+                    workspace: w.name,
+                    workspace_id: w.id,
+                    report: BackupReport {
+                        snapshot,
+                        vanished: Vec::new(),
+                        unreadable: Vec::new(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// `backup list`: all snapshots, or one workspace's (oldest first).
+    pub async fn backups(&self, target: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+        match self {
+            Backend::Local(e) => Ok(e.backups(target).await?),
+            Backend::Remote(r) => {
+                let path = match target {
+                    Some(_) => format!("/api/v1/backups?{}", query([("workspace", target)])),
+                    None => "/api/v1/backups".to_owned(),
+                };
+                let list: BackupList = r.get(&path).await?;
+                view(&list.snapshots)
+            }
+        }
+    }
+
+    /// `backup forget`: the ids removed.
+    pub async fn forget_backups(
+        &self,
+        target: &str,
+        keep_last: Option<u32>,
+        keep_daily: Option<u32>,
+    ) -> Result<Vec<String>> {
+        match self {
+            Backend::Local(e) => Ok(e.forget_backups(target, keep_last, keep_daily).await?),
+            Backend::Remote(r) => {
+                let body = Forget {
+                    workspace: target.to_owned(),
+                    keep_last,
+                    keep_daily,
+                };
+                let f: Forgotten = r.post_long("/api/v1/backups/forget", &body).await?;
+                Ok(f.removed)
+            }
+        }
+    }
+
+    /// `workspace restore`: a new workspace from a snapshot.
+    pub async fn restore(
+        &self,
+        req: &RestoreRequest,
+        reporter: &dyn Reporter,
+        cancel: &CancellationToken,
+    ) -> Result<UpOutcome> {
+        match self {
+            Backend::Local(e) => Ok(e.restore(req, reporter, cancel).await?),
+            Backend::Remote(r) => {
+                reporter.step(&format!(
+                    "restoring {} on {} (the server finishes it if this is interrupted)",
+                    req.target,
+                    r.url()
+                ));
+                let body = Restore {
+                    workspace: req.target.clone(),
+                    snapshot: req.snapshot.clone(),
+                    name: req.name.clone(),
+                    provider: req.provider.clone(),
+                    image: req.image.clone(),
+                };
+                tokio::select! {
+                    o = r.post_long("/api/v1/backups/restore", &body) => outcome(o?),
+                    _ = cancel.cancelled() => Err(EngineError::Interrupted.into()),
+                }
             }
         }
     }

@@ -14,6 +14,22 @@ use common::chat::{ctx_with_claude, git_project, send_wait, wait_for};
 use common::s3::{S3Server, restic};
 use common::{Ctx, dexec, git};
 
+/// The LAST BACKUP cell of `workspace list -l` for workspace `name`.
+fn last_backup_cell(ctx: &Ctx, name: &str) -> String {
+    let out = ctx.run(&["workspace", "list", "-l"]).ok().stdout;
+    let mut lines = out.lines();
+    let header = lines.next().unwrap();
+    let start = header.find("LAST BACKUP").expect("a LAST BACKUP column");
+    let end = header.find("REASON").expect("a REASON column");
+    let row = lines
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no row for {name} in {out}"));
+    row.get(start..end.min(row.len()))
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
 /// Append `yaml` (top-level keys) to the home's config.yaml.
 fn configure(ctx: &Ctx, yaml: &str) {
     let p = ctx.home.path().join("config.yaml");
@@ -155,7 +171,10 @@ fn a_workspace_survives_delete_through_its_backup_and_restic_reads_it() {
     assert!(before.contains("./readme-link l 777 README.md"), "{before}");
     assert!(!before.contains("node_modules"));
 
+    assert_eq!(last_backup_cell(&ctx, "keeper"), "-");
     let snap = snapshot_of(ctx.run(&["workspace", "backup", "keeper", "--json"]));
+    let cell = last_backup_cell(&ctx, "keeper");
+    assert!(cell.ends_with("s ago"), "{cell:?}");
     // The agent's session files are on the volume, so in the snapshot.
     let sessions = dexec(&old_id, "ls /workspace/.home/.claude/projects/ | head -1");
     assert!(
@@ -388,6 +407,29 @@ fn twenty_change_and_backup_cycles_restore_first_and_last_and_forget_keeps_the_n
     // Keeping nothing is refused.
     ctx.run(&["backup", "forget", "cycles", "--keep-last", "0"])
         .fails();
+    // A malformed image is refused before anything is made.
+    let bad = ctx
+        .run(&[
+            "workspace",
+            "restore",
+            "cycles",
+            "--name",
+            "bad-image",
+            "--image",
+            "Not/An Image",
+        ])
+        .fails();
+    assert!(bad.stderr.contains("invalid image name"), "{}", bad.stderr);
+    assert!(!ctx.list().iter().any(|w| w["name"] == "bad-image"));
+    // Without flags, forget applies the retention of config.yaml.
+    configure(&ctx, "backup:\n  keep_last: 2\n  keep_daily: 0\n");
+    let removed = ctx
+        .run(&["backup", "forget", "cycles", "--json"])
+        .ok()
+        .json();
+    assert_eq!(removed.as_array().unwrap().len(), 3, "{removed}");
+    let left = ctx.run(&["backup", "list", "cycles", "--json"]).ok().json();
+    assert_eq!(left.as_array().unwrap().len(), 2);
 }
 
 #[test]
@@ -811,6 +853,102 @@ fn a_hostile_agent_cannot_make_a_backup_read_for_it_or_take_the_daemon_down() {
     // The daemon's SSH host key is never in a snapshot.
     assert!(!target.path().join("workspace/.claude-vm/ssh").exists());
     assert!(target.path().join("workspace/.claude-vm").is_dir());
+}
+
+#[test]
+fn read_many_answers_each_path_in_order_and_never_follows_what_an_agent_planted() {
+    use claude_vm_protocol::frame::{Decoder, Kind};
+    let ctx = Ctx::new();
+    configure(&ctx, "");
+    let proj = git_project(&ctx);
+    ctx.up(&[proj.to_str().unwrap(), "--name", "many"]);
+    ctx.run(&[
+        "exec",
+        "many",
+        "--",
+        "sh",
+        "-c",
+        "printf small > a && head -c 2000000 /dev/urandom > big && ln -s /etc/shadow shadow && mkfifo fifo && mkdir dir",
+    ])
+    .ok();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine =
+        claude_vm_engine::Engine::open(claude_vm_store::Home::at(ctx.home.path()), None).unwrap();
+    let asked = [
+        "/workspace/proj/a",
+        "/workspace/proj/big",
+        "/workspace/proj/shadow",
+        "/workspace/proj/fifo",
+        "/workspace/proj/dir",
+        "/workspace/proj/nothing-here",
+        "/etc/passwd",
+        "/workspace/proj/../../etc/passwd",
+        "relative-and-missing",
+        "/workspace/proj/a",
+    ];
+    let frames = rt.block_on(async {
+        let (_, link) = engine.link("many").await.unwrap();
+        // Too many paths at once is refused whole.
+        let many = vec!["/workspace/proj/a".to_owned(); 5000];
+        let e = match link.backup_read_many(many).await {
+            Ok(_) => panic!("5000 paths were accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("at most"), "{e}");
+        let mut d = link
+            .backup_read_many(asked.iter().map(|s| (*s).to_owned()).collect())
+            .await
+            .unwrap();
+        let mut dec = Decoder::default();
+        let mut frames = Vec::new();
+        while let Some(b) = d.chunk().await.unwrap() {
+            dec.push(&b);
+            while let Some(f) = dec.next_frame().unwrap() {
+                frames.push(f);
+            }
+        }
+        assert_eq!(dec.pending(), 0);
+        frames
+    });
+    let kinds: Vec<Kind> = frames.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::File,    // a
+            Kind::Large,   // big: read on its own
+            Kind::Failed,  // a symlink is never followed
+            Kind::Failed,  // a FIFO is not opened (it could hang the read)
+            Kind::Failed,  // a folder
+            Kind::Missing, // gone
+            Kind::Failed,  // outside the volume
+            Kind::Failed,  // climbing out
+            Kind::Missing, // relative: in the project folder, and not there
+            Kind::File,    // a again
+        ],
+        "{:?}",
+        frames
+            .iter()
+            .map(|(k, p)| format!("{k:?} {}", String::from_utf8_lossy(p)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(frames[0].1, b"small");
+    assert_eq!(frames[9].1, b"small");
+    for (_, p) in &frames[2..9] {
+        let text = String::from_utf8_lossy(p);
+        assert!(!text.contains("root:"), "{text}");
+    }
+    // The daemon is still there for the next request.
+    assert_eq!(
+        ctx.run(&["exec", "many", "--", "echo", "alive"])
+            .ok()
+            .stdout
+            .trim(),
+        "alive"
+    );
 }
 
 #[test]

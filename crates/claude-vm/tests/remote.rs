@@ -442,3 +442,91 @@ fn login_refuses_what_is_not_a_reachable_claude_vm_server() {
     let status = client.run(&["login", "--status"]).ok();
     assert!(status.stdout.is_empty() && status.stderr.contains("not logged in"));
 }
+
+#[test]
+fn a_logged_in_cli_backs_up_lists_forgets_and_restores_on_the_server() {
+    let server_side = Ctx::new();
+    let client = Ctx::new();
+    // Continuous backups out of the way: every snapshot here is one the test asked for.
+    let mut server = Server::start_env(&server_side, &[("CLAUDE_VM_BACKUP_CHECK_SECS", "3600")]);
+    let url = server.url();
+    let token = token(&server_side);
+    client.run(&["login", &url, "--token", &token]).ok();
+
+    let proj = client.path("kept");
+    sample_project(&proj);
+    client
+        .run(&["workspace", "up", proj.to_str().unwrap(), "--name", "kept"])
+        .ok();
+    let first = client
+        .run(&["workspace", "backup", "kept", "--json"])
+        .ok()
+        .json();
+    let first_id = first["snapshot"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(first["workspace"], "kept");
+    assert!(
+        first["snapshot"]["files_new"].as_u64().unwrap() > 0,
+        "{first}"
+    );
+    client
+        .run(&["exec", "kept", "--", "sh", "-c", "echo second > later.txt"])
+        .ok();
+    let second = client.run(&["workspace", "backup", "kept"]).ok();
+    let second_id = second.stdout.trim().to_owned();
+    assert_eq!(second_id.len(), 64, "{}", second.stdout);
+
+    // The server's repository, listed from here.
+    let list = client
+        .run(&["backup", "list", "kept", "--json"])
+        .ok()
+        .json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [first_id.as_str(), second_id.as_str()]);
+    let table = client.run(&["backup", "list"]).ok();
+    assert!(table.stdout.contains(&second_id[..8]), "{}", table.stdout);
+
+    // The repository and its password stay on the server's machine.
+    let env = client.run(&["backup", "env"]).fails();
+    assert!(
+        env.stderr.contains(&url) && env.stderr.contains("on that machine"),
+        "{}",
+        env.stderr
+    );
+
+    let forgot = client
+        .run(&["backup", "forget", "kept", "--keep-last", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(forgot, serde_json::json!([first_id]));
+
+    // Deleted on the server (its final backup is taken there), restored from here.
+    client.run(&["workspace", "delete", "kept", "-y"]).ok();
+    assert_eq!(client.list(), Vec::<serde_json::Value>::new());
+    let restored = client
+        .run(&["workspace", "restore", "kept", "--name", "back", "--json"])
+        .ok()
+        .json();
+    assert_eq!(restored["workspace"]["name"], "back", "{restored}");
+    assert_eq!(
+        client
+            .run(&["exec", "back", "--", "cat", "later.txt"])
+            .ok()
+            .stdout,
+        "second\n"
+    );
+    let unknown = client
+        .run(&["workspace", "restore", "kept", "--snapshot", "deadbeef"])
+        .fails();
+    assert!(
+        unknown.stderr.contains("no snapshot deadbeef"),
+        "{}",
+        unknown.stderr
+    );
+    client.run(&["workspace", "delete", "back", "-y"]).ok();
+    server.kill();
+}

@@ -406,8 +406,36 @@ fn a_workspace_on_an_ssh_host_lives_its_whole_life_over_ssh() {
         Some(sha256(&ctx.path("payload.bin")).as_str())
     );
 
-    // delete leaves nothing on the Docker engine.
+    // delete leaves nothing on the Docker engine (and keeps a final backup, taken over
+    // ssh), from which the workspace comes back on the same host or moves to another.
     ctx.run(&["workspace", "delete", "remote", "-y"]).ok();
+    assert!(ctx.list().is_empty());
+    for (name, provider) in [("back-on-box", "box"), ("moved-here", "docker")] {
+        let w = ctx
+            .run(&[
+                "workspace",
+                "restore",
+                "remote",
+                "--name",
+                name,
+                "--provider",
+                provider,
+                "--json",
+            ])
+            .ok()
+            .json();
+        assert_eq!(w["workspace"]["provider"], provider, "{w}");
+        let restored = w["workspace"]["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            dexec(&restored, &format!("cd /workspace/shop && {MANIFEST}")),
+            before,
+            "{name}"
+        );
+        ctx.run(&["workspace", "delete", name, "-y", "--purge"])
+            .ok();
+    }
+    ctx.run(&["workspace", "delete", "remote", "-y", "--purge"])
+        .ok();
     assert!(ctx.list().is_empty());
     assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());
     let left = Command::new("docker")

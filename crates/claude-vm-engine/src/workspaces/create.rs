@@ -106,11 +106,8 @@ impl Engine {
             .clone()
             .or_else(|| provider_record.options.get("image").cloned())
             .unwrap_or_else(|| self.config.default_image.clone());
-        if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
-            return Err(EngineError::InvalidInput(format!(
-                "invalid image name {image:?}"
-            )));
-        }
+        claude_vm_core::image::check(&image)
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
         let project = source::project_name(source.location());
         let bin = self_binary()?;
         let now = Store::now();

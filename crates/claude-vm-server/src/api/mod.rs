@@ -1,6 +1,7 @@
 //! `/api/v1`: the REST + SSE API. Every route is listed once in [`API_ROUTES`] (the test
 //! suite checks it against `docs/openapi.json`) and needs credentials (`auth::require_api`).
 
+mod backups;
 pub(crate) mod conversations;
 mod exec;
 mod files;
@@ -31,6 +32,9 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/workspaces/{workspace}/up"),
     ("POST", "/api/v1/workspaces/{workspace}/down"),
     ("POST", "/api/v1/workspaces/{workspace}/backup"),
+    ("GET", "/api/v1/backups"),
+    ("POST", "/api/v1/backups/forget"),
+    ("POST", "/api/v1/backups/restore"),
     ("GET", "/api/v1/workspaces/{workspace}/diff"),
     ("GET", "/api/v1/workspaces/{workspace}/files"),
     ("GET", "/api/v1/workspaces/{workspace}/files/content"),
@@ -65,6 +69,9 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/workspaces/{workspace}/up") => post(w::up),
         ("POST", "/api/v1/workspaces/{workspace}/down") => post(w::down),
         ("POST", "/api/v1/workspaces/{workspace}/backup") => post(w::backup),
+        ("GET", "/api/v1/backups") => get(backups::list),
+        ("POST", "/api/v1/backups/forget") => post(backups::forget),
+        ("POST", "/api/v1/backups/restore") => post(backups::restore),
         ("GET", "/api/v1/workspaces/{workspace}/diff") => get(files::diff),
         ("GET", "/api/v1/workspaces/{workspace}/files") => get(files::list),
         ("GET", "/api/v1/workspaces/{workspace}/files/content") => get(files::content),
@@ -241,6 +248,25 @@ mod tests {
             created_at: "2025-01-02T03:04:05Z".into(),
         };
         same::<claude_vm_api::Provider>(&p);
+        let snap = claude_vm_engine::SnapshotInfo {
+            id: "ab".repeat(32),
+            short_id: "abababab".into(),
+            time: "2025-01-02T03:04:05.123456789Z".into(),
+            workspace_id: Some("0123456789ab".into()),
+            workspace_name: Some("bold-fire-1".into()),
+            provider: Some("docker".into()),
+            source: Some("/home/me/p".into()),
+            version: Some("0.1.0".into()),
+            image: Some("debian".into()),
+            tags: vec!["claude-vm".into()],
+            bytes_added: 1,
+            files_changed: 2,
+            files_new: 3,
+            files_unmodified: 4,
+            total_bytes: 5,
+            total_files: 6,
+        };
+        same::<Vec<claude_vm_api::Snapshot>>(&vec![snap]);
         // What does not read is an error, not another answer.
         let bad = ChatView {
             status: "napping".into(),

@@ -38,7 +38,7 @@ pub async fn show(State(s): State<AppState>, Path(ws): Path<String>) -> ApiResul
     Ok(Json(typed(&s.engine.show(&ws).await?)?))
 }
 
-fn outcome_response(o: claude_vm_engine::UpOutcome) -> ApiResult<Response> {
+pub(super) fn outcome_response(o: claude_vm_engine::UpOutcome) -> ApiResult<Response> {
     let o: UpOutcome = typed(&o)?;
     let status = match o {
         UpOutcome::Created(_) => StatusCode::CREATED,

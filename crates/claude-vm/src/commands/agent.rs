@@ -40,6 +40,7 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
                 git_ignore: *git_ignore,
                 exclude: exclude.clone(),
                 with_root: false,
+                from_cwd: std::env::set_current_dir(root).is_ok(),
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             claude_vm_backup::scan::scan(root, &opts, &mut out)

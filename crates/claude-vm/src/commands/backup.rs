@@ -2,18 +2,19 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
-use claude_vm_engine::{Engine, human_bytes};
+use anyhow::{Result, bail};
+use claude_vm_engine::human_bytes;
 
 use super::{print_json, runtime};
+use crate::backend::Backend;
 use crate::cli::BackupCommand;
 use crate::output::{self, Style};
 
-pub fn run(engine: &Engine, cmd: &BackupCommand, quiet: bool) -> Result<ExitCode> {
+pub fn run(backend: &Backend, cmd: &BackupCommand, quiet: bool) -> Result<ExitCode> {
     let rt = runtime()?;
     match cmd {
         BackupCommand::List { workspace, json } => {
-            let snaps = rt.block_on(engine.backups(workspace.as_deref()))?;
+            let snaps = rt.block_on(backend.backups(workspace.as_deref()))?;
             if *json {
                 print_json(&snaps)?;
                 return Ok(ExitCode::SUCCESS);
@@ -60,7 +61,8 @@ pub fn run(engine: &Engine, cmd: &BackupCommand, quiet: bool) -> Result<ExitCode
             keep_daily,
             json,
         } => {
-            let removed = rt.block_on(engine.forget_backups(workspace, *keep_last, *keep_daily))?;
+            let removed =
+                rt.block_on(backend.forget_backups(workspace, *keep_last, *keep_daily))?;
             if *json {
                 print_json(&removed)?;
             } else if !quiet {
@@ -74,6 +76,13 @@ pub fn run(engine: &Engine, cmd: &BackupCommand, quiet: bool) -> Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         BackupCommand::Env => {
+            let engine = match backend {
+                Backend::Local(e) => e,
+                Backend::Remote(r) => bail!(
+                    "the backups are in the repository of the server at {}, with its password; run `claude-vm backup env` on that machine (or `claude-vm logout` for this machine's own)",
+                    r.url()
+                ),
+            };
             let (repo, password_file) = engine.restic_repository()?;
             println!("export RESTIC_REPOSITORY={}", shell_quote(&repo));
             println!(

@@ -117,7 +117,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => server::web(backend.engine("web")?, listen, *no_open, *json),
         Command::Token(cmd) => server::token(backend.engine("token")?, cmd),
-        Command::Backup(cmd) => backup::run(backend.engine("backup")?, cmd, cli.quiet),
+        Command::Backup(cmd) => backup::run(&backend, cmd, cli.quiet),
         Command::Agent(_)
         | Command::Completions { .. }
         | Command::Server { .. }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use claude_vm_core::Status;
 use claude_vm_engine::{
-    CancellationToken, DeleteRequest, DownRequest, FinalBackup, RestoreRequest, UpOutcome,
-    UpRequest, WorkspaceView,
+    CancellationToken, DeleteRequest, DownRequest, EngineError, FinalBackup, RestoreRequest,
+    UpOutcome, UpRequest, WorkspaceView,
 };
 
 use super::{print_json, runtime};
@@ -71,6 +71,15 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             yes,
             json,
         } => {
+            if *purge
+                && let Backend::Local(e) = engine
+                && matches!(
+                    e.find_workspace(workspace),
+                    Err(EngineError::UnknownWorkspace(_))
+                )
+            {
+                return purge_deleted(&rt, e, workspace, *yes, *json, quiet);
+            }
             if !yes {
                 let (name, id) = rt.block_on(engine.find_workspace(workspace))?;
                 let q = if *purge {
@@ -126,8 +135,7 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             Ok(ExitCode::SUCCESS)
         }
         WorkspaceCommand::Backup { workspace, json } => {
-            let e = engine.engine("workspace backup")?;
-            let out = rt.block_on(e.backup(workspace, &reporter))?;
+            let out = rt.block_on(engine.backup(workspace, &reporter))?;
             if *json {
                 print_json(&out)?;
             } else {
@@ -155,9 +163,8 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             image,
             json,
         } => {
-            let e = engine.engine("workspace restore")?;
             let req = restore_request(workspace, snapshot, name, provider, image);
-            let out = rt.block_on(e.restore(&req, &reporter, &cancel_on_signals_in(&rt)))?;
+            let out = rt.block_on(engine.restore(&req, &reporter, &cancel_on_signals_in(&rt)))?;
             created(&out, *json, &reporter, "restored")
         }
         WorkspaceCommand::Export {
@@ -198,6 +205,47 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             created(&out, *json, &reporter, "imported")
         }
     }
+}
+
+/// `delete --purge` of a workspace deleted earlier: every backup of it (named by its old
+/// name or id) goes.
+fn purge_deleted(
+    rt: &tokio::runtime::Runtime,
+    e: &claude_vm_engine::Engine,
+    target: &str,
+    yes: bool,
+    json: bool,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let snaps = rt.block_on(e.backups(Some(target)))?;
+    let Some(id) = snaps.last().and_then(|s| s.workspace_id.clone()) else {
+        return Err(EngineError::NoBackups(target.to_owned()).into());
+    };
+    if !yes {
+        let q = format!(
+            "Workspace {target} was deleted; remove its {} backup(s) ({id})? Nothing of it will be left anywhere.",
+            snaps.len()
+        );
+        match output::confirm(&q) {
+            Some(true) => {}
+            Some(false) => bail!("not removed"),
+            None => {
+                bail!(
+                    "refusing to remove the backups of {target} without confirmation: pass -y/--yes"
+                )
+            }
+        }
+    }
+    let n = rt.block_on(e.purge_backups(&id))?;
+    if json {
+        print_json(&serde_json::json!({"workspace": null, "workspace_id": id, "purged": n}))?;
+    } else if !quiet {
+        eprintln!(
+            "{} removed the {n} backup(s) of deleted workspace {target} ({id})",
+            output::paint("✓", Style::Good)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn restore_request(
