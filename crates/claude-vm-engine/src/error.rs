@@ -51,6 +51,8 @@ pub enum EngineError {
     ProviderInUse { name: String, workspaces: String },
     #[error("workspace {name}: {message}")]
     Workspace { name: String, message: String },
+    #[error("workspace {name}: the final backup failed ({error}), so nothing was deleted")]
+    FinalBackupFailed { name: String, error: String },
     #[error("workspace {name} is not running")]
     NotRunning { name: String },
     #[error("the workspace's provider did not answer within {secs}s")]
@@ -78,6 +80,9 @@ impl EngineError {
             EngineError::Provider(p) => p.hint(),
             EngineError::Link(claude_vm_link::LinkError::Provider(p)) => p.hint(),
             EngineError::ProviderTimeout { hint, .. } => Some(hint.clone()),
+            EngineError::FinalBackupFailed { name, .. } => Some(format!(
+                "fix that and try again, or delete without it: `claude-vm workspace delete --force {name}`"
+            )),
             EngineError::Backup(b) => b.hint(),
             EngineError::NoBackups(_) => Some(
                 "`claude-vm backup list` shows the workspaces that have backups".to_owned(),

@@ -547,6 +547,18 @@ fn repository_faults_are_one_clear_line_and_lose_nothing() {
     assert!(del.stderr.contains("nothing was deleted"), "{}", del.stderr);
     assert!(del.stderr.contains("--force"), "{}", del.stderr);
     assert_eq!(ctx.list().len(), 1);
+    // On a terminal it asks again: "no" keeps the workspace.
+    let cmd = format!(
+        "CLAUDE_VM_HOME={} NO_COLOR=1 {} workspace delete fragile -y; echo exit=$?; sleep 30",
+        ctx.home.path().display(),
+        ctx.bin.display()
+    );
+    let term = common::chat::Tmux::start("delete-again", 200, 40, &cmd);
+    term.wait_for("Delete it anyway", Duration::from_secs(60));
+    term.send("n");
+    term.wait_for("exit=1", Duration::from_secs(30));
+    drop(term);
+    assert_eq!(ctx.list().len(), 1);
     s3.restart();
 
     // Wrong keys, a missing bucket, a wrong password, an unknown snapshot.

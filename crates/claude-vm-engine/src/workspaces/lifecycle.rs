@@ -210,12 +210,9 @@ impl Engine {
                 .await;
             if let FinalBackup::Failed { error } = &b {
                 if !req.force {
-                    return Err(EngineError::Workspace {
+                    return Err(EngineError::FinalBackupFailed {
                         name: w.name.to_string(),
-                        message: format!(
-                            "the final backup failed ({error}), so nothing was deleted; fix that and try again, or delete without it: `claude-vm workspace delete --force {}`",
-                            w.name
-                        ),
+                        error: error.clone(),
                     });
                 }
                 reporter.warn(&format!(

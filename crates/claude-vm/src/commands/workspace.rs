@@ -97,12 +97,31 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
                     None => bail!("refusing to delete {name} without confirmation: pass -y/--yes"),
                 }
             }
-            let req = DeleteRequest {
+            let mut req = DeleteRequest {
                 target: workspace.clone(),
                 purge: *purge,
                 force: *force,
             };
-            let out = rt.block_on(engine.delete(&req, &reporter))?;
+            let out = match rt.block_on(engine.delete(&req, &reporter)) {
+                Ok(out) => out,
+                Err(e) => {
+                    // Without a good final backup, ask again (on a terminal) before
+                    // deleting what would then be lost.
+                    let Some(EngineError::FinalBackupFailed { name, error }) =
+                        e.downcast_ref::<EngineError>()
+                    else {
+                        return Err(e);
+                    };
+                    let q = format!(
+                        "The final backup of {name} failed ({error}). Delete it anyway, losing what changed since its last backup?"
+                    );
+                    if output::confirm(&q) != Some(true) {
+                        return Err(e);
+                    }
+                    req.force = true;
+                    rt.block_on(engine.delete(&req, &reporter))?
+                }
+            };
             if *json {
                 print_json(&out)?;
             } else if !quiet {
