@@ -52,7 +52,8 @@ schemas = {
         "provider": S, "image": S, "branch": S, "name": S,
     }, ["target"]),
     "BackupTaken": obj({"snapshot": {"type": "string", "description": "the snapshot's id in the restic-format repository"},
-        "time": S, "bytes_added": I, "files_new": I, "files_changed": I, "files_unmodified": I}),
+        "time": S, "bytes_added": I, "files_new": I, "files_changed": I, "files_unmodified": I,
+        "unchanged": {"type": "boolean", "description": "nothing changed since the previous snapshot, which stands for this backup (no new one was written)"}}),
     "Snapshot": obj({
         "id": {"type": "string", "description": "full id; `restic` shows the first 8 characters"}, "short_id": S, "time": S,
         "workspace_id": NS, "workspace_name": NS, "provider": NS,

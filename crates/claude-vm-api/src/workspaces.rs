@@ -127,6 +127,10 @@ pub struct BackupTaken {
     pub files_new: u64,
     pub files_changed: u64,
     pub files_unmodified: u64,
+    /// Nothing changed since the previous snapshot, which stands for this backup: no new
+    /// one was written and `snapshot` is that one.
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// `POST /api/v1/workspaces/{workspace}/down` (the body is optional).

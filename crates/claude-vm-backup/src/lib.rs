@@ -295,6 +295,9 @@ pub struct BackupReport {
     pub vanished: Vec<String>,
     /// Entries the scan could not read (left out).
     pub unreadable: Vec<String>,
+    /// Nothing changed since `snapshot`, the previous one, which stands for this backup
+    /// (no new snapshot was written).
+    pub unchanged: bool,
 }
 
 /// An open repository.
@@ -505,19 +508,36 @@ impl Repo {
             .to_indexed_ids()
             .map_err(|e| BackupError::classify(&e))?;
         let started = std::time::Instant::now();
-        let unchanged = parent_snap
+        let previous = parent_snap
             .as_ref()
-            .map(|p| files_of(&repo, p))
+            .map(|p| nodes_of(&repo, p))
             .unwrap_or_default();
         tracing::debug!(
-            files = unchanged.len(),
+            entries = previous.len(),
             ms = started.elapsed().as_millis() as u64,
-            "backup: previous snapshot's files read"
+            "backup: previous snapshot's entries read"
         );
+        let rel = |path: &Path| path.strip_prefix(root).unwrap_or(path).to_owned();
+        if let Some(parent) = &parent_snap
+            && unreadable.is_empty()
+            && entries.len() == previous.len()
+            && entries
+                .iter()
+                .all(|(p, n)| previous.get(&rel(p)).is_some_and(|old| same_entry(old, n)))
+        {
+            // The snapshot would be the previous one again: that one stands.
+            return Ok(BackupReport {
+                snapshot: SnapshotInfo::of(parent),
+                vanished: Vec::new(),
+                unreadable,
+                unchanged: true,
+            });
+        }
         let faults = Arc::new(source::Faults::default());
         let src = source::WorkspaceSource::new(entries, opener, faults.clone(), |_, path, node| {
-            let rel = path.strip_prefix(root).unwrap_or(path);
-            unchanged.get(rel) != Some(&file_stamp(node))
+            !previous
+                .get(&rel(path))
+                .is_some_and(|old| old.is_file() && file_stamp(old) == file_stamp(node))
         });
         self.meter.done.store(0, Ordering::Relaxed);
         let snap = repo
@@ -538,6 +558,7 @@ impl Repo {
             snapshot: SnapshotInfo::of(&snap),
             vanished,
             unreadable,
+            unchanged: false,
         })
     }
 
@@ -635,12 +656,12 @@ fn file_stamp(node: &Node) -> Stamp {
     (node.meta.size, node.meta.mtime, node.meta.ctime)
 }
 
-/// The files of snapshot `snap` below the snapshot root, by path relative to it; empty if
-/// its tree cannot be read (then every file is expected to be read again).
-fn files_of<S: rustic_core::IndexedTree>(
+/// The entries of snapshot `snap` below the snapshot root, by path relative to it; empty
+/// if its tree cannot be read (then every file is expected to be read again).
+fn nodes_of<S: rustic_core::IndexedTree>(
     repo: &Repository<S>,
     snap: &SnapshotFile,
-) -> std::collections::HashMap<PathBuf, Stamp> {
+) -> std::collections::HashMap<PathBuf, Node> {
     let mut out = std::collections::HashMap::new();
     let Ok(node) = repo.node_from_snapshot_and_path(snap, SNAPSHOT_ROOT) else {
         return out;
@@ -652,9 +673,17 @@ fn files_of<S: rustic_core::IndexedTree>(
         let Ok((path, node)) = item else {
             return std::collections::HashMap::new();
         };
-        if node.is_file() {
-            out.insert(path, file_stamp(&node));
-        }
+        out.insert(path, node);
     }
     out
+}
+
+/// Would a snapshot store scanned entry `new` as it stored `old`? Everything the scan
+/// records counts but the access time (which reading a file for a backup changes).
+fn same_entry(old: &Node, new: &Node) -> bool {
+    let mut a = old.meta.clone();
+    let mut b = new.meta.clone();
+    a.atime = None;
+    b.atime = None;
+    old.name == new.name && old.node_type == new.node_type && a == b
 }

@@ -126,16 +126,30 @@ fn backup_is_incremental_and_restores_byte_for_byte() {
     );
     assert!(first.snapshot.bytes_added >= blob.len() as u64);
 
-    // Nothing changed: nothing is read.
+    // Nothing changed: nothing is read, and the first snapshot stands.
     let second = Repo::open(&config(&repo_dir, "pw"))
         .unwrap()
         .backup(&src, scan_tree(&src), vec![], opener.clone(), &meta())
         .unwrap();
     assert_eq!(opener.0.swap(0, Ordering::SeqCst), 0);
+    assert!(second.unchanged);
+    assert_eq!(second.snapshot.id, first.snapshot.id);
+
+    // A changed mode alone is a change: a new snapshot (the file is read again, its
+    // ctime having changed, as restic would).
+    std::fs::set_permissions(src.join("p/run.sh"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let second = Repo::open(&config(&repo_dir, "pw"))
+        .unwrap()
+        .backup(&src, scan_tree(&src), vec![], opener.clone(), &meta())
+        .unwrap();
+    assert!(!second.unchanged);
+    assert_ne!(second.snapshot.id, first.snapshot.id);
+    assert_eq!(opener.0.swap(0, Ordering::SeqCst), 1);
     assert_eq!(
-        second.snapshot.files_unmodified, 5,
-        "four files and a symlink"
+        second.snapshot.files_unmodified, 4,
+        "three files and a symlink"
     );
+    std::fs::set_permissions(src.join("p/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
 
     // One file changed: only it is read, and little is added.
     std::fs::write(src.join("p/run.sh"), "#!/bin/sh\necho changed\n").unwrap();

@@ -212,6 +212,7 @@ impl Backend {
                         snapshot,
                         vanished: Vec::new(),
                         unreadable: Vec::new(),
+                        unchanged: taken.unchanged,
                     },
                 })
             }

@@ -175,6 +175,16 @@ fn a_workspace_survives_delete_through_its_backup_and_restic_reads_it() {
     let snap = snapshot_of(ctx.run(&["workspace", "backup", "keeper", "--json"]));
     let cell = last_backup_cell(&ctx, "keeper");
     assert!(cell.ends_with("s ago"), "{cell:?}");
+    // Nothing changed since: that snapshot stands, none is written.
+    let again = ctx
+        .run(&["workspace", "backup", "keeper", "--json"])
+        .ok()
+        .json();
+    assert_eq!(again["unchanged"], true, "{again}");
+    assert_eq!(again["snapshot"]["id"], snap.as_str());
+    let plain = ctx.run(&["workspace", "backup", "keeper"]).ok();
+    assert_eq!(plain.stdout.trim(), snap);
+    assert!(plain.stderr.contains("unchanged since"), "{}", plain.stderr);
     // The agent's session files are on the volume, so in the snapshot.
     let sessions = dexec(&old_id, "ls /workspace/.home/.claude/projects/ | head -1");
     assert!(

@@ -115,6 +115,9 @@ impl Engine {
         if plan == Plan::Stop && req.backup && self.config.backup.enabled {
             reporter.step(&format!("taking a final backup of {}", w.name));
             backup = match self.backup_locked(&w, true, reporter).await {
+                Ok(r) if r.unchanged => FinalBackup::UpToDate {
+                    snapshot: r.snapshot.id,
+                },
                 Ok(r) => FinalBackup::Taken {
                     snapshot: r.snapshot.id,
                 },
@@ -285,6 +288,9 @@ impl Engine {
         }
         reporter.step(&format!("taking a final backup of {}", w.name));
         match self.backup_locked(w, false, reporter).await {
+            Ok(r) if r.unchanged => FinalBackup::UpToDate {
+                snapshot: r.snapshot.id,
+            },
             Ok(r) => FinalBackup::Taken {
                 snapshot: r.snapshot.id,
             },

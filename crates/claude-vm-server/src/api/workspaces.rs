@@ -303,6 +303,7 @@ pub async fn backup(
         files_new: snap.files_new,
         files_changed: snap.files_changed,
         files_unmodified: snap.files_unmodified,
+        unchanged: out.report.unchanged,
     }))
 }
 

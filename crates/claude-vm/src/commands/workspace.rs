@@ -159,7 +159,17 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
                 print_json(&out)?;
             } else {
                 let s = &out.report.snapshot;
-                if !quiet {
+                if out.report.unchanged {
+                    if !quiet {
+                        eprintln!(
+                            "{} {} is unchanged since snapshot {} ({}); no new snapshot was needed",
+                            output::paint("✓", Style::Good),
+                            out.workspace,
+                            s.short_id,
+                            output::ago(&s.time)
+                        );
+                    }
+                } else if !quiet {
                     eprintln!(
                         "{} backed up {}: {} new, {} changed, {} unchanged files; {} added",
                         output::paint("✓", Style::Good),
