@@ -104,7 +104,7 @@ fn scan_state(root: &Path) -> Response<Body> {
             with_root: true,
             from_cwd: false,
         };
-        let mut out = LineSender {
+        let mut out = ChunkSender {
             tx: tx.clone(),
             buf: Vec::new(),
         };
@@ -120,12 +120,12 @@ fn scan_state(root: &Path) -> Response<Body> {
 }
 
 /// Bytes written on the blocking pool, sent as the response body in pieces.
-struct LineSender {
+struct ChunkSender {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     buf: Vec<u8>,
 }
 
-impl std::io::Write for LineSender {
+impl std::io::Write for ChunkSender {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
         if self.buf.len() >= 64 * 1024 {
@@ -307,23 +307,22 @@ fn read_many(root: &Path, paths: Vec<String>) -> Response<Body> {
                 return;
             }
         };
-        let mut out = Vec::with_capacity(256 * 1024);
+        use std::io::Write;
+        let mut out = ChunkSender {
+            tx,
+            buf: Vec::new(),
+        };
         for path in paths {
             let (kind, payload) = read_small(&r, &path);
-            out.extend_from_slice(&frame::encode(kind, &payload));
-            if out.len() >= 256 * 1024 {
-                if tx
-                    .blocking_send(Ok(Bytes::from(std::mem::take(&mut out))))
-                    .is_err()
-                {
-                    return;
-                }
-                out.reserve(256 * 1024);
+            let sent = out
+                .write_all(&frame::header(kind, payload.len()))
+                .and_then(|()| out.write_all(&payload));
+            if sent.is_err() {
+                // The client went away.
+                return;
             }
         }
-        if !out.is_empty() {
-            let _ = tx.blocking_send(Ok(Bytes::from(out)));
-        }
+        let _ = out.flush();
     });
     Response::builder()
         .status(StatusCode::OK)

@@ -440,6 +440,7 @@ impl Opener for LinkOpener {
 }
 
 impl LinkOpener {
+    /// [`Opener::read_many`]: one `read-many` request, its frames decoded as they come.
     fn fetch_many(&self, paths: &[PathBuf]) -> std::io::Result<FetchedIter> {
         let paths = paths
             .iter()

@@ -78,11 +78,16 @@ pub const MAX_FRAME: usize = 1 << 20;
 /// Most paths one `POST /v1/backup/read-many` may ask for.
 pub const READ_MANY_MAX_PATHS: usize = 4096;
 
+/// The five bytes before a frame's payload of `len` bytes.
+pub fn header(kind: Kind, len: usize) -> [u8; 5] {
+    let l = (len as u32).to_be_bytes();
+    [kind as u8, l[0], l[1], l[2], l[3]]
+}
+
 /// Encode one frame.
 pub fn encode(kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + payload.len());
-    out.push(kind as u8);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&header(kind, payload.len()));
     out.extend_from_slice(payload);
     out
 }
