@@ -206,7 +206,16 @@ impl S3Server {
                 ));
             }
             let s3_up = http_get(p.s3, "/", false).is_some();
-            if s3_up && matches!(http_get(p.filer, &bucket_dir, true), Some((200, _))) {
+            // Objects are readable only once the volume server has reported (with its
+            // volumes) to the master: right after a restart, S3 and the filer answer first
+            // and a read of an existing object fails with InternalError.
+            let volume = format!("\"Url\":\"127.0.0.1:{}\"", p.volume);
+            let volumes_up = matches!(
+                http_get(p.master, "/dir/status", false),
+                Some((200, body)) if String::from_utf8_lossy(&body).contains(&volume)
+            );
+            if s3_up && volumes_up && matches!(http_get(p.filer, &bucket_dir, true), Some((200, _)))
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
