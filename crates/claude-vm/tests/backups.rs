@@ -766,6 +766,19 @@ fn a_full_disk_under_a_local_repository_is_reported_and_down_still_stops() {
     let d = ctx.run(&["workspace", "down", "full"]).fails();
     assert!(d.stderr.contains("final backup failed"), "{}", d.stderr);
     assert_eq!(ctx.list()[0]["status"], "stopped");
+    // delete cannot take its final backup either; asked again on a terminal, "yes"
+    // deletes it all the same.
+    let cmd = format!(
+        "CLAUDE_VM_HOME={} NO_COLOR=1 {} workspace delete full -y; echo exit=$?; sleep 30",
+        ctx.home.path().display(),
+        ctx.bin.display()
+    );
+    let term = common::chat::Tmux::start("delete-yes", 200, 40, &cmd);
+    term.wait_for("Delete it anyway", Duration::from_secs(90));
+    term.send("y");
+    term.wait_for("exit=0", Duration::from_secs(60));
+    drop(term);
+    assert!(ctx.list().is_empty());
 }
 
 #[test]
