@@ -38,6 +38,7 @@ schemas = {
         "last_activity": {"type": ["string", "null"], "description": "RFC 3339; running workspaces only"},
         "last_backup": {"type": ["string", "null"], "description": "RFC 3339: when its last backup was taken"},
         "backup_error": {"type": ["string", "null"], "description": "why the last backup attempt failed"},
+        "idle_since": {"type": ["string", "null"], "description": "RFC 3339: a workspace that stopped itself for idleness had been idle since then"},
     }),
     "WorkspaceList": obj({
         "workspaces": arr(ref("Workspace")),
@@ -98,7 +99,7 @@ schemas = {
         "ask": {"type": "boolean", "description": "put every tool use to the user"},
     }, []),
     "Send": obj({"text": {"type": "string", "minLength": 1, "pattern": "\\S", "description": "the message; not only white space"}}),
-    "Sent": obj({"message_id": S, "seq": I}),
+    "Sent": obj({"message_id": S, "seq": I, "held": {"type": "boolean", "description": "the workspace was not running: the server keeps the message, starts the workspace and delivers it (seq is 0 until then)"}}, ["message_id", "seq"]),
     "Decision": obj({"allow": B, "message": {"type": ["string", "null"], "description": "told to the agent when denying"}}, ["allow"]),
     "Event": {
         "type": "object",

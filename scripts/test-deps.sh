@@ -137,6 +137,17 @@ else
 fi
 weed version >/dev/null 2>&1 || die "weed is on PATH but 'weed version' fails"
 
+# aiosmtpd: the real SMTP server the notification tests send mail to (tests/notify.rs).
+AIOSMTPD_VERSION="1.4.6"
+if python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('aiosmtpd') != '$AIOSMTPD_VERSION')" 2>/dev/null; then
+    log "aiosmtpd $AIOSMTPD_VERSION present"
+else
+    log "installing aiosmtpd $AIOSMTPD_VERSION"
+    python3 -m pip install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" >&2 \
+        || die "pip install aiosmtpd failed"
+fi
+python3 -c "import aiosmtpd" 2>/dev/null || die "aiosmtpd is installed but python3 cannot import it"
+
 "$SCRIPT_DIR/base-image.sh"
 
 log "all test dependencies present"

@@ -48,6 +48,8 @@ pub enum ConvError {
     NoApproval(String),
     #[error("message is empty")]
     EmptyMessage,
+    #[error("invalid message id: use 1 to 64 letters, digits, '-' or '_'")]
+    BadMessageId,
     #[error("cannot write the conversation's files: {0}")]
     Io(#[from] std::io::Error),
     /// The message could not be made durable, so it was not accepted.
@@ -62,7 +64,7 @@ impl ConvError {
     pub fn status(&self) -> u16 {
         match self {
             ConvError::NotFound(_) | ConvError::NoApproval(_) => 404,
-            ConvError::UnknownAgent(_) | ConvError::EmptyMessage => 400,
+            ConvError::UnknownAgent(_) | ConvError::EmptyMessage | ConvError::BadMessageId => 400,
             ConvError::Store(StoreError::DiskFull) => 507,
             ConvError::Io(_) | ConvError::Store(_) | ConvError::Gone => 500,
         }
@@ -115,6 +117,7 @@ struct Out {
 enum Cmd {
     Send {
         text: String,
+        message_id: Option<String>,
         reply: oneshot::Sender<Result<Sent, ConvError>>,
     },
     Interrupt {
@@ -182,7 +185,22 @@ impl Handle {
 
     /// Accept a message: once this answers `Ok`, it is on disk and will reach the agent.
     pub async fn send(&self, text: String) -> Result<Sent, ConvError> {
-        self.ask(|reply| Cmd::Send { text, reply }).await?
+        self.send_once(text, None).await
+    }
+
+    /// [`Handle::send`] under the sender's own message id: a second send with the same id
+    /// answers the first one's acceptance and queues nothing.
+    pub async fn send_once(
+        &self,
+        text: String,
+        message_id: Option<String>,
+    ) -> Result<Sent, ConvError> {
+        self.ask(|reply| Cmd::Send {
+            text,
+            message_id,
+            reply,
+        })
+        .await?
     }
 
     pub async fn interrupt(&self) -> Result<bool, ConvError> {
@@ -300,6 +318,7 @@ impl Manager {
             adapter,
             writer,
             VecDeque::new(),
+            HashMap::new(),
             0,
             None,
         );
@@ -377,6 +396,13 @@ impl Manager {
                 _ => None,
             })
             .collect();
+        let accepted: HashMap<String, u64> = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::User { message_id, .. } => Some((message_id.clone(), e.seq)),
+                _ => None,
+            })
+            .collect();
         let interrupted = matches!(
             view.status,
             CS::Working | CS::Starting | CS::WaitingForApproval
@@ -388,6 +414,7 @@ impl Manager {
             adapter,
             writer,
             pending,
+            accepted,
             last_seq,
             Some(interrupted),
         );
@@ -403,6 +430,7 @@ impl Manager {
         adapter: Box<dyn Adapter>,
         transcript: transcript::Writer,
         pending: VecDeque<(String, String)>,
+        accepted: HashMap<String, u64>,
         seq: u64,
         resumed: Option<bool>,
     ) -> Handle {
@@ -428,6 +456,7 @@ impl Manager {
             transcript,
             seq,
             pending,
+            accepted,
             in_flight: VecDeque::new(),
             agent: None,
             generation: 0,
@@ -501,6 +530,8 @@ struct Actor {
     seq: u64,
     /// Accepted, not yet handed to the writer task.
     pending: VecDeque<(String, String)>,
+    /// Ids of the user messages in the transcript, with their sequence numbers.
+    accepted: HashMap<String, u64>,
     /// Handed to the writer task, not yet written.
     in_flight: VecDeque<(String, String)>,
     agent: Option<Running>,
@@ -564,8 +595,12 @@ impl Actor {
 
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Send { text, reply } => {
-                let r = self.accept(text);
+            Cmd::Send {
+                text,
+                message_id,
+                reply,
+            } => {
+                let r = self.accept(text, message_id);
                 let ok = r.is_ok();
                 let _ = reply.send(r);
                 if ok {
@@ -766,11 +801,27 @@ impl Actor {
     }
 
     /// Make a message durable; only then is it acknowledged.
-    fn accept(&mut self, text: String) -> Result<Sent, ConvError> {
+    fn accept(&mut self, text: String, id: Option<String>) -> Result<Sent, ConvError> {
+        if let Some(id) = &id {
+            let valid = (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(ConvError::BadMessageId);
+            }
+            if let Some(&seq) = self.accepted.get(id) {
+                return Ok(Sent {
+                    message_id: id.clone(),
+                    seq,
+                    held: false,
+                });
+            }
+        }
         if text.trim().is_empty() {
             return Err(ConvError::EmptyMessage);
         }
-        let message_id = new_id(12);
+        let message_id = id.unwrap_or_else(|| new_id(12));
         let seq = self.record(
             EventBody::User {
                 message_id: message_id.clone(),
@@ -779,8 +830,13 @@ impl Actor {
             true,
         )?;
         self.pending.push_back((message_id.clone(), text));
+        self.accepted.insert(message_id.clone(), seq);
         self.update_queued();
-        Ok(Sent { message_id, seq })
+        Ok(Sent {
+            message_id,
+            seq,
+            held: false,
+        })
     }
 
     /// Queue bytes for the agent's stdin.

@@ -406,3 +406,44 @@ async fn a_reused_agent_pid_is_never_killed_on_resume() {
     assert!(!status.success());
     assert!(!e.join("agent.pid").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_twice_under_its_own_id_is_accepted_once_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = event_line(
+        1,
+        EventBody::User {
+            message_id: "held-1".into(),
+            text: "first".into(),
+        },
+    );
+    leave_conversation(dir.path(), "c1", &bytes, None);
+    let m = manager(dir.path(), "exec cat >/dev/null");
+    m.resume_all();
+    let h = m.get("c1").unwrap();
+    // Accepted before the restart: answered as it was, nothing queued again.
+    let again = h
+        .send_once("first".into(), Some("held-1".into()))
+        .await
+        .unwrap();
+    assert_eq!((again.message_id.as_str(), again.seq), ("held-1", 1));
+    let new = h
+        .send_once("second".into(), Some("held-2".into()))
+        .await
+        .unwrap();
+    let repeat = h
+        .send_once("second".into(), Some("held-2".into()))
+        .await
+        .unwrap();
+    assert_eq!(new, repeat);
+    assert_eq!(user_texts(&h), ["first", "second"]);
+    for bad in ["", "has space", &"x".repeat(65), "semi;colon"] {
+        let e = h
+            .send_once("third".into(), Some(bad.into()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), 400, "{bad:?}: {e}");
+    }
+    assert_eq!(user_texts(&h), ["first", "second"]);
+    h.stop().await.unwrap();
+}

@@ -35,6 +35,9 @@ pub struct Workspace {
     pub last_backup: Option<Timestamp>,
     /// Why the last backup attempt failed, when it did.
     pub backup_error: Option<String>,
+    /// A stopped workspace that stopped itself: since when it had been idle.
+    #[serde(default)]
+    pub idle_since: Option<Timestamp>,
 }
 
 /// What `up` did (`POST /api/v1/workspaces`, `POST .../up`): `201` when it created the

@@ -19,6 +19,8 @@ pub struct Config {
     pub agents: Agents,
     pub ssh: SshSettings,
     pub backup: crate::backup::BackupSettings,
+    pub lifecycle: crate::lifecycle::LifecycleSettings,
+    pub notify: crate::notify::NotifySettings,
 }
 
 /// The workspaces' SSH servers (`claude-vm ssh`, `ssh <ws>.claude-vm`).
@@ -112,6 +114,8 @@ impl Default for Config {
             agents: Agents::default(),
             ssh: SshSettings::default(),
             backup: crate::backup::BackupSettings::default(),
+            lifecycle: crate::lifecycle::LifecycleSettings::default(),
+            notify: crate::notify::NotifySettings::default(),
         }
     }
 }
@@ -167,6 +171,8 @@ impl Config {
         }
         // The home is not known here; a default location needs none.
         self.backup.validate(std::path::Path::new("/"))?;
+        self.lifecycle.validate()?;
+        self.notify.validate()?;
         Ok(())
     }
 }

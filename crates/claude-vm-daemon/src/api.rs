@@ -34,6 +34,8 @@ pub struct State {
     /// The workspace root every file operation is confined to.
     pub root: std::path::PathBuf,
     pub conversations: Arc<claude_vm_agents::Manager>,
+    /// The idle-stop policy and timer.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// The embedded SSH server (`None` if its host key could not be made).
     pub ssh: Option<Arc<crate::ssh::Server>>,
 }
@@ -136,14 +138,25 @@ pub async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} not allowed on {path}"),
         ),
-        (_, ["ssh", ..]) => claude_vm_sshd::handle(state.ssh.as_ref(), req)
-            .await
-            .unwrap_or_else(not_found),
+        (_, ["lifecycle", rest @ ..]) => lifecycle(&state, req, rest, &path).await,
+        (_, ["ssh", ..]) => {
+            let hold = state.activity.hold("ssh connection");
+            held(
+                claude_vm_sshd::handle(state.ssh.as_ref(), req)
+                    .await
+                    .unwrap_or_else(not_found),
+                hold,
+            )
+        }
         (_, ["conversations", rest @ ..]) => {
             crate::conv_routes::handle(&state, req, rest, &path).await
         }
         (_, ["files", ..] | ["git", ..]) => {
-            crate::routes::handle(&state, req, &segments, &path).await
+            let hold = state.activity.hold("file transfer");
+            held(
+                crate::routes::handle(&state, req, &segments, &path).await,
+                hold,
+            )
         }
         // Backups read the workspace without counting as activity in it.
         (_, ["backup", ..]) if crate::backup::handles(&segments) => {
@@ -152,6 +165,85 @@ pub async fn handle(
         _ => not_found(),
     };
     Ok(res)
+}
+
+/// `res`, counting as activity until its body is sent whole or dropped.
+pub fn held(res: Response<Body>, hold: crate::activity::Hold) -> Response<Body> {
+    res.map(|body| {
+        body.map_frame(move |frame| {
+            let _ = &hold;
+            frame
+        })
+        .boxed_unsync()
+    })
+}
+
+/// `/v1/lifecycle`: the idle-stop policy, the timer, and the watch of a control side that
+/// takes a final backup before the workspace stops itself. None of it counts as activity.
+async fn lifecycle(
+    state: &Arc<State>,
+    req: Request<hyper::body::Incoming>,
+    rest: &[&str],
+    path: &str,
+) -> Response<Body> {
+    let lc = &state.lifecycle;
+    match (req.method().clone(), rest) {
+        (Method::GET, []) => json(StatusCode::OK, &lc.status()),
+        (Method::PUT, []) => {
+            let body = match read_limited(req.into_body(), MAX_JSON_BODY).await {
+                Ok(b) => b,
+                Err(res) => return res,
+            };
+            let policy: claude_vm_protocol::api::LifecyclePolicy =
+                match serde_json::from_slice(&body) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("invalid lifecycle policy: {e}"),
+                        );
+                    }
+                };
+            let lc = lc.clone();
+            match tokio::task::spawn_blocking(move || lc.set_policy(policy)).await {
+                Ok(Ok(status)) => json(StatusCode::OK, &status),
+                Ok(Err(e)) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot save the lifecycle policy: {e}"),
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        (Method::GET, ["watch"]) => {
+            let q = match parse_query(req.uri().query()) {
+                Ok(q) => q,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            let wait = match q.get("wait").map(|w| w.parse::<u64>()) {
+                None => crate::lifecycle::MAX_WATCH,
+                Some(Ok(secs)) => std::time::Duration::from_secs(secs),
+                Some(Err(_)) => {
+                    return error(StatusCode::BAD_REQUEST, "wait must be a number of seconds");
+                }
+            };
+            json(StatusCode::OK, &lc.watch(wait).await)
+        }
+        (Method::POST, ["ready"]) => {
+            if lc.ready() {
+                json(StatusCode::OK, &lc.status())
+            } else {
+                error(
+                    StatusCode::CONFLICT,
+                    "the workspace is not stopping (it became busy again)",
+                )
+            }
+        }
+        (method, [] | ["watch"] | ["ready"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} not allowed on {path}"),
+        ),
+        _ => error(StatusCode::NOT_FOUND, format!("no such route: {path}")),
+    }
 }
 
 async fn exec(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Response<Body> {

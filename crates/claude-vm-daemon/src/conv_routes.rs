@@ -64,7 +64,10 @@ pub async fn handle(
             (&Method::POST, [id, "messages"]) => {
                 let h = convs.get(id).map_err(conv_error)?;
                 let m: SendMessage = body_json(req, MAX_MESSAGE_BODY).await?;
-                let sent = h.send(m.text).await.map_err(conv_error)?;
+                let sent = h
+                    .send_once(m.text, m.message_id)
+                    .await
+                    .map_err(conv_error)?;
                 Ok(json(StatusCode::OK, &sent))
             }
             (&Method::POST, [id, "interrupt"]) => {
@@ -99,7 +102,12 @@ pub async fn handle(
                     None => 0,
                 };
                 let follow = matches!(q.get("follow").map(String::as_str), Some("true" | "1"));
-                Ok(events(h, after, follow))
+                // Someone following a conversation keeps its workspace up; a control side
+                // following it in the background (notifications) does not.
+                let background =
+                    matches!(q.get("background").map(String::as_str), Some("true" | "1"));
+                let hold = (follow && !background).then(|| state.activity.hold("event stream"));
+                Ok(events(h, after, follow, hold))
             }
             (
                 _,
@@ -122,10 +130,16 @@ pub async fn handle(
 
 /// The transcript after `after` as JSON lines; with `follow`, new events as they happen.
 /// Subscribing before reading the file means no event falls between the two.
-fn events(h: claude_vm_agents::Handle, after: u64, follow: bool) -> Response<Body> {
+fn events(
+    h: claude_vm_agents::Handle,
+    after: u64,
+    follow: bool,
+    hold: Option<crate::activity::Hold>,
+) -> Response<Body> {
     let mut live = h.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
+        let _hold = hold;
         let mut last = after;
         let line = |e: &claude_vm_protocol::api::Event| {
             let mut b = serde_json::to_vec(e).expect("json");
@@ -142,7 +156,13 @@ fn events(h: claude_vm_agents::Handle, after: u64, follow: bool) -> Response<Bod
             return;
         }
         loop {
-            match live.recv().await {
+            // A client that went away is noticed at once, not at the next event: the hold
+            // on the workspace's idle timer ends with it.
+            let next = tokio::select! {
+                next = live.recv() => next,
+                _ = tx.closed() => return,
+            };
+            match next {
                 Ok(e) if e.seq > last => {
                     last = e.seq;
                     if tx.send(line(&e)).await.is_err() {

@@ -309,6 +309,17 @@ pub async fn run(
         }
     });
     let status = child.wait().await;
+    if detach {
+        // What a detached command left running in its process group (`nohup x &`) still
+        // counts as activity until the group is empty.
+        let hold = activity.hold("exec -d process");
+        tokio::spawn(async move {
+            while killpg(pgid, None).is_ok() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            drop(hold);
+        });
+    }
     // Output still buffered in the pipes is delivered before the exit frame.
     for p in pumps {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), p).await;

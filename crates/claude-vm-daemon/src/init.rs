@@ -56,6 +56,13 @@ fn log(msg: &str) {
     eprintln!("claude-vm init: {msg}");
 }
 
+/// PID 1's status after a stop signal (`128 + SIGTERM`, as a shell reports it): non-zero,
+/// so Docker's `on-failure` policy restarts the workspace when the host's Docker restarts,
+/// while a `docker stop` (a manual stop) is never restarted.
+fn stopped_by_signal() -> ExitCode {
+    ExitCode::from(143)
+}
+
 /// Run as PID 1: start `claude-vm <daemon_args>`, restart it when it dies (with backoff),
 /// reap every other child, and on SIGTERM/SIGINT stop the daemon and exit with it.
 pub fn run(daemon_args: &[String]) -> ExitCode {
@@ -130,6 +137,14 @@ pub fn run(daemon_args: &[String]) -> ExitCode {
                 if let Some(status) = daemon_died {
                     daemon = None;
                     if terminating {
+                        return stopped_by_signal();
+                    }
+                    if matches!(status, WaitStatus::Exited(_, code)
+                        if code == i32::from(claude_vm_protocol::IDLE_STOP_EXIT))
+                    {
+                        // The workspace stopped itself: 0 is the one status Docker's
+                        // `on-failure` policy does not restart.
+                        log("the workspace was idle; stopping");
                         return ExitCode::SUCCESS;
                     }
                     log(&format!(
@@ -161,7 +176,7 @@ pub fn run(daemon_args: &[String]) -> ExitCode {
                     Some(pid) => {
                         let _ = kill(pid, Signal::SIGTERM);
                     }
-                    None => return ExitCode::SUCCESS,
+                    None => return stopped_by_signal(),
                 }
             }
         }

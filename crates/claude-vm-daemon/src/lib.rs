@@ -20,6 +20,7 @@ pub mod files;
 pub mod git;
 pub mod home;
 pub mod init;
+pub mod lifecycle;
 pub mod routes;
 pub mod server;
 pub mod ssh;

@@ -173,13 +173,22 @@ pub async fn stop_signal() {
     }
 }
 
-/// Run the daemon until `shutdown` resolves. Prints one JSON line (`{"event":"ready",...}`)
-/// on stdout once it accepts connections: the control side waits for it after starting the
-/// container.
+/// Why [`serve`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// `shutdown` resolved (a stop signal).
+    Asked,
+    /// The workspace was idle for its policy's time: the container should stop.
+    Idle,
+}
+
+/// Run the daemon until `shutdown` resolves or the workspace stops itself for idleness.
+/// Prints one JSON line (`{"event":"ready",...}`) on stdout once it accepts connections: the
+/// control side waits for it after starting the container.
 pub async fn serve(
     paths: Paths,
     shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Exit> {
     let listener = bind(&paths.socket)?;
     let (fingerprint, _, _, _) = claude_vm_protocol::own_fingerprint()?;
     let health = Health {
@@ -211,6 +220,12 @@ pub async fn serve(
         }),
     );
     conversations.resume_all();
+    let lifecycle = crate::lifecycle::Lifecycle::load(
+        paths.state_dir.join("lifecycle.json"),
+        activity.clone(),
+        conversations.clone(),
+    );
+    let idle = tokio::spawn(lifecycle.clone().run());
     let ssh_dir = crate::ssh::ssh_dir(&paths.state_dir);
     let ssh = match crate::ssh::load_or_create_host_key(&ssh_dir) {
         Ok(key) => Some(Arc::new(crate::ssh::server(
@@ -228,6 +243,7 @@ pub async fn serve(
         health,
         activity,
         conversations,
+        lifecycle,
         ssh,
         default_dir,
         root: paths
@@ -238,7 +254,8 @@ pub async fn serve(
     });
 
     tokio::pin!(shutdown);
-    loop {
+    tokio::pin!(idle);
+    let exit = loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = match accepted {
@@ -271,10 +288,11 @@ pub async fn serve(
                     }
                 });
             }
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => break Exit::Asked,
+            _ = &mut idle => break Exit::Idle,
         }
-    }
+    };
     tracing::info!("daemon stopping");
     let _ = std::fs::remove_file(&paths.socket);
-    Ok(())
+    Ok(exit)
 }

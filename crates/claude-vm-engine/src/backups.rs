@@ -702,6 +702,7 @@ impl Engine {
             name: Some(name),
             source_label: None,
             no_local_paths: false,
+            idle_stop: None,
         };
         let (created, written) = tokio::join!(
             self.create(&up, source, Some(fill), reporter, cancel),
@@ -1046,7 +1047,10 @@ impl Engine {
                     }
                     Ok(o.report.snapshot.id)
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    self.notify_backup_failed(w.name.as_str(), &e.to_string());
+                    Err(e.to_string())
+                }
             };
             done.push(RoundResult {
                 workspace: w.name.to_string(),

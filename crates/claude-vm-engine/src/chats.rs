@@ -235,7 +235,7 @@ impl Engine {
                 SUPPORTED_AGENTS.join(", ")
             )));
         }
-        let (ws, link) = self.link(workspace).await?;
+        let (ws, link) = self.link_waking(workspace).await?;
         let provider = self.provider_client(&ws.provider)?;
         let program = self
             .provision(provider.as_ref(), &ws, &kind, reporter)
@@ -291,7 +291,7 @@ impl Engine {
     /// The link to the workspace of a conversation, with its id.
     pub async fn chat_link(&self, query: &str) -> Result<(String, WorkspaceRecord, Link)> {
         let (c, ws) = self.find_chat(query)?;
-        let (ws, link) = self.link(ws.id.as_str()).await?;
+        let (ws, link) = self.link_waking(ws.id.as_str()).await?;
         Ok((c.id, ws, link))
     }
 

@@ -8,7 +8,9 @@
 mod backups;
 mod chats;
 mod error;
+mod idle;
 mod link;
+mod notify;
 pub mod pack;
 mod providers;
 mod report;
@@ -30,6 +32,8 @@ pub use chats::{ChatView, SUPPORTED_AGENTS};
 pub use claude_vm_backup::{BackupError, BackupReport, SnapshotInfo};
 pub use claude_vm_link::{Events, ExecEvent, ExecInput, ExecSession, Link, LinkError};
 pub use error::{EngineError, Result};
+pub use idle::{IdleStopSet, Wake};
+pub use notify::TestOutcome;
 pub use providers::ProviderView;
 pub use report::{NullReporter, Reporter};
 pub use tokio_util::sync::CancellationToken;
@@ -49,6 +53,12 @@ pub struct Engine {
     /// What to do about each provider that failed to answer `list`, by name.
     hints: Mutex<HashMap<String, String>>,
     links: Mutex<HashMap<claude_vm_core::WorkspaceId, claude_vm_link::Link>>,
+    /// What commands do with a stopped workspace they need.
+    wake: Mutex<Wake>,
+    /// The server's address, for the links in notifications.
+    link_base: Mutex<Option<String>>,
+    /// Wakes the server's notification sender.
+    notify_kick: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -73,6 +83,9 @@ impl Engine {
             providers: Mutex::new(HashMap::new()),
             hints: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            wake: Mutex::new(Wake::Start(Arc::new(NullReporter))),
+            link_base: Mutex::new(None),
+            notify_kick: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

@@ -326,7 +326,7 @@ impl Engine {
         refuse_changed: bool,
     ) -> Result<(WorkspaceRecord, Link, String)> {
         let target = target.strip_suffix(HOST_SUFFIX).unwrap_or(target);
-        let (w, link) = self.link(target).await?;
+        let (w, link) = self.link_waking(target).await?;
         let host_key = link.ssh_host_key().await?;
         match self.pin_host_key(&w, &host_key) {
             Ok(_) => {}

@@ -1,6 +1,9 @@
 //! Conversations over the link: `/v1/conversations/...`.
 
-use claude_vm_protocol::api::{Conversation, Decision, Event, NewConversation, SendMessage, Sent};
+use claude_vm_protocol::api::{
+    Conversation, Decision, Event, LifecyclePolicy, LifecycleStatus, NewConversation, SendMessage,
+    Sent,
+};
 use http_body_util::BodyExt;
 use hyper::{Method, Request};
 
@@ -53,14 +56,57 @@ impl Link {
     }
 
     pub async fn send_message(&self, id: &str, text: &str) -> Result<Sent, LinkError> {
+        self.send_message_once(id, text, None).await
+    }
+
+    /// Send under the caller's own message id: sent twice, it is accepted once.
+    pub async fn send_message_once(
+        &self,
+        id: &str,
+        text: &str,
+        message_id: Option<&str>,
+    ) -> Result<Sent, LinkError> {
         self.call(
             Method::POST,
             &format!("/v1/conversations/{id}/messages"),
             Some(&SendMessage {
                 text: text.to_owned(),
+                message_id: message_id.map(str::to_owned),
             }),
         )
         .await
+    }
+
+    /// The daemon's idle-stop timer and policy.
+    pub async fn lifecycle(&self) -> Result<LifecycleStatus, LinkError> {
+        self.call(Method::GET, "/v1/lifecycle", None::<&()>).await
+    }
+
+    /// Give the workspace its idle-stop policy.
+    pub async fn set_lifecycle(
+        &self,
+        policy: &LifecyclePolicy,
+    ) -> Result<LifecycleStatus, LinkError> {
+        self.call(Method::PUT, "/v1/lifecycle", Some(policy)).await
+    }
+
+    /// Wait (at most `wait`, 25 s at most) for the workspace to decide it stops itself.
+    pub async fn watch_lifecycle(
+        &self,
+        wait: std::time::Duration,
+    ) -> Result<LifecycleStatus, LinkError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/lifecycle/watch?wait={}", wait.as_secs()),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// The final backup before an idle stop is taken: the workspace may stop.
+    pub async fn ready_to_stop(&self) -> Result<LifecycleStatus, LinkError> {
+        self.call(Method::POST, "/v1/lifecycle/ready", None::<&()>)
+            .await
     }
 
     pub async fn interrupt(&self, id: &str) -> Result<bool, LinkError> {
@@ -99,11 +145,20 @@ impl Link {
 
     /// Transcript events after `after`; with `follow`, keeps delivering new ones.
     pub async fn events(&self, id: &str, after: u64, follow: bool) -> Result<Events, LinkError> {
-        let req = Request::get(format!(
-            "/v1/conversations/{id}/events?after={after}&follow={follow}"
-        ))
-        .body(empty())
-        .map_err(|e| LinkError::Invalid(e.to_string()))?;
+        self.events_query(id, &format!("after={after}&follow={follow}"))
+            .await
+    }
+
+    /// Follow a conversation without keeping its workspace up (the server's notifications).
+    pub async fn events_background(&self, id: &str, after: u64) -> Result<Events, LinkError> {
+        self.events_query(id, &format!("after={after}&follow=true&background=true"))
+            .await
+    }
+
+    async fn events_query(&self, id: &str, query: &str) -> Result<Events, LinkError> {
+        let req = Request::get(format!("/v1/conversations/{id}/events?{query}"))
+            .body(empty())
+            .map_err(|e| LinkError::Invalid(e.to_string()))?;
         let what = "GET /v1/conversations/…/events";
         let (res, end) = self.within(what, self.send_tracked(req)).await?;
         let res = check(res).await?;

@@ -216,6 +216,40 @@ pub struct Activity {
     pub running_execs: u64,
 }
 
+/// When a workspace stops itself (`PUT /v1/lifecycle`): decided on the control side from
+/// `config.yaml` `lifecycle:` and the workspace's own setting, kept by the daemon on the
+/// volume so it applies with nobody connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecyclePolicy {
+    /// Stop after this many seconds with nothing going on; `None`: never.
+    pub idle_stop_secs: Option<u64>,
+    /// A conversation waiting for an approval keeps the workspace up this long.
+    pub approval_wait_secs: u64,
+}
+
+impl Default for LifecyclePolicy {
+    fn default() -> Self {
+        LifecyclePolicy {
+            idle_stop_secs: None,
+            approval_wait_secs: 24 * 3600,
+        }
+    }
+}
+
+/// `GET /v1/lifecycle` (and the answer of `GET /v1/lifecycle/watch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleStatus {
+    pub policy: LifecyclePolicy,
+    /// What keeps the workspace up right now, in words; empty when idle.
+    pub busy: Vec<String>,
+    /// Seconds since the last activity (0 while busy).
+    pub idle_secs: u64,
+    /// Seconds until it stops itself, when a timer runs.
+    pub stop_in_secs: Option<u64>,
+    /// The idle time ran out: the daemon waits for a watcher's final backup, then stops.
+    pub stopping: bool,
+}
+
 /// Body of `POST /v1/backup/read-many`: files a backup scan listed, by absolute path.
 /// The answer is one frame per path, in order ([`crate::frame::Kind::File`], `Missing`,
 /// `Failed` or `Large`).
@@ -351,14 +385,23 @@ pub struct Conversation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendMessage {
     pub text: String,
+    /// The sender's own id for the message (1 to 64 of `A-Za-z0-9_-`): sending the same id
+    /// again answers the first acceptance instead of queueing it twice, so a sender that
+    /// lost the answer can retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 /// The answer to a sent message: it is on disk before this answer is sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sent {
     pub message_id: String,
-    /// Transcript sequence number of the `user` event.
+    /// Transcript sequence number of the `user` event (0 while `held`).
     pub seq: u64,
+    /// The workspace was not running: the control side keeps the message, starts the
+    /// workspace and delivers it (under `message_id`, so exactly once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// `POST /v1/conversations/{id}/approvals/{approval_id}`.

@@ -34,6 +34,11 @@ pub const SOCKET_PATH: &str = "/run/claude-vm/daemon.sock";
 /// images (and of devcontainer images).
 pub const AGENT_UID: u32 = 1000;
 
+/// The daemon's exit status when the workspace stopped itself for idleness: PID 1 then
+/// exits with 0, the one status Docker's `on-failure` restart policy leaves stopped (a
+/// crash or a stop signal exits non-zero, so a host reboot restarts the workspace).
+pub const IDLE_STOP_EXIT: u8 = 86;
+
 /// The daemon's answer to `GET /v1/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {

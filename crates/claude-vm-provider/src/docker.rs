@@ -12,8 +12,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, Mount, MountType, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummaryStateEnum, ContainerUpdateBody, HostConfig, Mount,
+    MountType, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, ContainerArchiveInfoOptionsBuilder,
@@ -218,6 +218,16 @@ fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
+/// `on-failure`: a workspace whose PID 1 fails (or is stopped by a signal when the host's
+/// Docker restarts) comes back; one that stopped itself for idleness (status 0) and one
+/// stopped by hand stay stopped.
+fn restart_policy() -> RestartPolicy {
+    RestartPolicy {
+        name: Some(RestartPolicyNameEnum::ON_FAILURE),
+        maximum_retry_count: None,
+    }
+}
+
 fn status_code(e: &BollardError) -> Option<u16> {
     match e {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
@@ -346,10 +356,7 @@ impl Provider for DockerProvider {
             nano_cpus: self.settings.nano_cpus,
             memory: self.settings.memory,
             network_mode: self.settings.network.clone(),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
+            restart_policy: Some(restart_policy()),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -412,6 +419,17 @@ impl Provider for DockerProvider {
 
     async fn start(&self, id: &WorkspaceId) -> Result<(), ProviderError> {
         let docker = self.docker().await?;
+        // Workspaces made before they could stop themselves had `unless-stopped`, which
+        // would restart one that did: give every workspace today's policy as it starts.
+        let update = ContainerUpdateBody {
+            restart_policy: Some(restart_policy()),
+            ..Default::default()
+        };
+        if let Err(e) = docker.update_container(&resource_name(id), update).await
+            && status_code(&e) != Some(404)
+        {
+            return Err(self.err("setting the container's restart policy", e));
+        }
         match docker.start_container(&resource_name(id), None).await {
             Ok(()) => Ok(()),
             Err(e) if status_code(&e) == Some(304) => Ok(()),
@@ -537,6 +555,25 @@ impl Provider for DockerProvider {
             Err(e) if status_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(self.err("removing the volume", e)),
         }
+    }
+
+    async fn stopped_itself(
+        &self,
+        id: &WorkspaceId,
+    ) -> Result<Option<jiff::Timestamp>, ProviderError> {
+        let docker = self.docker().await?;
+        let info = match docker.inspect_container(&resource_name(id), None).await {
+            Ok(i) => i,
+            Err(e) if status_code(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(self.err("inspecting the container", e)),
+        };
+        let Some(state) = info.state else {
+            return Ok(None);
+        };
+        if state.running == Some(true) || state.exit_code != Some(0) {
+            return Ok(None);
+        }
+        Ok(state.finished_at.and_then(|t| t.parse().ok()))
     }
 
     async fn states(&self) -> Result<HashMap<WorkspaceId, LiveState>, ProviderError> {

@@ -133,6 +133,13 @@ pub trait Provider: Send + Sync {
         timeout: Duration,
     ) -> Result<String, ProviderError>;
 
+    /// When a stopped workspace stopped itself for idleness (its PID 1 exited with 0), the
+    /// time it did; `None` when it runs, was stopped, failed, or is gone.
+    async fn stopped_itself(
+        &self,
+        id: &WorkspaceId,
+    ) -> Result<Option<jiff::Timestamp>, ProviderError>;
+
     /// Ask the workspace to stop, killing it after `grace`; a no-op if stopped.
     async fn stop(&self, id: &WorkspaceId, grace: Duration) -> Result<(), ProviderError>;
 

@@ -18,6 +18,7 @@ mod error;
 pub mod net;
 mod web;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// How often running workspaces are checked for a due backup (default 30 s).
     pub backup_tick: Option<Duration>,
+    /// How often running workspaces are looked for (to keep links warm and follow their
+    /// idle timers) and held messages are retried (default 60 s).
+    pub warm_tick: Option<Duration>,
 }
 
 /// A `--public-url` value: an http(s) URL with a host.
@@ -187,6 +191,15 @@ pub async fn serve(
         )),
     };
     let url = format!("http://{local}");
+    // Links in notifications: the first public URL (how a phone reaches this server), else
+    // the listen address.
+    engine.set_link_base(&match options.public_urls.first() {
+        Some(o) => match o.port {
+            Some(p) => format!("{}://{}:{p}", o.scheme, o.host),
+            None => format!("{}://{}", o.scheme, o.host),
+        },
+        None => url.clone(),
+    });
     let info = ServerInfo {
         url,
         pid: std::process::id(),
@@ -196,23 +209,70 @@ pub async fn serve(
     let json = serde_json::to_string_pretty(&info).unwrap_or_default();
     claude_vm_store::write_file_atomic(&info_path, json.as_bytes(), 0o600)?;
     // Keep links to running workspaces warm, so the first page load is fast.
+    let options_warm = options.warm_tick.unwrap_or(Duration::from_secs(60));
     let warm = {
         let engine = engine.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
+            // One follower of each running workspace's idle timer (it takes the final
+            // backup before the workspace stops itself).
+            let mut followers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+            // And of its conversations, for notifications.
+            let mut readers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
             loop {
-                if let Ok((views, _)) = engine.list().await {
+                followers.retain(|_, t| !t.is_finished());
+                readers.retain(|_, t| !t.is_finished());
+                let listed = engine.list().await;
+                if let Err(e) = &listed {
+                    tracing::warn!("cannot list the workspaces: {e}");
+                }
+                if let Ok((views, _)) = listed {
                     for v in views
                         .iter()
                         .filter(|v| v.status == claude_vm_core::Status::Running)
                     {
                         let _ = engine.link(&v.id).await;
+                        if !readers.contains_key(&v.id)
+                            && !engine.config().notify.channels.is_empty()
+                        {
+                            let engine = engine.clone();
+                            let id = v.id.clone();
+                            readers.insert(
+                                v.id.clone(),
+                                tokio::spawn(async move {
+                                    if let Err(e) = engine.follow_conversations(id.clone()).await {
+                                        tracing::debug!(workspace = %id, "conversation reader ended: {e}");
+                                    }
+                                }),
+                            );
+                        }
+                        if !followers.contains_key(&v.id) {
+                            let engine = engine.clone();
+                            let id = v.id.clone();
+                            followers.insert(
+                                v.id.clone(),
+                                tokio::spawn(async move {
+                                    if let Err(e) = engine.follow_idle(&id).await {
+                                        tracing::debug!(workspace = %id, "idle follower ended: {e}");
+                                    }
+                                }),
+                            );
+                        }
+                    }
+                }
+                // Messages held for workspaces that could not be started before.
+                for ws in engine.workspaces_with_held().unwrap_or_default() {
+                    if let Err(e) = engine.deliver_held(&ws).await {
+                        tracing::warn!(workspace = %ws, "held messages not delivered yet: {e}");
                     }
                 }
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = tokio::time::sleep(options_warm) => {}
                 }
+            }
+            for (_, t) in followers.into_iter().chain(readers) {
+                t.abort();
             }
         })
     };
@@ -238,8 +298,30 @@ pub async fn serve(
             }
         })
     };
+    // Notifications leave as soon as they are queued, and are retried from the outbox.
+    let sender = {
+        let engine = engine.clone();
+        let stop = shutdown.clone();
+        let kick = engine.notify_wakeup();
+        tokio::spawn(async move {
+            let mut pruned = std::time::Instant::now() - Duration::from_secs(7200);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = kick.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                engine.notify_deliver_due().await;
+                if pruned.elapsed() > Duration::from_secs(3600) {
+                    pruned = std::time::Instant::now();
+                    engine.notify_prune();
+                }
+            }
+        })
+    };
     let result =
         net::serve_connections(listener, app(state), options.limits, shutdown.clone()).await;
+    sender.abort();
     warm.abort();
     backups.abort();
     // Only remove the file if it is still ours (another server may have started since).

@@ -24,6 +24,9 @@ const HEADER: &str = "\
 # default_image:    image used without --image (a provider's `image` option wins)
 # agents.enabled:   coding agents installed in new workspaces
 # agents.defaults.agent: agent used by `new-chat` without --agent
+# lifecycle.idle_stop: a workspace with nothing going on stops itself after this long
+#                   (30m, 2h, off); `workspace set <ws> --idle-stop` overrides it
+# lifecycle.approval_wait: how long an approval nobody answered keeps a workspace up
 ";
 
 /// Write the default config if `path` does not exist (owner-only permissions). Never

@@ -161,6 +161,40 @@ const MIGRATIONS: &[&str] = &[
         error_at TEXT,
         clean INTEGER NOT NULL DEFAULT 0
     );",
+    // 4: each workspace's idle-stop setting and its last idle stop; messages the server
+    // accepted for a stopped workspace, kept until its daemon has them
+    "CREATE TABLE workspace_lifecycle (
+        workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id) ON DELETE CASCADE,
+        idle_stop TEXT,
+        idle_since TEXT
+    );
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+        conversation_id TEXT NOT NULL,
+        text TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        error TEXT
+    );",
+    // 5: the server's notifications, one row per event and channel (the id makes a second
+    // notice of the same event a no-op), and how far each conversation was read for them
+    "CREATE TABLE notifications (
+        id TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        delivered_at TEXT,
+        failed_at TEXT,
+        error TEXT
+    );
+    CREATE INDEX notifications_due ON notifications(next_at) WHERE delivered_at IS NULL AND failed_at IS NULL;
+    CREATE TABLE notify_cursors (
+        conversation_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL
+    );",
 ];
 
 /// What the index remembers of a workspace's backups.
@@ -605,10 +639,10 @@ fn workspace_row(r: &Row<'_>) -> rusqlite::Result<Result<WorkspaceRecord, StoreE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(id: &str, name: &str) -> WorkspaceRecord {
+    pub(crate) fn record(id: &str, name: &str) -> WorkspaceRecord {
         WorkspaceRecord {
             id: id.parse().unwrap(),
             name: name.parse().unwrap(),

@@ -17,8 +17,12 @@ mod auth;
 mod config;
 mod db;
 mod home;
+mod lifecycle;
+mod notify;
 
 pub use auth::TokenRecord;
 pub use config::{ConfigError, load_config, write_default_config};
 pub use db::{BackupState, ConversationRecord, ProviderRecord, Store, StoreError, WorkspaceRecord};
 pub use home::{Home, HomeError, write_file_atomic};
+pub use lifecycle::OutboxMessage;
+pub use notify::{ChannelStatus, PendingNotification};

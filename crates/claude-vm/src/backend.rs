@@ -355,7 +355,7 @@ impl Backend {
     pub async fn diff(&self, workspace: &str, stat: bool) -> Result<Diff> {
         match self {
             Backend::Local(e) => {
-                let (_, link) = e.link(workspace).await?;
+                let (_, link) = e.link_waking(workspace).await?;
                 Ok(link.diff(stat).await?)
             }
             Backend::Remote(r) => Ok(r

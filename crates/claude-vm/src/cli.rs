@@ -21,6 +21,10 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// Refuse to work on a stopped workspace instead of starting it first
+    #[arg(long, global = true)]
+    pub no_start: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -132,6 +136,11 @@ pub enum Command {
     /// List and prune the backups of workspaces (restic-format snapshots)
     #[command(subcommand)]
     Backup(BackupCommand),
+
+    /// Notifications `claude-vm server` sends (config.yaml `notify:`): ntfy, webhooks,
+    /// Slack, Discord, mail
+    #[command(subcommand)]
+    Notify(NotifyCommand),
 
     /// Work against a claude-vm server: workspace and chat commands then run there
     #[command(
@@ -287,6 +296,20 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a workspace's settings
+    #[command(
+        after_help = "Examples:\n  claude-vm workspace set bold-fire-1234 --idle-stop 10m\n  claude-vm workspace set bold-fire-1234 --idle-stop off\n  claude-vm workspace set bold-fire-1234 --idle-stop default\n\nA workspace is idle when no conversation is starting or in a turn, no message waits to be delivered, no approval younger than lifecycle.approval_wait is pending, and no exec, SSH session, file transfer, followed event stream or `exec -d` process is open. A running workspace gets the new setting at once."
+    )]
+    Set {
+        /// Workspace id, name or unique id prefix
+        workspace: String,
+        /// Stop it after this long idle (30m, 2h), never (off), or as config.yaml says (default)
+        #[arg(long, value_name = "DURATION|off|default", value_parser = parse_idle_stop_setting, required = true)]
+        idle_stop: Option<IdleStopSetting>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a workspace; `up` resumes it with its files intact
     #[command(visible_alias = "stop")]
     Down {
@@ -391,6 +414,22 @@ pub enum WorkspaceCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// How each channel fares: delivered, waiting, given up, the last error
+    Status {
+        /// Print JSON (an array of channel objects)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a test message to every channel now
+    Test {
+        /// Print JSON (an array of results)
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BackupCommand {
     /// List snapshots, of every workspace or of one (existing or deleted)
     #[command(visible_alias = "ls")]
@@ -440,9 +479,31 @@ pub struct UpArgs {
     /// Name of the new workspace [default: a generated one like bold-fire-1234]
     #[arg(long)]
     pub name: Option<String>,
+    /// Stop the workspace after this long with nothing going on in it (30m, 2h, off)
+    /// [default: lifecycle.idle_stop in config.yaml]; kept for later starts
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_idle_stop)]
+    pub idle_stop: Option<claude_vm_core::lifecycle::IdleStop>,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_idle_stop(s: &str) -> Result<claude_vm_core::lifecycle::IdleStop, String> {
+    claude_vm_core::lifecycle::IdleStop::parse(s)
+}
+
+/// `--idle-stop` of `workspace set`: also `default` (back to config.yaml's).
+fn parse_idle_stop_setting(s: &str) -> Result<IdleStopSetting, String> {
+    match s.trim() {
+        "default" => Ok(IdleStopSetting::Default),
+        other => parse_idle_stop(other).map(IdleStopSetting::Own),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum IdleStopSetting {
+    Default,
+    Own(claude_vm_core::lifecycle::IdleStop),
 }
 
 #[derive(Debug, Args)]

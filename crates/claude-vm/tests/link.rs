@@ -137,9 +137,9 @@ fn exec_cli_streams_separately_propagates_codes_and_pipes_stdin() {
     assert_eq!(output.stdout.len(), payload.len());
     assert!(output.stdout == payload, "payload differs");
 
-    // a stopped workspace is a clear error
+    // a stopped workspace is a clear error with --no-start (and started first without)
     ctx.run(&["workspace", "down", "ex"]).ok();
-    let stopped = ctx.run(&["exec", "ex", "--", "true"]).fails();
+    let stopped = ctx.run(&["--no-start", "exec", "ex", "--", "true"]).fails();
     assert!(
         stopped.stderr.contains("workspace ex is not running"),
         "{}",

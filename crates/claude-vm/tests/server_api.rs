@@ -649,13 +649,14 @@ fn workspaces_files_commands_and_a_conversation_through_the_api() {
         )
         .expect(200);
     assert_eq!(down["status"], "stopped");
+    // Using a stopped workspace starts it first.
     let r = api.get("/api/v1/workspaces/api-ws/diff");
-    assert_eq!(r.status, 409, "{}", r.text());
-    assert!(r.json()["hint"].as_str().unwrap().contains("workspace up"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("greeting.txt"), "{}", r.text());
     let up = api
         .post("/api/v1/workspaces/api-ws/up", &serde_json::json!({}))
         .expect(200);
-    assert_eq!(up["action"], "resumed");
+    assert_eq!(up["action"], "already_running");
     let r = api.get("/api/v1/workspaces/api-ws/files/content?path=greeting.txt");
     assert_eq!(r.text(), "hello from the api\n");
     let deleted = api.delete("/api/v1/workspaces/api-ws").expect(200);

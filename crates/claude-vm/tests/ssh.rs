@@ -461,13 +461,20 @@ fn interactive_sessions_openssh_and_claude_vm_ssh() {
         .fails();
     assert!(r.stderr.contains("refused user"), "{r:?}");
 
-    // a stopped workspace: a clear error with the way out
+    // a stopped workspace: with --no-start a clear error with the way out; without, it is
+    // started first, for `claude-vm ssh` and for OpenSSH (through `ssh --stdio`) alike
     env.cvm(&["workspace", "down", "sshi"]).ok();
-    let r = env.cvm(&["ssh", "sshi", "--", "true"]).fails();
+    let r = env
+        .cvm(&["--no-start", "ssh", "sshi", "--", "true"])
+        .fails();
     assert!(r.stderr.contains("not running"), "{r:?}");
     assert!(r.stderr.contains("claude-vm workspace up sshi"), "{r:?}");
-    let r = env.ssh("true").fails();
-    assert!(r.stderr.contains("not running"), "{r:?}");
+    let r = env.ssh("echo woke").ok();
+    assert_eq!(r.stdout, "woke\n");
+    env.cvm(&["workspace", "down", "sshi"]).ok();
+    let r = env.cvm(&["ssh", "sshi", "--", "echo", "woke"]).ok();
+    assert_eq!(r.stdout, "woke\n");
+    assert!(r.stderr.contains("sshi is stopped; starting it"), "{r:?}");
 }
 
 #[test]

@@ -127,6 +127,9 @@ impl Engine {
         };
         // Claims the name atomically; from here on, failure must clean up.
         self.store(|s| s.insert_workspace(&record))?;
+        if let Some(idle) = req.idle_stop {
+            self.store(|s| s.set_idle_stop(&record.id, Some(&idle.to_string())))?;
+        }
         let _lock = self.lock_workspace(&record.id).await?;
         reporter.step(&format!(
             "creating workspace {} ({})",
@@ -150,6 +153,7 @@ impl Engine {
         match steps.await {
             Ok(()) => {
                 self.store(|s| s.set_status(&record.id, Status::Running, None))?;
+                self.apply_idle_policy(&record, reporter).await;
                 let fresh = self.store(|s| s.workspace(&record.id))?.unwrap_or(record);
                 Ok(UpOutcome::Created(WorkspaceView::new(
                     &fresh,

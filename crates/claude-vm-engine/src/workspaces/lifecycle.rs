@@ -13,7 +13,7 @@ use crate::{Engine, EngineError, Reporter, Result};
 use super::*;
 
 impl Engine {
-    pub(super) async fn resume(
+    pub(crate) async fn resume(
         &self,
         w: WorkspaceRecord,
         reporter: &dyn Reporter,
@@ -64,6 +64,7 @@ impl Engine {
                     }
                 }
                 self.store(|s| s.set_status(&w.id, Status::Running, None))?;
+                self.apply_idle_policy(&w, reporter).await;
                 let fresh = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
                 Ok(UpOutcome::AlreadyRunning(WorkspaceView::new(
                     &fresh,
@@ -80,6 +81,7 @@ impl Engine {
                 self.start_verified(provider.as_ref(), &w, &bin, reporter, cancel)
                     .await?;
                 self.store(|s| s.set_status(&w.id, Status::Running, None))?;
+                self.apply_idle_policy(&w, reporter).await;
                 let fresh = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
                 Ok(UpOutcome::Resumed(WorkspaceView::new(
                     &fresh,
@@ -159,6 +161,8 @@ impl Engine {
                 true
             }
         };
+        // Stopped by hand now, whatever stopped it before.
+        self.store(|s| s.set_idle_since(&w.id, None))?;
         let observed = if observed.status == Status::Error {
             observed
         } else {

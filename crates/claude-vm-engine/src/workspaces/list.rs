@@ -94,6 +94,9 @@ impl Engine {
                 Err(why) => LiveState::Unreachable(why.clone()),
             };
             let observed = observe(r, &live);
+            if r.status == Status::Running && observed.status == Status::Stopped {
+                self.note_stop(r).await;
+            }
             let changed = observed.status != r.status
                 || (observed.status == Status::Error && observed.reason != r.status_reason);
             if changed && observed.status != Status::Unknown && observed.status != Status::Creating
@@ -115,6 +118,9 @@ impl Engine {
             if let Some(b) = self.store(|s| s.backup_state(&r.id))? {
                 view.last_backup = b.taken_at;
                 view.backup_error = b.error;
+            }
+            if observed.status == Status::Stopped {
+                view.idle_since = self.store(|s| s.idle_since(&r.id))?;
             }
             views.push(view);
         }

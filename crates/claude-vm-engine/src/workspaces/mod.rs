@@ -53,6 +53,8 @@ pub struct UpRequest {
     /// must be an existing workspace or a git URL that is not `file:`, never a path, and
     /// the answer never depends on whether such a path exists.
     pub no_local_paths: bool,
+    /// `--idle-stop`: the workspace's own idle-stop policy (kept for later starts too).
+    pub idle_stop: Option<claude_vm_core::lifecycle::IdleStop>,
 }
 
 impl UpRequest {
@@ -166,6 +168,8 @@ pub struct WorkspaceView {
     pub last_backup: Option<String>,
     /// Why the last backup attempt failed, when it did (cleared by the next success).
     pub backup_error: Option<String>,
+    /// A stopped workspace that stopped itself: since when it had been idle (RFC 3339).
+    pub idle_since: Option<String>,
 }
 
 impl WorkspaceView {
@@ -186,6 +190,7 @@ impl WorkspaceView {
             last_activity: None,
             last_backup: None,
             backup_error: None,
+            idle_since: None,
         }
     }
 }
@@ -411,6 +416,9 @@ impl Engine {
                             w.name
                         )));
                     }
+                }
+                if let Some(idle) = req.idle_stop {
+                    self.store(|s| s.set_idle_stop(&w.id, Some(&idle.to_string())))?;
                 }
                 self.resume(*w, reporter, cancel).await
             }

@@ -71,6 +71,9 @@ pub async fn show(
     }))
 }
 
+/// How long a send to a stopped workspace waits to learn whether it can be started.
+const HELD_VERDICT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub async fn send(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -79,8 +82,27 @@ pub async fn send(
     if b.text.trim().is_empty() {
         return Err(ApiError::bad_request("the message is empty"));
     }
-    let (id, _, link) = s.engine.chat_link(&id).await?;
-    let sent: Sent = link.send_message(&id, &b.text).await?;
+    // Accepted at once: a workspace that is not running gets the message once it has been
+    // started, in the background (the message is kept in the index until then).
+    let (sent, ws): (Sent, _) = s.engine.send_or_hold(&id, &b.text).await?;
+    if sent.held {
+        let engine = s.engine.clone();
+        let ws = ws.id.to_string();
+        let delivery = tokio::spawn(async move { engine.deliver_held(&ws).await });
+        // A workspace that cannot start (its provider is down) is told to the sender at
+        // once; the message stays held and is delivered by a later attempt.
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(HELD_VERDICT, delivery).await {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the message is kept, but the workspace cannot be started now: {e}"),
+            );
+            err = err.hint(e.hint().unwrap_or_else(|| {
+                "it is delivered once the workspace starts (the server tries again every minute)"
+                    .to_owned()
+            }));
+            return Err(err);
+        }
+    }
     Ok((StatusCode::ACCEPTED, Json(sent)))
 }
 

@@ -58,7 +58,7 @@ pub async fn exec(
             ));
         }
     };
-    let (_, link) = s.engine.link(&ws).await?;
+    let (_, link) = s.engine.link_waking(&ws).await?;
     let session = link
         .exec(&ExecRequest {
             cmd,

@@ -22,7 +22,7 @@ pub async fn diff(
     q: QueryResult<DiffQuery>,
 ) -> ApiResult<Json<Diff>> {
     let Query(q) = q?;
-    let (_, link) = s.engine.link(&ws).await?;
+    let (_, link) = s.engine.link_waking(&ws).await?;
     Ok(Json(link.diff(q.stat).await?))
 }
 
@@ -36,7 +36,7 @@ pub async fn list(
     q: QueryResult<PathQuery>,
 ) -> ApiResult<Json<Listing>> {
     let Query(q) = q?;
-    let (_, link) = s.engine.link(&ws).await?;
+    let (_, link) = s.engine.link_waking(&ws).await?;
     let path = or_project(&q.path);
     let file = link.stat(path).await?;
     let entries = match file.kind {
@@ -57,7 +57,7 @@ pub async fn content(
             "`path` is required: the file to read",
         ));
     }
-    let (_, link) = s.engine.link(&ws).await?;
+    let (_, link) = s.engine.link_waking(&ws).await?;
     let path = q.path.as_str();
     let info = link.stat(path).await?;
     if info.kind == FileKind::Dir {

@@ -114,6 +114,7 @@ pub async fn create(
         name: b.name,
         source_label: None,
         no_local_paths: true,
+        idle_stop: None,
     };
     outcome_response(run_up(&s, req).await?)
 }
@@ -230,6 +231,7 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
             }),
             // The server's own scratch copy of the upload.
             no_local_paths: false,
+            idle_stop: None,
         };
         let cancel = CancellationToken::new();
         let outcome = engine.up(&req, &NullReporter, &cancel).await;

@@ -145,7 +145,21 @@ fn ws_meta(w: &WorkspaceView) -> Markup {
 async fn workspace_cards(s: &AppState) -> Markup {
     let (list, chats) = tokio::join!(s.engine.list_detailed(), s.engine.chat_list(None));
     let chats = chats.unwrap_or_default();
+    // Notification channels in trouble (the rest is `claude-vm notify status`).
+    let troubled: Vec<_> = s
+        .engine
+        .notify_status()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.failed > 0 || (c.pending > 0 && c.last_error.is_some()))
+        .collect();
     html! {
+        @for c in &troubled {
+            p.error.notify-trouble {
+                "Notifications to " (c.channel) " are not getting through"
+                @if let Some(e) = &c.last_error { ": " (e) }
+            }
+        }
         @match list {
             Ok((views, unreachable)) => {
                 @for (provider, reason) in &unreachable {

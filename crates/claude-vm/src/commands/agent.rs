@@ -16,10 +16,13 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
             let paths = server::Paths::default();
             server::prepare_dirs(&paths).context("preparing the state directory")?;
             log_to_file(&paths.log_file());
-            super::runtime()?
+            let exit = super::runtime()?
                 .block_on(server::serve(paths, server::stop_signal()))
                 .context("daemon failed")?;
-            Ok(ExitCode::SUCCESS)
+            Ok(match exit {
+                server::Exit::Asked => ExitCode::SUCCESS,
+                server::Exit::Idle => ExitCode::from(claude_vm_protocol::IDLE_STOP_EXIT),
+            })
         }
         AgentCommand::SftpServer => {
             tokio::runtime::Builder::new_current_thread()
@@ -110,7 +113,9 @@ async fn chat_tty(id: &str) -> Result<()> {
     );
     let follow = {
         let socket = socket.clone();
-        let path = format!("/v1/conversations/{id}/events?after=0&follow=true");
+        // In the background: the conversation's tmux window is always there, so it must
+        // not keep the workspace from stopping when idle.
+        let path = format!("/v1/conversations/{id}/events?after=0&follow=true&background=true");
         tokio::spawn(async move {
             loop {
                 if let Ok(res) = client::request(&socket, Method::GET, &path, None).await {

@@ -76,13 +76,13 @@ pub fn run(engine: &Engine, src: &str, dest: &str, quiet: bool) -> Result<ExitCo
     match (parse(src), parse(dest)) {
         (Endpoint::Remote { workspace, path }, Endpoint::Local(local)) => {
             rt.block_on(async {
-                let (_, link) = engine.link(&workspace).await?;
+                let (_, link) = engine.link_waking(&workspace).await?;
                 download(&link, &path, &local, quiet).await
             })?;
         }
         (Endpoint::Local(local), Endpoint::Remote { workspace, path }) => {
             rt.block_on(async {
-                let (_, link) = engine.link(&workspace).await?;
+                let (_, link) = engine.link_waking(&workspace).await?;
                 upload(&link, &local, &path, quiet).await
             })?;
         }

@@ -160,7 +160,7 @@ async fn exec_remote(remote: &Remote, args: &ExecArgs) -> Result<i32> {
 
 async fn exec(engine: &Engine, args: &ExecArgs) -> Result<i32> {
     check_env(args)?;
-    let (_, link) = engine.link(&args.workspace).await?;
+    let (_, link) = engine.link_waking(&args.workspace).await?;
     let size = if args.tty { terminal_size() } else { None };
     let req = ExecRequest {
         cmd: args.command.clone(),

@@ -8,6 +8,7 @@ mod cp;
 mod diff;
 pub(crate) mod exec;
 mod login;
+mod notify;
 mod provider;
 mod server;
 pub mod ssh;
@@ -78,6 +79,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     // Logged in to a server: workspace and chat commands go there, the rest refuse.
     let backend = Backend::open(cli.config.clone())?;
+    if cli.no_start && matches!(backend, Backend::Remote(_)) {
+        anyhow::bail!(
+            "--no-start does not work against a server yet: the server starts a stopped workspace it is asked to use; run `claude-vm logout` to work locally"
+        );
+    }
+    if let Backend::Local(engine) = &backend {
+        engine.set_wake(if cli.no_start {
+            claude_vm_engine::Wake::Refuse
+        } else {
+            claude_vm_engine::Wake::Start(std::sync::Arc::new(crate::output::CliReporter::new(
+                cli.quiet,
+            )))
+        });
+    }
     match &cli.command {
         Command::Provider(cmd) => provider::run(backend.engine("provider")?, cmd),
         Command::Workspace(cmd) => workspace::run(&backend, cmd, cli.quiet),
@@ -118,6 +133,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => server::web(backend.engine("web")?, listen, *no_open, *json),
         Command::Token(cmd) => server::token(backend.engine("token")?, cmd),
         Command::Backup(cmd) => backup::run(&backend, cmd, cli.quiet),
+        Command::Notify(cmd) => notify::run(backend.engine("notify")?, cmd),
         Command::Agent(_)
         | Command::Completions { .. }
         | Command::Server { .. }

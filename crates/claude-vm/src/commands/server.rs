@@ -44,6 +44,10 @@ pub fn serve(engine: Engine, listen: &str, public_urls: &[String]) -> Result<Exi
             .ok()
             .and_then(|s| s.parse().ok())
             .map(std::time::Duration::from_secs),
+        warm_tick: std::env::var("CLAUDE_VM_WARM_CHECK_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(std::time::Duration::from_secs),
         ..Default::default()
     };
     let home = engine.home().clone();

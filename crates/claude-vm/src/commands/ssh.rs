@@ -37,7 +37,7 @@ async fn stdio(engine: &Engine, host: &str) -> Result<()> {
     let target = host
         .strip_suffix(claude_vm_engine::ssh::HOST_SUFFIX)
         .unwrap_or(host);
-    let (_, link) = engine.link(target).await?;
+    let (_, link) = engine.link_waking(target).await?;
     let (_, stream) = tokio::try_join!(
         async { anyhow::Ok(engine.ssh_link(target, false).await?) },
         async { anyhow::Ok(link.ssh_stream().await?) },

@@ -13,7 +13,7 @@ use claude_vm_engine::{
 
 use super::{print_json, runtime};
 use crate::backend::Backend;
-use crate::cli::{StatusFilter, UpArgs, WorkspaceCommand};
+use crate::cli::{IdleStopSetting, StatusFilter, UpArgs, WorkspaceCommand};
 use crate::output::{self, CliReporter, Style};
 
 pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<ExitCode> {
@@ -23,6 +23,42 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
         WorkspaceCommand::Up(args) => rt.block_on(up(engine, args, &reporter)),
         WorkspaceCommand::List { long, status, json } => {
             rt.block_on(list(engine, *long, *status, *json))
+        }
+        WorkspaceCommand::Set {
+            workspace,
+            idle_stop,
+            json,
+        } => {
+            let local = engine.engine("workspace set")?;
+            let value = match idle_stop {
+                Some(IdleStopSetting::Own(v)) => Some(*v),
+                Some(IdleStopSetting::Default) | None => None,
+            };
+            let set = rt.block_on(local.set_idle_stop(workspace, value))?;
+            if *json {
+                print_json(&set)?;
+            } else if !quiet {
+                let from = if set.from_config {
+                    " (lifecycle.idle_stop in config.yaml)"
+                } else {
+                    ""
+                };
+                let when = if set.applied {
+                    "now"
+                } else {
+                    "from its next start"
+                };
+                let what = match set.idle_stop.as_str() {
+                    "off" => "never stops itself".to_owned(),
+                    d => format!("stops itself after {d} idle"),
+                };
+                eprintln!(
+                    "{} {} {what}{from}, {when}",
+                    output::paint("✓", Style::Good),
+                    set.workspace
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         WorkspaceCommand::Down {
             workspace,
@@ -354,7 +390,13 @@ async fn up(engine: &Backend, args: &UpArgs, reporter: &CliReporter) -> Result<E
         name: args.name.clone(),
         source_label: None,
         no_local_paths: false,
+        idle_stop: args.idle_stop,
     };
+    if args.idle_stop.is_some() && matches!(engine, Backend::Remote(_)) {
+        bail!(
+            "`workspace up --idle-stop` does not work against a server yet; set lifecycle.idle_stop in the server's config.yaml"
+        );
+    }
     let cancel = cancel_on_signals();
     let outcome = engine.up(&req, reporter, &cancel).await?;
     let w = outcome.workspace();
@@ -446,7 +488,16 @@ fn status_cell(v: &WorkspaceView) -> String {
         Status::Error => Style::Error,
         Status::Creating | Status::Unknown => Style::Warn,
     };
-    output::paint_out(v.status.as_str(), style)
+    let text = match (v.status, &v.idle_since) {
+        (Status::Stopped, Some(since)) => claude_vm_core::lifecycle::stopped_label(
+            since
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| jiff::Timestamp::now().duration_since(t).unsigned_abs()),
+        ),
+        (status, _) => status.as_str().to_owned(),
+    };
+    output::paint_out(&text, style)
 }
 
 fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {

@@ -1,0 +1,437 @@
+//! Notifications from `claude-vm server`: the real Claude Code CLI against the scripted model,
+//! real receivers on loopback (an HTTP server recording ntfy, webhook, Slack and Discord
+//! posts; a real SMTP server, PyPI `aiosmtpd`), the server killed and started again.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use claude_vm_testkit::{Script, ScriptedModel};
+use common::chat::wait_for;
+use common::http::{Server, free_port};
+use common::scenario::{Agent, Scenario};
+
+/// One request an HTTP receiver got.
+#[derive(Debug, Clone)]
+struct Post {
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Post {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An HTTP/1.1 server on loopback recording every request; `/down...` answers 500.
+struct Receiver {
+    port: u16,
+    posts: Arc<Mutex<Vec<Post>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let posts = Arc::new(Mutex::new(Vec::new()));
+        let record = posts.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                        let mut headers = HashMap::new();
+                        loop {
+                            let mut h = String::new();
+                            reader.read_line(&mut h).unwrap();
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':') {
+                                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                            }
+                        }
+                        let len: usize = headers
+                            .get("content-length")
+                            .and_then(|l| l.parse().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0; len];
+                        reader.read_exact(&mut body).unwrap();
+                        let status = if path.starts_with("/down") {
+                            "500 Internal Server Error"
+                        } else {
+                            "200 OK"
+                        };
+                        record.lock().unwrap().push(Post {
+                            path,
+                            headers,
+                            body,
+                        });
+                        let _ = conn.write_all(
+                            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
+                        );
+                    }
+                });
+            }
+        });
+        Receiver { port, posts }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn at(&self, path: &str) -> Vec<Post> {
+        self.posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` got `n` posts; returns them.
+    #[track_caller]
+    fn wait(&self, path: &str, n: usize, within: Duration) -> Vec<Post> {
+        let t = Instant::now();
+        loop {
+            let got = self.at(path);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                t.elapsed() < within,
+                "{path}: {} of {n} posts: {got:#?}",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The real SMTP server (`aiosmtpd`), delivering into a Maildir.
+struct Smtp {
+    port: u16,
+    child: Child,
+    maildir: tempfile::TempDir,
+}
+
+impl Smtp {
+    fn start() -> Smtp {
+        let port = free_port();
+        let maildir = tempfile::tempdir().unwrap();
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("box"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aiosmtpd runs (scripts/test-deps.sh installs it)");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "aiosmtpd never listened"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Smtp {
+            port,
+            child,
+            maildir,
+        }
+    }
+
+    fn mails(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("box/new");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The signature as a receiver computes it, from the published algorithm (HMAC-SHA256,
+/// RFC 2104), independently of the sender's code.
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut key = secret.as_bytes().to_vec();
+    if key.len() > 64 {
+        key = Sha256::digest(&key).to_vec();
+    }
+    key.resize(64, 0);
+    let ipad: Vec<u8> = key.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = key.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new()
+        .chain_update(&ipad)
+        .chain_update(body)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(&opad)
+        .chain_update(inner)
+        .finalize();
+    let hex: String = outer.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+#[test]
+fn the_server_tells_every_channel_once_about_turns_approvals_and_keeps_trying_a_dead_one() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "say hello"}, "response": [{"text": "Hello there!\nA second line."}]},
+              {"match": {"last_user_contains": "one more"}, "response": [{"text": "Another one."}]},
+              {"match": {"last_user_contains": "write the note"},
+               "response": [{"tool_use": {"name": "Write", "input": {"file_path": "/workspace/proj/note.txt", "content": "n\n"}}}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let rx = Receiver::start();
+    let smtp = Smtp::start();
+    let s = Scenario::new(Agent::Claude, &model);
+    let cfg = s.ctx.home.path().join("config.yaml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    let lines = [
+        "notify:".to_owned(),
+        "  coalesce: 8s".to_owned(),
+        "  link_base: https://cvm.example".to_owned(),
+        "  channels:".to_owned(),
+        format!(
+            "  - {{type: ntfy, url: '{}', token: tk_secret}}",
+            rx.url("/topic")
+        ),
+        format!(
+            "  - {{type: webhook, url: '{}', secret: hook-secret}}",
+            rx.url("/hook")
+        ),
+        format!(
+            "  - {{type: slack, url: '{}'}}",
+            rx.url("/slack/T1/B1/token")
+        ),
+        format!(
+            "  - {{type: discord, url: '{}'}}",
+            rx.url("/discord/1/token")
+        ),
+        format!(
+            "  - {{type: email, host: 127.0.0.1, port: {}, tls: none, from: cvm@example.com, to: [me@example.com]}}",
+            smtp.port
+        ),
+        format!(
+            "  - {{type: webhook, name: dead, url: '{}', events: [turn_finished]}}",
+            rx.url("/down")
+        ),
+    ];
+    text.push_str(&lines.join("\n"));
+    text.push('\n');
+    std::fs::write(&cfg, text).unwrap();
+    s.workspace("bell");
+    let conv = s.new_chat("bell");
+    let mut server = Server::start_env(&s.ctx, &[("CLAUDE_VM_WARM_CHECK_SECS", "1")]);
+    // The server reads conversations from the moment it finds them (every few seconds).
+    std::thread::sleep(Duration::from_secs(7));
+
+    // A turn end reaches every channel in its format, with the reply's first line.
+    let t = Instant::now();
+    assert_eq!(
+        s.send_wait(&conv, "please say hello"),
+        "Hello there!\nA second line."
+    );
+    let turn_took = t.elapsed();
+    let ntfy = rx.wait("/topic", 1, Duration::from_secs(20));
+    assert_eq!(ntfy[0].headers["title"], "bell: turn finished");
+    assert_eq!(ntfy[0].text(), "Hello there!");
+    assert_eq!(ntfy[0].headers["authorization"], "Bearer tk_secret");
+    assert_eq!(
+        ntfy[0].headers["click"],
+        format!("https://cvm.example/c/{conv}")
+    );
+    assert_eq!(ntfy[0].headers["priority"], "3");
+    let hook = rx.wait("/hook", 1, Duration::from_secs(10));
+    assert_eq!(
+        hook[0].headers["x-claude-vm-signature"],
+        hmac_hex("hook-secret", &hook[0].body),
+        "the signature verifies"
+    );
+    let v = hook[0].json();
+    assert_eq!(
+        (v["event"].as_str(), v["conversation"].as_str()),
+        (Some("turn_finished"), Some(conv.as_str()))
+    );
+    let slack = rx.wait("/slack/T1/B1/token", 1, Duration::from_secs(10));
+    assert!(
+        slack[0].json()["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("*bell: turn finished*\nHello there!")
+    );
+    let discord = rx.wait("/discord/1/token", 1, Duration::from_secs(10));
+    assert!(
+        discord[0].json()["content"]
+            .as_str()
+            .unwrap()
+            .contains("Hello there!")
+    );
+    assert_eq!(
+        discord[0].json()["allowed_mentions"]["parse"],
+        serde_json::json!([])
+    );
+    let t = Instant::now();
+    while smtp.mails().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(20), "no mail arrived");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mail = &smtp.mails()[0];
+    assert!(
+        mail.contains("Subject: [claude-vm] bell: turn finished"),
+        "{mail}"
+    );
+    assert!(mail.contains("Hello there!"), "{mail}");
+
+    // Two more turns within the coalescing window: one notification for both.
+    assert_eq!(s.send_wait(&conv, "one more"), "Another one.");
+    assert_eq!(s.send_wait(&conv, "and one more"), "Another one.");
+    let ntfy = rx.wait("/topic", 2, Duration::from_secs(30));
+    assert_eq!(
+        ntfy[1].headers["title"], "bell: 2 more turns finished",
+        "{ntfy:#?}"
+    );
+
+    // An approval is told at once, with a higher priority.
+    let ask = s
+        .ctx
+        .run(&["new-chat", "bell", "--ask", "-m", "please write the note"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    wait_for(&s.ctx, &ask, "the approval request", |e| {
+        e["type"] == "approval_request"
+    });
+    let ntfy = rx.wait("/topic", 3, Duration::from_secs(30));
+    assert_eq!(ntfy[2].headers["title"], "bell: approval needed");
+    assert_eq!(ntfy[2].headers["priority"], "4");
+    assert_eq!(
+        ntfy[2].headers["click"],
+        format!("https://cvm.example/c/{ask}")
+    );
+
+    // The dead endpoint is retried, reported, and never slowed the conversation.
+    assert!(turn_took < Duration::from_secs(30), "{turn_took:?}");
+    let t = Instant::now();
+    let dead = loop {
+        let st = s.ctx.run(&["notify", "status", "--json"]).ok().json();
+        let dead = st
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == "dead")
+            .cloned()
+            .unwrap();
+        if rx.at("/down").len() >= 2 {
+            break dead;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{st:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        dead["last_error"].as_str().unwrap().contains("HTTP 500"),
+        "{dead}"
+    );
+    assert!(
+        !dead["last_error"].as_str().unwrap().contains("/down"),
+        "errors show the host only"
+    );
+    let table = s.ctx.run(&["notify", "status"]).ok();
+    assert!(
+        table.stdout.contains("dead") && table.stdout.contains("HTTP 500"),
+        "{}",
+        table.stdout
+    );
+
+    // Restarted, the server tells nothing twice.
+    let before: HashMap<&str, usize> =
+        ["/topic", "/hook", "/slack/T1/B1/token", "/discord/1/token"]
+            .into_iter()
+            .map(|p| (p, rx.at(p).len()))
+            .collect();
+    server.kill();
+    server.spawn();
+    std::thread::sleep(Duration::from_secs(10));
+    for (p, n) in &before {
+        assert_eq!(rx.at(p).len(), *n, "{p} got a repeat: {:#?}", rx.at(p));
+    }
+
+    // `notify test` reaches every channel and names the one that fails.
+    let test = s.ctx.run(&["notify", "test"]);
+    assert_eq!(test.code, 1, "{}", test.stderr);
+    assert!(
+        test.stderr.contains("dead (webhook): 127.0.0.1"),
+        "{}",
+        test.stderr
+    );
+    assert!(
+        test.stderr.contains("ntfy-1 (ntfy): sent"),
+        "{}",
+        test.stderr
+    );
+    assert!(
+        rx.at("/topic")
+            .iter()
+            .any(|p| p.headers["title"] == "claude-vm: test notification")
+    );
+    drop(server);
+}
+
+#[test]
+fn bad_channel_configs_are_refused_naming_the_key() {
+    let ctx = common::Ctx::new();
+    let cfg = ctx.home.path().join("config.yaml");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    for (yaml, want) in [
+        (
+            "notify:\n  channels:\n  - type: ntfy\n    url: ntfy.sh/x\n",
+            "notify.channels[0].url",
+        ),
+        (
+            "notify:\n  channels:\n  - type: pager\n    url: https://x/y\n",
+            "unknown variant",
+        ),
+        ("notify:\n  coalesce: later\n", "notify.coalesce"),
+        ("lifecycle:\n  idle_stop: soon\n", "lifecycle.idle_stop"),
+    ] {
+        std::fs::write(&cfg, format!("{base}{yaml}")).unwrap();
+        let r = ctx.run(&["notify", "status"]).fails();
+        assert!(r.stderr.contains(want), "{yaml}: {}", r.stderr);
+    }
+}
