@@ -100,7 +100,10 @@ pub enum Command {
     #[command(
         after_help = "Agents keep running in their workspaces whether or not the server runs.\n\nExamples:\n  claude-vm server                          # http://127.0.0.1:7878, this machine only\n  claude-vm server --listen 0.0.0.0:7878    # put HTTPS in front (e.g. Caddy, tailscale serve)\n  claude-vm server --public-url https://cvm.example.com   # the name a reverse proxy serves it under"
     )]
+    #[command(args_conflicts_with_subcommands = true)]
     Server {
+        #[command(subcommand)]
+        action: Option<ServerCommand>,
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
         listen: String,
@@ -408,6 +411,35 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         image: Option<String>,
         /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Keep the server running on this machine (a systemd unit, started now and at boot);
+    /// where there is no systemd, prints the unit and what to do with it
+    #[command(
+        after_help = "Examples:\n  claude-vm server install --user --listen 0.0.0.0:7878 --public-url https://cvm.example.com\n  claude-vm server install --print > claude-vm-server.service"
+    )]
+    Install {
+        /// A unit of your user's systemd (~/.config/systemd/user), not the system's
+        #[arg(long)]
+        user: bool,
+        /// Only print the unit
+        #[arg(long)]
+        print: bool,
+        /// Address the server listens on
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+        listen: String,
+        /// The server's public URL(s), as for `claude-vm server`
+        #[arg(long = "public-url", value_name = "URL", value_delimiter = ',')]
+        public_url: Vec<String>,
+    },
+    /// Whether a server runs for this claude-vm home, and where
+    Status {
+        /// Print JSON
         #[arg(long)]
         json: bool,
     },

@@ -435,3 +435,60 @@ fn bad_channel_configs_are_refused_naming_the_key() {
         assert!(r.stderr.contains(want), "{yaml}: {}", r.stderr);
     }
 }
+
+#[test]
+fn server_install_writes_or_prints_a_unit_and_status_tells_whether_the_server_runs() {
+    let ctx = common::Ctx::new();
+    let st = ctx.run(&["server", "status"]);
+    assert_eq!((st.code, st.stdout.trim()), (3, "not running"));
+    let server = Server::start(&ctx);
+    let st = ctx.run(&["server", "status", "--json"]).ok().json();
+    assert_eq!(st["running"], true, "{st}");
+    assert_eq!(st["url"], format!("http://127.0.0.1:{}", server.port));
+    drop(server);
+    assert_eq!(ctx.run(&["server", "status"]).code, 3);
+
+    // This machine runs no systemd (a container): the unit is printed, nothing installed.
+    assert!(
+        !std::path::Path::new("/run/systemd/system").exists(),
+        "this test expects no systemd"
+    );
+    let xdg = ctx.path("xdg");
+    let out = ctx
+        .command(&[
+            "server",
+            "install",
+            "--user",
+            "--listen",
+            "0.0.0.0:7979",
+            "--public-url",
+            "https://cvm.example.com",
+        ])
+        .env("XDG_CONFIG_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let unit = String::from_utf8_lossy(&out.stdout);
+    let bin = ctx.bin.display().to_string();
+    for want in [
+        format!(
+            "ExecStart={bin} server --listen 0.0.0.0:7979 --public-url https://cvm.example.com"
+        ),
+        format!("Environment=CLAUDE_VM_HOME={}", ctx.home.path().display()),
+        "Restart=on-failure".to_owned(),
+        "WantedBy=default.target".to_owned(),
+    ] {
+        assert!(unit.lines().any(|l| l == want), "{want:?} in\n{unit}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not run systemd"));
+    assert!(!xdg.exists(), "nothing is written without systemd");
+    let printed = ctx.run(&["server", "install", "--print"]).ok();
+    assert!(printed.stdout.contains("WantedBy=multi-user.target"));
+    let bad = ctx
+        .run(&["server", "install", "--listen", "no port"])
+        .fails();
+    assert!(bad.stderr.contains("invalid --listen"), "{}", bad.stderr);
+    // Still the server itself without a subcommand.
+    let help = ctx.run(&["server", "--help"]).ok();
+    assert!(help.stdout.contains("install") && help.stdout.contains("--listen"));
+}

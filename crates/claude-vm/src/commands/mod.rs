@@ -72,9 +72,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Logout => return login::logout(),
         // A server always serves this machine's home.
-        Command::Server { listen, public_url } => {
+        Command::Server {
+            action: None,
+            listen,
+            public_url,
+        } => {
             return server::serve(open_engine(&cli)?, listen, public_url);
         }
+        Command::Server {
+            action: Some(action),
+            ..
+        } => return server::manage(action),
         _ => {}
     }
     // Logged in to a server: workspace and chat commands go there, the rest refuse.

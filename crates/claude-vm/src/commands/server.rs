@@ -318,6 +318,173 @@ pub fn token(engine: &Engine, cmd: &TokenCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The systemd unit that runs `claude-vm server` for this home.
+pub fn systemd_unit(
+    exe: &str,
+    home: &str,
+    listen: &str,
+    public_urls: &[String],
+    user: bool,
+) -> String {
+    let quote = |s: &str| {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=,@+".contains(c))
+        {
+            s.to_owned()
+        } else {
+            format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+        }
+    };
+    let mut exec = format!("{} server --listen {}", quote(exe), quote(listen));
+    for u in public_urls {
+        exec.push_str(&format!(" --public-url {}", quote(u)));
+    }
+    format!(
+        "[Unit]\n\
+         Description=claude-vm server (web UI, API, notifications, continuous backups)\n\
+         After=network-online.target docker.service\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         Environment=CLAUDE_VM_HOME={home}\n\
+         ExecStart={exec}\n\
+         Restart=on-failure\n\
+         RestartSec=5\n\
+         \n\
+         [Install]\n\
+         WantedBy={}\n",
+        if user {
+            "default.target"
+        } else {
+            "multi-user.target"
+        },
+        home = quote(home),
+    )
+}
+
+/// `claude-vm server install|status`.
+pub fn manage(action: &crate::cli::ServerCommand) -> Result<ExitCode> {
+    use crate::cli::ServerCommand;
+    let home = claude_vm_store::Home::from_env()?;
+    match action {
+        ServerCommand::Status { json } => {
+            let info = ServerInfo::running(&home);
+            if *json {
+                print_json(&serde_json::json!({
+                    "running": info.is_some(),
+                    "pid": info.as_ref().map(|i| i.pid),
+                    "url": info.as_ref().map(|i| i.url.clone()),
+                }))?;
+            } else {
+                match &info {
+                    Some(i) => println!("running (pid {}) at {}", i.pid, i.url),
+                    None => println!("not running"),
+                }
+            }
+            // As `systemctl status` does: 3 when it is not running.
+            Ok(if info.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        ServerCommand::Install {
+            user,
+            print,
+            listen,
+            public_url,
+        } => {
+            parse_listen(listen)?;
+            for u in public_url {
+                claude_vm_server::parse_public_url(u).map_err(|e| anyhow!(e))?;
+            }
+            let exe = std::env::current_exe()
+                .context("finding this claude-vm's path")?
+                .display()
+                .to_string();
+            let unit = systemd_unit(
+                &exe,
+                &home.root().display().to_string(),
+                listen,
+                public_url,
+                *user,
+            );
+            let systemd = std::path::Path::new("/run/systemd/system").is_dir()
+                && which("systemctl").is_some();
+            if *print || !systemd {
+                print!("{unit}");
+                if !*print {
+                    let place = if *user {
+                        "~/.config/systemd/user/claude-vm-server.service (then `systemctl --user enable --now claude-vm-server`)"
+                    } else {
+                        "/etc/systemd/system/claude-vm-server.service (then `systemctl enable --now claude-vm-server`)"
+                    };
+                    eprintln!(
+                        "{} this machine does not run systemd, so nothing was installed. Save the unit above as {place}, or start `claude-vm server` with your init system, a process supervisor, or tmux.",
+                        output::paint("note:", Style::Warn)
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let dir = if *user {
+                dirs_config()?.join("systemd/user")
+            } else {
+                std::path::PathBuf::from("/etc/systemd/system")
+            };
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join("claude-vm-server.service");
+            claude_vm_store::write_file_atomic(&path, unit.as_bytes(), 0o644)
+                .with_context(|| format!("writing {}", path.display()))?;
+            let scope: &[&str] = if *user { &["--user"] } else { &[] };
+            for args in [
+                &["daemon-reload"][..],
+                &["enable", "--now", "claude-vm-server"][..],
+            ] {
+                let status = std::process::Command::new("systemctl")
+                    .args(scope)
+                    .args(args)
+                    .status()
+                    .context("running systemctl")?;
+                if !status.success() {
+                    bail!(
+                        "`systemctl {} {}` failed; the unit is in {}",
+                        scope.join(" "),
+                        args.join(" "),
+                        path.display()
+                    );
+                }
+            }
+            eprintln!(
+                "{} installed {} and started it; `claude-vm server status` tells whether it runs",
+                output::paint("✓", Style::Good),
+                path.display()
+            );
+            if *user {
+                eprintln!(
+                    "  to keep it running while you are logged out: `loginctl enable-linger $USER`"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
+
+fn dirs_config() -> Result<std::path::PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return Ok(x.into());
+    }
+    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?;
+    Ok(std::path::PathBuf::from(home).join(".config"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
