@@ -56,6 +56,64 @@
     });
   }
 
+  // --- The page as a phone app: a title badge counting what needs you, and browser
+  // notifications (asked for with one tap) for approvals, failures and new replies while a
+  // page is open. (Notifications with no page open are the server's: `notify:`.)
+  const baseTitle = document.title;
+  function setBadge(n) {
+    document.title = (n > 0 ? "(" + n + ") " : "") + baseTitle;
+  }
+  function notify(title, body, tag, url) {
+    if (!("Notification" in window) || window.Notification.permission !== "granted") return;
+    try {
+      const n = new window.Notification(title, { body: body, tag: tag });
+      n.onclick = () => {
+        window.focus();
+        if (url) location.href = url;
+        n.close();
+      };
+    } catch (_) {
+      // Some mobile browsers show notifications only from a service worker.
+    }
+  }
+  function notifyButton() {
+    if (!("Notification" in window) || window.Notification.permission !== "default" || !csrf) return;
+    const top = $("header.top");
+    if (!top) return;
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "link";
+    b.id = "notify-on";
+    b.textContent = "Notify me";
+    b.addEventListener("click", async () => {
+      await window.Notification.requestPermission();
+      b.remove();
+    });
+    top.insertBefore(b, $("form.logout", top));
+  }
+  // List pages: conversations that need you (approval, failure, a reply not seen yet).
+  let known = null;
+  function attention(root) {
+    const items = $$(".badge.attn[data-conv]", root);
+    setBadge(items.length);
+    const key = (b) => b.dataset.conv + " " + b.dataset.status + " " + b.dataset.updated;
+    if (known) {
+      items
+        .filter((b) => !known.has(key(b)))
+        .forEach((b) => {
+          const ws = b.closest("[data-ws]");
+          const what =
+            b.dataset.status === "waiting_for_approval"
+              ? "approval needed"
+              : b.dataset.status === "failed"
+                ? "conversation failed"
+                : "new reply";
+          notify((ws ? ws.dataset.ws + ": " : "") + what, "", b.dataset.conv, "/c/" + b.dataset.conv);
+        });
+    }
+    known = new Set(items.map(key));
+  }
+
   // --- Lists that refresh themselves.
   function autoRefresh(el) {
     const url = el.dataset.refresh;
@@ -68,6 +126,7 @@
         if (res.ok && !res.redirected) {
           el.innerHTML = await res.text();
           markNew(el);
+          attention(document);
         }
       } catch (_) {
         // Offline for a moment: try again at the next tick.
@@ -237,8 +296,31 @@
       } else if (node.classList.contains("status")) {
         setStatus(node.dataset.status);
       }
+      if (live && document.hidden) {
+        if (node.classList.contains("approval")) {
+          unseen++;
+          notify(document.title.replace(/^\(\d+\) /, "") + ": approval needed", node.textContent.trim().slice(0, 120), id, location.pathname);
+        } else if (node.classList.contains("turnend")) {
+          unseen++;
+          notify(document.title.replace(/^\(\d+\) /, "") + ": reply", lastReply(), id, location.pathname);
+        }
+        setBadge(unseen);
+      }
       markSeen(id, node.dataset.ts);
     }
+    // Events that arrive while the page is hidden count on its title until it is shown.
+    let unseen = 0;
+    let live = false;
+    const lastReply = () => {
+      const a = $$(".ev.assistant", tr).pop();
+      return a ? a.textContent.trim().split("\n")[0].slice(0, 120) : "";
+    };
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) {
+        unseen = 0;
+        setBadge(0);
+      }
+    });
 
     function add(seq, html) {
       if (!(seq > last) || $('[data-seq="' + seq + '"]', tr)) return;
@@ -261,6 +343,7 @@
       source = new EventSource(tr.dataset.stream + "?after=" + last);
       source.onmessage = (m) => {
         backoff = 1000;
+        live = true;
         add(Number(m.lastEventId), m.data);
       };
       source.onerror = () => {
@@ -332,6 +415,8 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     markNew(document);
+    notifyButton();
+    if ($("[data-refresh]")) attention(document);
     $$("[data-refresh]").forEach(autoRefresh);
     const exec = $("#exec");
     if (exec) execBox(exec);

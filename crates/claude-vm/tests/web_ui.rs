@@ -484,3 +484,97 @@ fn approvals_interrupts_and_attention_marks_from_the_phone() {
     b.wait_text(badge, "idle", Duration::from_secs(10));
     assert!(!b.text(badge).contains("new reply"));
 }
+
+#[test]
+fn the_web_ui_installs_as_a_phone_app_and_notifies_while_open() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "write the note"},
+               "response": [{"tool_use": {"name": "Write", "input": {"file_path": "/workspace/proj/note.txt", "content": "n\n"}}}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = ctx_with_model(&model);
+    ctx.up(&[git_project(&ctx).to_str().unwrap(), "--name", "app"]);
+    let server = Server::start(&ctx);
+
+    // The manifest and its icons are served to anyone (browsers fetch them without cookies).
+    let anon = server.client();
+    let r = anon.get("/manifest.webmanifest");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/manifest+json"));
+    let m = r.json();
+    assert_eq!(
+        (m["display"].as_str(), m["start_url"].as_str()),
+        (Some("standalone"), Some("/"))
+    );
+    for icon in m["icons"].as_array().unwrap() {
+        let src = icon["src"].as_str().unwrap();
+        let r = anon.get(src);
+        assert_eq!(r.status, 200, "{src}");
+        if let Some(size) = icon["sizes"]
+            .as_str()
+            .unwrap()
+            .split('x')
+            .next()
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            assert_eq!(&r.body[..8], b"\x89PNG\r\n\x1a\n", "{src}");
+            assert_eq!(
+                u32::from_be_bytes(r.body[16..20].try_into().unwrap()),
+                size,
+                "{src}"
+            );
+        }
+    }
+
+    // With notifications allowed, a new approval raises one and counts on the title.
+    let browser = Browser::notifying(WIDTH as u32, 800);
+    let b = &browser;
+    log_in(&ctx, &server, b);
+    assert!(b.exists("link[rel=manifest]") && b.exists("link[rel=apple-touch-icon]"));
+    assert_eq!(
+        b.exec("return Notification.permission;", json!([])),
+        "granted"
+    );
+    assert!(!b.exists("#notify-on"), "nothing to ask once allowed");
+    assert_fits(b, "app");
+    b.exec(
+        "window.__notes = []; window.Notification = function (t, o) { window.__notes.push([t, (o || {}).tag]); return { close() {} }; }; window.Notification.permission = 'granted';",
+        json!([]),
+    );
+    let conv = ctx
+        .run(&["new-chat", "app", "--ask", "-m", "please write the note"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let long = Duration::from_secs(60);
+    b.wait("the approval's notification", long, |b| {
+        b.exec("return window.__notes.length;", json!([])).as_u64() == Some(1)
+    });
+    let notes = b.exec("return window.__notes;", json!([]));
+    assert_eq!(notes[0][0], "app: approval needed", "{notes}");
+    assert_eq!(notes[0][1], conv.as_str());
+    assert!(
+        b.exec("return document.title;", json!([]))
+            .as_str()
+            .unwrap()
+            .starts_with("(1) ")
+    );
+    // The next refreshes tell nothing new.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(b.exec("return window.__notes.length;", json!([])), 1);
+
+    // Without the permission, one tap asks for it.
+    let plain = Browser::start(WIDTH as u32, 800);
+    log_in(&ctx, &server, &plain);
+    let perm = plain.exec("return Notification.permission;", json!([]));
+    assert_eq!(perm, "default");
+    assert!(plain.exists("#notify-on"), "{}", plain.text("header"));
+    assert_fits(&plain, "notify-button");
+    plain.screenshot("10-notify-button");
+}

@@ -6,6 +6,7 @@
 
 mod conversation;
 mod diff;
+mod icons;
 mod login;
 mod pages;
 
@@ -32,6 +33,10 @@ pub fn public() -> Router<AppState> {
         .route("/logout", axum::routing::post(login::logout))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
+        // Fetched by browsers without cookies (a manifest is requested without credentials).
+        .route("/manifest.webmanifest", get(icons::manifest))
+        .route("/assets/icon.svg", get(icons::svg))
+        .route("/assets/{name}", get(icons::icon_png))
 }
 
 async fn css() -> Response {
@@ -42,7 +47,7 @@ async fn js() -> Response {
     asset("text/javascript; charset=utf-8", JS)
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+pub(crate) fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -81,6 +86,11 @@ pub fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 @if let Some(c) = csrf { meta name="csrf-token" content=(c); }
                 title { (title) " · claude-vm" }
+                link rel="manifest" href="/manifest.webmanifest";
+                meta name="theme-color" content="#1f2937";
+                meta name="apple-mobile-web-app-capable" content="yes";
+                link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
+                link rel="apple-touch-icon" href="/assets/icon-192.png";
                 link rel="stylesheet" href="/assets/app.css";
                 script src="/assets/app.js" defer {}
             }

@@ -120,15 +120,20 @@ pub struct Browser {
 impl Browser {
     /// Headless Chromium with a phone-sized window (`width`×`height` CSS pixels).
     pub fn start(width: u32, height: u32) -> Browser {
-        Browser::launch(width, height, true)
+        Browser::launch(width, height, true, false)
+    }
+
+    /// A phone-sized one whose user already allowed the site's notifications.
+    pub fn notifying(width: u32, height: u32) -> Browser {
+        Browser::launch(width, height, true, true)
     }
 
     /// Headless Chromium as a desktop browser (no touch, no phone emulation).
     pub fn desktop(width: u32, height: u32) -> Browser {
-        Browser::launch(width, height, false)
+        Browser::launch(width, height, false, false)
     }
 
-    fn launch(width: u32, height: u32, phone: bool) -> Browser {
+    fn launch(width: u32, height: u32, phone: bool, notifications: bool) -> Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -170,6 +175,10 @@ impl Browser {
                 "mobileEmulation": {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2, "touch": true}},
             },
         }}});
+        if notifications {
+            caps["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["prefs"] =
+                json!({"profile.default_content_setting_values.notifications": 1});
+        }
         if !phone {
             caps["capabilities"]["alwaysMatch"]["goog:chromeOptions"]
                 .as_object_mut()
