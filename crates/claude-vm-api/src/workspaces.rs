@@ -178,7 +178,7 @@ pub struct Agents {
 mod tests {
     use super::*;
 
-    const WORKSPACE: &str = r#"{"id":"0123456789ab","name":"bold-fire-1","status":"running","status_reason":null,"provider":"docker","source":{"kind":"git","location":"https://h/r.git"},"project":"r","project_dir":"/workspace/r","image":"debian","branch":null,"created_at":"2025-01-02T03:04:05Z","updated_at":"2025-01-02T03:04:06.25Z","last_activity":"2025-01-02T03:04:07.123456789Z","last_backup":"2025-01-02T03:04:08Z","backup_error":null}"#;
+    const WORKSPACE: &str = r#"{"id":"0123456789ab","name":"bold-fire-1","status":"running","status_reason":null,"provider":"docker","source":{"kind":"git","location":"https://h/r.git"},"project":"r","project_dir":"/workspace/r","image":"debian","branch":null,"created_at":"2025-01-02T03:04:05Z","updated_at":"2025-01-02T03:04:06.25Z","last_activity":"2025-01-02T03:04:07.123456789Z","last_backup":"2025-01-02T03:04:08Z","backup_error":null,"idle_since":"2025-01-02T03:04:09Z"}"#;
 
     #[test]
     fn workspaces_read_and_write_the_same_document() {

@@ -34,6 +34,7 @@ mod report;
 mod server;
 mod sshs;
 mod stats;
+mod wake;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,9 @@ enum Group {
     Ssh,
     /// Backups and restores of real code vs the restic CLI on the same tree
     Backup,
+    /// Waking a workspace that stopped itself vs docker start + the same send; the
+    /// server's notification latency
+    Wake,
 }
 
 impl Group {
@@ -104,7 +108,10 @@ impl Group {
         "  ssh        ssh WS.claude-vm true (OpenSSH, ProxyCommand claude-vm ssh --stdio)\n",
         "             vs docker exec CTR true; scp of the file in and out vs docker cp\n",
         "  backup     workspace backup (first, unchanged, one file changed), restore\n",
-        "             vs restic backup / restore of the same tree (Cargo's registry sources)\n\n",
+        "             vs restic backup / restore of the same tree (Cargo's registry sources)\n",
+        "  wake       chat send --wait to a workspace that stopped itself vs docker start of a\n",
+        "             stopped container + the same send to the running workspace; turn end\n",
+        "             -> webhook receiver under claude-vm server (p99)\n\n",
         "Build the binaries under test first:\n",
         "  cargo build --release -p claude-vm -p claude-vm-bench\n",
         "Everything created is removed at the end, also after a failure or Ctrl-C."
@@ -159,6 +166,12 @@ struct Args {
     /// Size of the tree the backup group backs up, at most, in MB
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     backup_mb: u64,
+    /// Measured wakes of a workspace that stopped itself
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    wake_repetitions: u32,
+    /// Turns whose notification latency is measured
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    notify_turns: u32,
     /// Measured repetitions of each backup operation
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     backup_repetitions: u32,
@@ -341,8 +354,10 @@ fn bench(args: &Args) -> Result<Report> {
     }
     let bin = bin.canonicalize()?;
     let bin_bytes = bin.metadata()?.len();
-    let conversations =
-        args.runs(Group::Chat) || args.runs(Group::Memory) || args.runs(Group::Server);
+    let conversations = args.runs(Group::Chat)
+        || args.runs(Group::Memory)
+        || args.runs(Group::Server)
+        || args.runs(Group::Wake);
     let agent = if conversations {
         let agent = match &args.agent {
             Some(a) => a.clone(),
@@ -721,6 +736,34 @@ fn bench(args: &Args) -> Result<Report> {
         memory = Some(Memory::new(points));
     }
 
+    if args.runs(Group::Wake) {
+        let label = format!("{BASELINE_LABEL}={run_id}");
+        let w = wake::wake(
+            &tools,
+            &repo,
+            &args.image,
+            &label,
+            args.wake_repetitions as usize,
+            args.notify_turns as usize,
+        )?;
+        results.push(OpResult::new(
+            "wake",
+            "chat send --wait to a workspace that stopped itself (wake, then the turn)",
+            "claude-vm chat send -c CONV MSG --wait",
+            "docker start CTR + claude-vm chat send -c CONV MSG --wait (running)",
+            Summary::of(&w.ours),
+            Summary::of(&w.baseline),
+            Target::MaxRatio { ratio: 1.3 },
+        ));
+        results.push(OpResult::latency(
+            "notify_latency",
+            "turn end -> webhook receiver (claude-vm server)",
+            "the turn_end event's time until the receiver has the POST",
+            Summary::of_ms(w.notify_ms),
+            None,
+            Target::MaxP99Ms { ms: 1000.0 },
+        ));
+    }
     if args.runs(Group::Backup) {
         let b = backups::backups(&tools, args.backup_mb, args.backup_repetitions as usize)?;
         let size = format!(

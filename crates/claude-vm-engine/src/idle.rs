@@ -186,16 +186,28 @@ impl Engine {
         text: &str,
     ) -> Result<(claude_vm_protocol::api::Sent, WorkspaceRecord)> {
         let (c, ws) = self.find_chat(conversation)?;
+        // One id for every attempt: if a send that failed did reach the daemon, the held
+        // copy delivered later under the same id is not queued twice.
+        let id = format!("held-{:016x}", rand::random::<u64>());
         // Messages already held go first: this one may not overtake them.
         let earlier = self.store(|s| s.outbox(Some(&ws.id)))?;
         if earlier.is_empty() {
             match self.link(ws.id.as_str()).await {
-                Ok((ws, link)) => return Ok((link.send_message(&c.id, text).await?, ws)),
-                Err(EngineError::NotRunning { .. }) => {}
-                Err(e) => return Err(e),
+                Ok((ws, link)) => match link.send_message_once(&c.id, text, Some(&id)).await {
+                    Ok(sent) => return Ok((sent, ws)),
+                    Err(e) => {
+                        // Stopped under the link? Then hold it; else the error stands.
+                        self.forget_link(&ws.id);
+                        if self.link(ws.id.as_str()).await.is_ok() {
+                            return Err(e.into());
+                        }
+                        tracing::debug!(workspace = %ws.name, "holding a message: {e}");
+                    }
+                },
+                // Stopped, or its provider cannot be reached now: kept for later.
+                Err(e) => tracing::debug!(workspace = %ws.name, "holding a message: {e}"),
             }
         }
-        let id = format!("held-{:016x}", rand::random::<u64>());
         self.store(|s| s.outbox_add(&id, &ws.id, &c.id, text))?;
         Ok((
             claude_vm_protocol::api::Sent {

@@ -15,14 +15,19 @@ impl Engine {
             .remove(id);
     }
 
-    /// The link to a running workspace named by id, name or prefix.
+    /// The link to a running workspace named by id, name or prefix. A cached link whose
+    /// connection closed (the workspace may have stopped, by itself or from another
+    /// process) is used again only once the provider says the workspace runs.
     pub async fn link(&self, target: &str) -> Result<(WorkspaceRecord, Link)> {
         let w = self.find_workspace(target)?;
-        if let Some(link) = self
+        let cached = self
             .links
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&w.id)
+            .cloned();
+        if let Some(link) = &cached
+            && link.is_open().await
         {
             return Ok((w, link.clone()));
         }
@@ -30,10 +35,14 @@ impl Engine {
         match self.live_state_checked(provider.as_ref(), &w.id).await? {
             LiveState::Running if w.status != Status::Creating => {}
             _ => {
+                self.forget_link(&w.id);
                 return Err(EngineError::NotRunning {
                     name: w.name.to_string(),
                 });
             }
+        }
+        if let Some(link) = cached {
+            return Ok((w, link));
         }
         let link = Link::connect(provider, w.id.clone()).await?;
         self.links

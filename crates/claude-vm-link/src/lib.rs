@@ -182,6 +182,17 @@ impl Link {
         }
     }
 
+    /// Whether the link has a connection that has not closed (a workspace stopped under it
+    /// closes it).
+    pub async fn is_open(&self) -> bool {
+        self.inner
+            .conn
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|(s, _)| !s.is_closed())
+    }
+
     /// What the daemon said at the last handshake.
     pub fn health(&self) -> Option<Health> {
         self.inner

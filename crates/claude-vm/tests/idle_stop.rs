@@ -300,3 +300,126 @@ fn the_server_backs_up_before_an_idle_stop_and_delivers_a_message_sent_meanwhile
         sent["message_id"]
     );
 }
+
+/// A stand-in for a provider that goes down: a Unix socket passing the Docker API through to
+/// the real engine, which can refuse every connection (and cut the open ones) at will.
+struct DockerGate {
+    path: std::path::PathBuf,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl DockerGate {
+    fn start() -> DockerGate {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, o) = (down.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if d.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                    continue;
+                };
+                {
+                    let mut o = o.lock().unwrap();
+                    o.push(client.try_clone().unwrap());
+                    o.push(engine.try_clone().unwrap());
+                }
+                let pipe = |mut from: UnixStream, mut to: UnixStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), engine.try_clone().unwrap());
+                pipe(engine, client);
+            }
+        });
+        DockerGate {
+            path,
+            down,
+            open,
+            _dir: dir,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            for s in self.open.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_message_for_a_workspace_that_cannot_start_is_kept_the_sender_told_why_and_delivered_later() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[{"match": {"last_user_contains": "KEPT-MESSAGE"}, "response": [{"text": "Got the kept message."}]}]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let s = Scenario::new(Agent::Claude, &model);
+    s.workspace("stuck");
+    let conv = s.new_chat("stuck");
+    s.ctx.run(&["workspace", "down", "stuck"]).ok();
+    let token = s.ctx.run(&["token", "create", "t", "--json"]).ok().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The server reaches Docker through the gate (labelled stand-in for a provider that is
+    // down); the CLI goes straight to the engine.
+    let gate = DockerGate::start();
+    let host = gate.host();
+    let server = Server::start_env(
+        &s.ctx,
+        &[
+            ("DOCKER_HOST", host.as_str()),
+            ("CLAUDE_VM_WARM_CHECK_SECS", "1"),
+        ],
+    );
+    let api = server.client().bearer(&token);
+    gate.set_down(true);
+    let r = api.post(
+        &format!("/api/v1/conversations/{conv}/messages"),
+        &serde_json::json!({"text": "KEPT-MESSAGE please"}),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    let err = r.json();
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("the message is kept"),
+        "{err}"
+    );
+    assert!(err["hint"].is_string(), "{err}");
+    // The provider comes back: the server starts the workspace and delivers, once.
+    std::thread::sleep(Duration::from_secs(3));
+    gate.set_down(false);
+    let ev = wait_for(&s.ctx, &conv, "the kept message's answer", |e| {
+        e["type"] == "assistant" && e["text"] == "Got the kept message."
+    });
+    let users = ev
+        .iter()
+        .filter(|e| e["type"] == "user" && e["text"] == "KEPT-MESSAGE please")
+        .count();
+    assert_eq!(users, 1, "{ev:#?}");
+    drop(server);
+}

@@ -378,6 +378,20 @@ fn the_server_tells_every_channel_once_about_turns_approvals_and_keeps_trying_a_
         "{}",
         table.stdout
     );
+    // Its filter held: turn ends only, never the approval.
+    for p in rx.at("/down") {
+        assert_eq!(p.json()["event"], "turn_finished", "{p:?}");
+    }
+    // And the web UI says so.
+    let token = s.ctx.run(&["token", "create", "web", "--json"]).ok().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = server.client().bearer(&token).get("/").text();
+    assert!(
+        page.contains("Notifications to dead are not getting through"),
+        "{page}"
+    );
 
     // Restarted, the server tells nothing twice.
     let before: HashMap<&str, usize> =

@@ -491,7 +491,8 @@ fn the_web_ui_installs_as_a_phone_app_and_notifies_while_open() {
         Script::from_json(
             r#"[
               {"match": {"last_user_contains": "write the note"},
-               "response": [{"tool_use": {"name": "Write", "input": {"file_path": "/workspace/proj/note.txt", "content": "n\n"}}}]}
+               "response": [{"tool_use": {"name": "Write", "input": {"file_path": "/workspace/proj/note.txt", "content": "n\n"}}}]},
+              {"match": {"last_user_contains": "wake up"}, "response": [{"text": "Awake now."}]}
             ]"#,
         )
         .unwrap(),
@@ -568,6 +569,19 @@ fn the_web_ui_installs_as_a_phone_app_and_notifies_while_open() {
     // The next refreshes tell nothing new.
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(b.exec("return window.__notes.length;", json!([])), 1);
+
+    // A workspace stopped under an open conversation page takes the message sent from it:
+    // the server keeps it, starts the workspace, delivers it, and the page shows the answer.
+    let talk = ctx.run(&["new-chat", "app"]).ok().stdout.trim().to_owned();
+    b.goto(&server.at(&format!("/c/{talk}")));
+    b.wait_text("#status", "idle", long);
+    ctx.run(&["workspace", "down", "app"]).ok();
+    b.type_into("#text", "please wake up");
+    b.click("#composer button[type=submit]");
+    b.wait_text("#transcript", "Awake now.", Duration::from_secs(90));
+    assert_eq!(ctx.list()[0]["status"], "running");
+    let shown = b.text("#transcript");
+    assert_eq!(shown.matches("please wake up").count(), 1, "{shown}");
 
     // Without the permission, one tap asks for it.
     let plain = Browser::start(WIDTH as u32, 800);
