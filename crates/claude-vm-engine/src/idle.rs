@@ -260,13 +260,13 @@ impl Engine {
 
     /// Workspaces with held messages, by id.
     pub fn workspaces_with_held(&self) -> Result<Vec<String>> {
-        let mut ids: Vec<String> = self
+        // Rows come in acceptance order, workspaces interleaved: a set, not `dedup`.
+        let ids: std::collections::BTreeSet<String> = self
             .store(|s| s.outbox(None))?
             .into_iter()
             .map(|m| m.workspace_id.to_string())
             .collect();
-        ids.dedup();
-        Ok(ids)
+        Ok(ids.into_iter().collect())
     }
 
     /// `claude-vm server`: follow a running workspace's idle timer; when it decides to stop

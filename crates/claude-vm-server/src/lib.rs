@@ -298,7 +298,9 @@ pub async fn serve(
             }
         })
     };
-    // Notifications leave as soon as they are queued, and are retried from the outbox.
+    // Notifications leave as soon as they are queued, and are retried from the outbox
+    // (nothing to do, and no database read every second, without channels).
+    let notifying = !engine.config().notify.channels.is_empty();
     let sender = {
         let engine = engine.clone();
         let stop = shutdown.clone();
@@ -310,6 +312,9 @@ pub async fn serve(
                     _ = stop.cancelled() => break,
                     _ = kick.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if !notifying {
+                    continue;
                 }
                 engine.notify_deliver_due().await;
                 if pruned.elapsed() > Duration::from_secs(3600) {

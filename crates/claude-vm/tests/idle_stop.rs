@@ -199,16 +199,7 @@ fn a_workspace_stops_itself_only_when_nothing_goes_on_and_wakes_when_used() {
     stops_itself(&id, Duration::from_secs(30));
 
     // An approval nobody answers keeps it up for approval_wait (12 s), then it stops.
-    let ask = s
-        .ctx
-        .run(&["new-chat", "nap", "--ask", "-m", "please write the note"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    wait_for(&s.ctx, &ask, "the approval request", |e| {
-        e["type"] == "approval_request"
-    });
+    s.ask_chat("nap", "please write the note");
     let asked = Instant::now();
     stays_up(&id, Duration::from_secs(9), "an approval was pending");
     stops_itself(&id, Duration::from_secs(40));

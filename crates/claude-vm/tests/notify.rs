@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
-use common::chat::wait_for;
 use common::http::{Server, free_port};
 use common::scenario::{Agent, Scenario};
 
@@ -328,16 +327,7 @@ fn the_server_tells_every_channel_once_about_turns_approvals_and_keeps_trying_a_
     );
 
     // An approval is told at once, with a higher priority.
-    let ask = s
-        .ctx
-        .run(&["new-chat", "bell", "--ask", "-m", "please write the note"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    wait_for(&s.ctx, &ask, "the approval request", |e| {
-        e["type"] == "approval_request"
-    });
+    let ask = s.ask_chat("bell", "please write the note");
     let ntfy = rx.wait("/topic", 3, Duration::from_secs(30));
     assert_eq!(ntfy[2].headers["title"], "bell: approval needed");
     assert_eq!(ntfy[2].headers["priority"], "4");
@@ -424,6 +414,26 @@ fn the_server_tells_every_channel_once_about_turns_approvals_and_keeps_trying_a_
             .iter()
             .any(|p| p.headers["title"] == "claude-vm: test notification")
     );
+
+    // A workspace that stops itself for idleness is told too (the unanswered approval,
+    // which would keep it up, is stopped first).
+    s.ctx.run(&["chat", "stop", "-c", &ask]).ok();
+    let n = rx.at("/topic").len();
+    s.ctx
+        .run(&["workspace", "set", "bell", "--idle-stop", "6s"])
+        .ok();
+    let t = Instant::now();
+    while !rx.at("/topic")[n..]
+        .iter()
+        .any(|p| p.headers["title"] == "bell: stopped for idleness")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{:#?}",
+            &rx.at("/topic")[n..]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(server);
 }
 

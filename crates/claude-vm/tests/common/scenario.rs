@@ -194,6 +194,22 @@ impl Scenario {
         conv
     }
 
+    /// `new-chat WS --ask -m MESSAGE`, once its first approval request is in the
+    /// transcript; returns the conversation's id.
+    pub fn ask_chat(&self, ws: &str, message: &str) -> String {
+        let conv = self
+            .ctx
+            .run(&["new-chat", ws, "--ask", "-m", message])
+            .ok()
+            .stdout
+            .trim()
+            .to_owned();
+        chat::wait_for(&self.ctx, &conv, "the approval request", |e| {
+            e["type"] == "approval_request"
+        });
+        conv
+    }
+
     /// `chat send --wait`: the answer that closed the turn.
     pub fn send_wait(&self, conv: &str, text: &str) -> String {
         chat::send_wait(&self.ctx, conv, text)
