@@ -39,8 +39,11 @@ fn wait_stopped(tools: &Tools, ctr: &str) -> Result<()> {
     Ok(())
 }
 
-/// Receives webhook posts; records each body's `at` (the event's time) and when it arrived.
-fn receiver() -> Result<(u16, Arc<Mutex<Vec<(String, jiff::Timestamp)>>>)> {
+/// Each webhook body's `at` (the event's time) and when it arrived.
+type Arrivals = Arc<Mutex<Vec<(String, jiff::Timestamp)>>>;
+
+/// Receives webhook posts, recording [`Arrivals`].
+fn receiver() -> Result<(u16, Arrivals)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let got = Arc::new(Mutex::new(Vec::new()));
