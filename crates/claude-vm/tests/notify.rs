@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claude_vm_testkit::{Script, ScriptedModel};
+use common::dexec;
 use common::http::{Server, free_port};
 use common::scenario::{Agent, Scenario};
 
@@ -21,6 +23,8 @@ struct Post {
     path: String,
     headers: HashMap<String, String>,
     body: Vec<u8>,
+    /// Whether it was answered 200 (else 500).
+    ok: bool,
 }
 
 impl Post {
@@ -32,10 +36,12 @@ impl Post {
     }
 }
 
-/// An HTTP/1.1 server on loopback recording every request; `/down...` answers 500.
+/// An HTTP/1.1 server on loopback recording every request; `/down...` answers 500, and
+/// `/flaky...` too while [`Receiver::flaky_down`] is set.
 struct Receiver {
     port: u16,
     posts: Arc<Mutex<Vec<Post>>>,
+    flaky_down: Arc<AtomicBool>,
 }
 
 impl Receiver {
@@ -43,11 +49,14 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let posts = Arc::new(Mutex::new(Vec::new()));
+        let flaky_down = Arc::new(AtomicBool::new(false));
         let record = posts.clone();
+        let flaky = flaky_down.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let record = record.clone();
+                let flaky = flaky.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     loop {
@@ -74,15 +83,18 @@ impl Receiver {
                             .unwrap_or(0);
                         let mut body = vec![0; len];
                         reader.read_exact(&mut body).unwrap();
-                        let status = if path.starts_with("/down") {
-                            "500 Internal Server Error"
-                        } else {
+                        let ok = !(path.starts_with("/down")
+                            || (path.starts_with("/flaky") && flaky.load(Ordering::SeqCst)));
+                        let status = if ok {
                             "200 OK"
+                        } else {
+                            "500 Internal Server Error"
                         };
                         record.lock().unwrap().push(Post {
                             path,
                             headers,
                             body,
+                            ok,
                         });
                         let _ = conn.write_all(
                             format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
@@ -91,7 +103,11 @@ impl Receiver {
                 });
             }
         });
-        Receiver { port, posts }
+        Receiver {
+            port,
+            posts,
+            flaky_down,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -434,6 +450,112 @@ fn the_server_tells_every_channel_once_about_turns_approvals_and_keeps_trying_a_
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    drop(server);
+}
+
+/// Waits until some post to `path` matches `f`; returns the posts to `path`.
+#[track_caller]
+fn wait_for_post(rx: &Receiver, path: &str, what: &str, f: impl Fn(&Post) -> bool) -> Vec<Post> {
+    let t = Instant::now();
+    loop {
+        let got = rx.at(path);
+        if got.iter().any(&f) {
+            return got;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{path}: no {what} in {got:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_failed_conversation_and_a_failed_backup_are_told_and_a_pending_one_outlives_a_restart() {
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[{"match": {"last_user_contains": "say hello"}, "response": [{"text": "Hello."}]}]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let rx = Receiver::start();
+    let s = Scenario::new(Agent::Claude, &model);
+    // A backup repository that cannot be opened (a plain file where its folder should be).
+    let not_a_repo = s.ctx.home.path().join("not-a-repository");
+    std::fs::write(&not_a_repo, "plain file\n").unwrap();
+    let cfg = s.ctx.home.path().join("config.yaml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "backup:\n  repository: {}\nnotify:\n  coalesce: 1s\n  channels:\n  - {{type: ntfy, url: '{}'}}\n  - {{type: webhook, name: flaky, url: '{}', events: [failed]}}\n",
+        not_a_repo.display(),
+        rx.url("/topic"),
+        rx.url("/flaky"),
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let id = s.workspace("oops");
+    let conv = s.new_chat("oops");
+    assert_eq!(s.send_wait(&conv, "say hello"), "Hello.");
+    rx.flaky_down.store(true, Ordering::SeqCst);
+    let mut server = Server::start_env(
+        &s.ctx,
+        &[
+            ("CLAUDE_VM_WARM_CHECK_SECS", "1"),
+            ("CLAUDE_VM_BACKUP_CHECK_SECS", "2"),
+        ],
+    );
+
+    // The server's continuous backup fails: told once, with the reason.
+    let topic = wait_for_post(&rx, "/topic", "backup failure", |p| {
+        p.headers["title"] == "oops: backup failed"
+    });
+    let failed = topic
+        .iter()
+        .find(|p| p.headers["title"] == "oops: backup failed")
+        .unwrap();
+    assert!(!failed.text().is_empty(), "{failed:?}");
+    assert_eq!(failed.headers["priority"], "4");
+
+    // The agent dies: the conversation fails, and every channel that wants it is told.
+    std::thread::sleep(Duration::from_secs(5));
+    dexec(
+        &id,
+        "pkill -KILL -f '/opt/claude-vm/agents/[c]laude/' || true",
+    );
+    let topic = wait_for_post(&rx, "/topic", "failed conversation", |p| {
+        p.headers["title"] == "oops: conversation failed"
+    });
+    let told = topic
+        .iter()
+        .find(|p| p.headers["title"] == "oops: conversation failed")
+        .unwrap();
+    assert!(told.text().contains("the agent exited"), "{told:?}");
+    assert_eq!(s.status(&conv), "failed");
+    // The flaky endpoint refused it: the notification waits in the outbox.
+    wait_for_post(&rx, "/flaky", "attempt", |p| !p.ok);
+    assert!(rx.at("/flaky").iter().all(|p| !p.ok));
+
+    // Killed with the notification pending, the server sends it after its restart, once.
+    server.kill();
+    rx.flaky_down.store(false, Ordering::SeqCst);
+    server.spawn();
+    let flaky = wait_for_post(&rx, "/flaky", "delivery", |p| p.ok);
+    let delivered: Vec<&Post> = flaky.iter().filter(|p| p.ok).collect();
+    assert_eq!(delivered[0].json()["event"], "failed", "{delivered:?}");
+    assert_eq!(delivered[0].json()["conversation"], conv.as_str());
+    std::thread::sleep(Duration::from_secs(8));
+    let delivered = rx.at("/flaky").into_iter().filter(|p| p.ok).count();
+    assert_eq!(delivered, 1, "{:#?}", rx.at("/flaky"));
+    // Nor was any ntfy notification repeated by the restart.
+    let mut ids: Vec<String> = rx
+        .at("/topic")
+        .iter()
+        .map(|p| format!("{}|{}", p.headers["title"], p.text()))
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "{:#?}", rx.at("/topic"));
     drop(server);
 }
 
