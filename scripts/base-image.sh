@@ -7,7 +7,7 @@
 # this script exits almost immediately.
 #
 # Environment:
-#   CLAUDE_VM_TEST_IMAGE     image tag (default: claude-vm-test-base:bookworm-3)
+#   CLAUDE_VM_TEST_IMAGE     image tag (default: claude-vm-test-base:bookworm-4)
 #                            Bump the suffix when the image contents change.
 #   CLAUDE_VM_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the first
 #                            bookworm mirror in the host's apt sources, else
@@ -17,13 +17,13 @@
 # Needs root (or sudo) only when the image actually has to be built.
 set -euo pipefail
 
-TAG="${CLAUDE_VM_TEST_IMAGE:-claude-vm-test-base:bookworm-3}"
+TAG="${CLAUDE_VM_TEST_IMAGE:-claude-vm-test-base:bookworm-4}"
 SUITE="bookworm"
 # python3 and python3-venv: the ACP agent the conversation tests drive (claude-code-acp,
 # from PyPI) is pip-installed into a venv inside the workspace at test time. rsync: the
 # SSH tests run rsync over `ssh <ws>.claude-vm`, which needs it on both ends; openssh-client:
 # ssh-add inside the workspace lists a forwarded agent's keys.
-PACKAGES="git,tmux,ca-certificates,procps,python3,python3-venv,rsync,openssh-client"
+PACKAGES="git,tmux,ca-certificates,curl,procps,python3,python3-venv,rsync,openssh-client"
 LOCK_FILE="/tmp/claude-vm-base-image.lock"
 LOCK_TIMEOUT="${CLAUDE_VM_LOCK_TIMEOUT:-1800}"
 

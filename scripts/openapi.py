@@ -86,12 +86,14 @@ schemas = {
         "status_reason": NS, "queued": I,
         "live": {"type": "boolean", "description": "asked of the running workspace (or remembered)"},
         "created_at": S, "updated_at": S,
-    }),
+        "agent_version": {"type": "string", "description": "the agent program's version, when known"},
+    }, ["id", "workspace", "workspace_id", "agent", "title", "status", "status_reason", "queued", "live", "created_at", "updated_at"]),
     "Conversation": obj({
         "id": S, "agent": S, "title": NS, "status": ref("ConversationStatus"), "status_reason": NS,
         "permission_mode": {"type": "string", "enum": ["skip", "ask"]},
         "session_id": NS, "queued": I, "last_seq": I, "created_at": S, "updated_at": S,
-    }),
+        "agent_version": {"type": "string", "description": "the agent program's version, when known"},
+    }, ["id", "agent", "title", "status", "status_reason", "permission_mode", "session_id", "queued", "last_seq", "created_at", "updated_at"]),
     "ConversationDetail": {"allOf": [ref("Conversation"), obj({"workspace": S, "workspace_id": S}, extra=True)]},
     "CreateConversation": obj({
         "agent": {"type": "string", "description": "claude, codex, gemini, goose, qwen, acp; default from config"},

@@ -664,6 +664,7 @@ mod tests {
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             env: Default::default(),
             turn_timeout_secs: None,
+            version: None,
         }
     }
 

@@ -328,6 +328,7 @@ mod tests {
                 args: vec!["--model".into(), "m".into()],
                 env: Default::default(),
                 turn_timeout_secs: None,
+                version: None,
             },
             Some("s1"),
             PermissionMode::Skip,

@@ -624,6 +624,7 @@ mod tests {
             args: vec!["-c".into(), "model=\"gpt-5.5\"".into()],
             env: Default::default(),
             turn_timeout_secs: None,
+            version: None,
         }
     }
 

@@ -299,6 +299,7 @@ impl Manager {
             last_seq: 0,
             created_at: ts.clone(),
             updated_at: ts,
+            agent_version: req.agent.version.clone(),
         };
         write_file(
             &dir.join("spec.json"),
@@ -550,6 +551,14 @@ struct Actor {
     outbox: VecDeque<Out>,
 }
 
+/// Add "log in again: ..." to an agent's error that says its account was refused.
+fn with_login_hint(text: &mut String, kind: &str) {
+    if claude_vm_core::agent::is_auth_failure(text) && !text.contains("agents login") {
+        text.push_str(" — ");
+        text.push_str(&claude_vm_core::agent::login_again(kind));
+    }
+}
+
 /// Default for [`AgentSpec::turn_timeout_secs`].
 const DEFAULT_TURN_TIMEOUT: u64 = 30 * 60;
 
@@ -669,11 +678,12 @@ impl Actor {
                 } else {
                     let status = code.map_or("a signal".to_owned(), |c| format!("status {c}"));
                     let tail = stderr.trim();
-                    let reason = if tail.is_empty() {
+                    let mut reason = if tail.is_empty() {
                         format!("the agent exited with {status}")
                     } else {
                         format!("the agent exited with {status}: {tail}")
                     };
+                    with_login_hint(&mut reason, &self.spec.kind);
                     self.set_status(CS::Failed, Some(reason));
                 }
             }
@@ -1026,7 +1036,15 @@ impl Actor {
                         self.save_meta();
                     }
                 }
-                Parsed::Event(body) => {
+                Parsed::Event(mut body) => {
+                    // A refused account: say how to mend it.
+                    if let EventBody::TurnEnd {
+                        result: Some(r),
+                        is_error: true,
+                    } = &mut body
+                    {
+                        with_login_hint(r, &self.spec.kind);
+                    }
                     let ends_turn = matches!(body, EventBody::TurnEnd { .. });
                     let working = matches!(
                         body,

@@ -32,6 +32,7 @@ fn spec(env: &[(&str, &str)], turn_timeout_secs: Option<u64>) -> AgentSpec {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<BTreeMap<_, _>>(),
         turn_timeout_secs,
+        version: None,
     }
 }
 
@@ -306,6 +307,7 @@ fn leave_conversation(dir: &Path, id: &str, transcript: &[u8], pid: Option<Strin
         last_seq: 0,
         created_at: ts.clone(),
         updated_at: ts,
+        agent_version: None,
     };
     std::fs::write(conv.join("meta.json"), serde_json::to_vec(&view).unwrap()).unwrap();
     std::fs::write(

@@ -21,6 +21,9 @@ pub struct Chat {
     pub live: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The agent program's version, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
 }
 
 /// `GET /api/v1/conversations?workspace=`.

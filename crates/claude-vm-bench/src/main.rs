@@ -49,7 +49,7 @@ use crate::inside::Inside;
 use crate::report::{Environment, Memory, OpResult, Report, Target, Throughput};
 use crate::stats::Summary;
 
-const DEFAULT_IMAGE: &str = "claude-vm-test-base:bookworm-3";
+const DEFAULT_IMAGE: &str = "claude-vm-test-base:bookworm-4";
 /// Label on every baseline container, with the run's id as value.
 const BASELINE_LABEL: &str = "dev.claude-vm-bench.run";
 
@@ -407,7 +407,7 @@ fn bench(args: &Args) -> Result<Report> {
     let mut config = format!("default_image: {}\n", serde_json::to_string(&args.image)?);
     if let Some(agent) = &agent {
         config.push_str(&format!(
-            "agents:\n  claude:\n    binary: {}\n    turn_timeout: 600\n",
+            "agents:\n  claude:\n    binary: {}\n    turn_timeout: 600\n    env:\n      ANTHROPIC_API_KEY: stand-in\n",
             serde_json::to_string(&agent.display().to_string())?
         ));
     }

@@ -72,8 +72,14 @@ pub struct Agents {
 pub struct AgentSettings {
     /// A program on this machine copied into each workspace that needs it.
     pub binary: Option<String>,
-    /// A shell command run (as root) in a workspace where the agent is missing.
+    /// A shell command run (as root) in a workspace where the agent is missing, instead of
+    /// the vendor's installer.
     pub install: Option<String>,
+    /// Where the default install fetches the vendor's installer (a mirror or a pinned
+    /// copy); default: the vendor's own address.
+    pub installer_url: Option<String>,
+    /// Seconds an install may take before it is stopped (default 600).
+    pub install_timeout: Option<u64>,
     /// Command name or path inside the workspace (default: the kind's usual name).
     pub command: Option<String>,
     /// Environment for the agent (API keys, base URLs). Never shown or logged.

@@ -5,6 +5,7 @@
 //! core what follows: which name to give a workspace, which workspace a user meant, what
 //! status a workspace has given what the provider reports, whether an option is a secret.
 
+pub mod agent;
 pub mod backup;
 pub mod config;
 pub mod id;

@@ -291,6 +291,7 @@ mod tests {
             last_seq: 0,
             created_at: updated.to_owned(),
             updated_at: updated.to_owned(),
+            agent_version: None,
         }
     }
 

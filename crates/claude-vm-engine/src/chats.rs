@@ -1,34 +1,18 @@
 //! Conversations from the control side: `new-chat`, `chat send|log|list|stop`.
 //!
 //! The workspace's daemon runs and records conversations; the control side provisions the
-//! agent (copies its binary in, or runs its install command), tells the daemon how to run
-//! it, and keeps an index so a conversation id alone finds its workspace.
+//! agent and its account ([`crate::agents`]), tells the daemon how to run it, and keeps an
+//! index so a conversation id alone finds its workspace.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::collections::BTreeMap;
 
 use claude_vm_core::Status;
 use claude_vm_link::Link;
 use claude_vm_protocol::api::{AgentSpec, Conversation, NewConversation, PermissionMode};
-use claude_vm_provider::{ExecSpec, Provider};
 use claude_vm_store::{ConversationRecord, WorkspaceRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::pack::{self, Extra, ExtraContent};
 use crate::{Engine, EngineError, Reporter, Result};
-
-/// Usual command name of each agent kind.
-fn default_command(kind: &str) -> &str {
-    match kind {
-        "claude" => "claude",
-        "codex" => "codex",
-        "gemini" => "gemini",
-        "goose" => "goose",
-        "qwen" => "qwen",
-        other => other,
-    }
-}
 
 /// Agent kinds this build can drive.
 pub const SUPPORTED_AGENTS: &[&str] = &["claude", "codex", "gemini", "goose", "qwen", "acp"];
@@ -50,6 +34,9 @@ pub struct ChatView {
     pub live: bool,
     pub created_at: String,
     pub updated_at: String,
+    /// The agent program's version, when known (live only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
 }
 
 fn status_str(c: &Conversation) -> String {
@@ -73,6 +60,7 @@ impl ChatView {
             live: true,
             created_at: c.created_at.clone(),
             updated_at: c.updated_at.clone(),
+            agent_version: c.agent_version.clone(),
         }
     }
 }
@@ -89,94 +77,6 @@ impl Engine {
             updated_at: c.updated_at.clone(),
         };
         self.store(|s| s.upsert_conversation(&record))
-    }
-
-    /// Make sure the agent can run in the workspace; returns the program to run.
-    async fn provision(
-        &self,
-        provider: &dyn Provider,
-        ws: &WorkspaceRecord,
-        kind: &str,
-        reporter: &dyn Reporter,
-    ) -> Result<String> {
-        let settings = self.config.agents.settings(kind);
-        let ws_err = |message: String| EngineError::Workspace {
-            name: ws.name.to_string(),
-            message,
-        };
-        if let Some(binary) = &settings.binary {
-            let local = PathBuf::from(binary);
-            let meta = std::fs::metadata(&local).map_err(|e| {
-                EngineError::InvalidInput(format!("agents.{kind}.binary {binary}: {e}"))
-            })?;
-            let name = local
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| kind.to_owned());
-            let target = format!("/opt/claude-vm/agents/{kind}/{name}");
-            let present = provider.stat(&ws.id, &target).await?;
-            if present.map(|s| s.size) != Some(meta.len()) {
-                reporter.step(&format!("copying {binary} into the workspace"));
-                let tar = pack::stream(
-                    None,
-                    vec![Extra {
-                        path: target.trim_start_matches('/').into(),
-                        content: ExtraContent::File(local),
-                        mode: 0o755,
-                        mtime: 0,
-                    }],
-                    Arc::new(AtomicU64::new(0)),
-                );
-                provider.upload(&ws.id, "/", tar).await?;
-            }
-            return Ok(target);
-        }
-        let command = settings
-            .command
-            .clone()
-            .unwrap_or_else(|| default_command(kind).to_owned());
-        let probe = ExecSpec {
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "command -v \"$1\"".into(),
-                "sh".into(),
-                command.clone(),
-            ],
-            user: Some(format!("{0}:{0}", claude_vm_protocol::AGENT_UID)),
-            ..Default::default()
-        };
-        if provider.exec(&ws.id, &probe).await?.exit_code == 0 {
-            return Ok(command);
-        }
-        let Some(install) = &settings.install else {
-            return Err(ws_err(format!(
-                "{command} is not installed in the workspace; set agents.{kind}.binary (a program to copy in) or agents.{kind}.install (a command that installs it) in config.yaml"
-            )));
-        };
-        reporter.step(&format!("installing {kind} in the workspace"));
-        let out = provider
-            .exec(
-                &ws.id,
-                &ExecSpec {
-                    cmd: vec!["sh".into(), "-c".into(), install.clone()],
-                    ..Default::default()
-                },
-            )
-            .await?;
-        if out.exit_code != 0 {
-            return Err(ws_err(format!(
-                "installing {kind} failed (exit {}): {}",
-                out.exit_code,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        if provider.exec(&ws.id, &probe).await?.exit_code != 0 {
-            return Err(ws_err(format!(
-                "the install command ran but {command} is still not found"
-            )));
-        }
-        Ok(command)
     }
 
     /// After a restore: the conversations the snapshot brought are indexed, and every agent
@@ -237,16 +137,29 @@ impl Engine {
         }
         let (ws, link) = self.link_waking(workspace).await?;
         let provider = self.provider_client(&ws.provider)?;
-        let program = self
+        // The account first: no install is worth waiting for without one.
+        let account = self.account_for_chat(provider.as_ref(), &ws, &kind).await?;
+        let provisioned = self
             .provision(provider.as_ref(), &ws, &kind, reporter)
             .await?;
         let settings = self.config.agents.settings(&kind);
+        let mut env = BTreeMap::new();
+        if let Some(a) = account {
+            if let Some((rel, bytes)) = &a.file {
+                self.write_login_file(provider.as_ref(), &ws, rel, bytes)
+                    .await?;
+            }
+            env.extend(a.env);
+        }
+        // config.yaml's own environment has the last word.
+        env.extend(settings.env);
         let spec = AgentSpec {
             kind: kind.clone(),
-            program,
+            program: provisioned.program,
             args: settings.args,
-            env: settings.env,
+            env,
             turn_timeout_secs: settings.turn_timeout,
+            version: provisioned.version,
         };
         let c = link
             .new_conversation(&NewConversation {
@@ -333,6 +246,7 @@ impl Engine {
                             live: false,
                             created_at: c.created_at,
                             updated_at: c.updated_at,
+                            agent_version: None,
                         });
                     }
                 }

@@ -5,8 +5,10 @@
 //! [`claude_vm_provider::Provider`] trait objects. It prints nothing: progress goes through a
 //! [`Reporter`], results come back as plain data ([`WorkspaceView`]) that front ends render.
 
+mod agents;
 mod backups;
 mod chats;
+mod doctor;
 mod error;
 mod idle;
 mod link;
@@ -26,11 +28,13 @@ use claude_vm_provider::Provider;
 use claude_vm_provider::docker::DockerProvider;
 use claude_vm_store::{Home, Store};
 
+pub use agents::{AgentView, mask};
 pub use backups::BackupOutcome;
 pub use backups::{ExportManifest, ExportOutcome, RestoreRequest};
 pub use chats::{ChatView, SUPPORTED_AGENTS};
 pub use claude_vm_backup::{BackupError, BackupReport, SnapshotInfo};
 pub use claude_vm_link::{Events, ExecEvent, ExecInput, ExecSession, Link, LinkError};
+pub use doctor::{Check, Verdict};
 pub use error::{EngineError, Result};
 pub use idle::{IdleStopSet, Wake};
 pub use notify::TestOutcome;

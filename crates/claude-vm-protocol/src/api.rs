@@ -329,6 +329,9 @@ pub struct AgentSpec {
     /// and the conversation fails. Default 30 minutes.
     #[serde(default)]
     pub turn_timeout_secs: Option<u64>,
+    /// The program's version as it reports it (`claude --version`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl std::fmt::Debug for AgentSpec {
@@ -347,6 +350,7 @@ impl std::fmt::Debug for AgentSpec {
             .field("args", &self.args)
             .field("env", &Masked(&self.env))
             .field("turn_timeout_secs", &self.turn_timeout_secs)
+            .field("version", &self.version)
             .finish()
     }
 }
@@ -379,6 +383,9 @@ pub struct Conversation {
     pub last_seq: u64,
     pub created_at: String,
     pub updated_at: String,
+    /// The agent program's version, as it reported it when the conversation began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
 }
 
 /// `POST /v1/conversations/{id}/messages`.

@@ -263,6 +263,29 @@ impl Provider for DockerProvider {
         Ok(())
     }
 
+    async fn describe(&self) -> Result<String, ProviderError> {
+        let docker = self.docker().await?;
+        let v = docker
+            .version()
+            .await
+            .map_err(|e| self.err("asking the engine's version", e))?;
+        Ok(format!(
+            "Docker Engine {}, {}/{}",
+            v.version.unwrap_or_else(|| "?".to_owned()),
+            v.os.unwrap_or_default(),
+            v.arch.unwrap_or_default()
+        ))
+    }
+
+    async fn has_image(&self, image: &str) -> Result<Option<bool>, ProviderError> {
+        let docker = self.docker().await?;
+        match docker.inspect_image(image).await {
+            Ok(_) => Ok(Some(true)),
+            Err(e) if status_code(&e) == Some(404) => Ok(Some(false)),
+            Err(e) => Err(self.err("inspecting the image", e)),
+        }
+    }
+
     async fn ensure_image(
         &self,
         image: &str,

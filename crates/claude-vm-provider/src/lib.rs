@@ -100,6 +100,16 @@ pub trait Provider: Send + Sync {
     /// Check the backend answers. Errors with [`ProviderError::Unreachable`] otherwise.
     async fn ping(&self) -> Result<(), ProviderError>;
 
+    /// The backend and its version ("Docker Engine 28.2.2, linux/amd64"), for `doctor`.
+    async fn describe(&self) -> Result<String, ProviderError> {
+        self.ping().await.map(|()| "reachable".to_owned())
+    }
+
+    /// Whether `image` is present already (`None`: cannot tell without pulling it).
+    async fn has_image(&self, _image: &str) -> Result<Option<bool>, ProviderError> {
+        Ok(None)
+    }
+
     /// Make `image` available, pulling it (with progress) when the backend can.
     async fn ensure_image(
         &self,

@@ -6,6 +6,7 @@
 //!                          credentials (hashes only)
 //!   config.yaml            user defaults (default provider, image, agents)
 //!   locks/<id>.lock        per-workspace advisory locks held during lifecycle actions
+//!   accounts/<kind>.json   agent accounts from `agents login` (0600)
 //! ```
 //!
 //! The store is an index and a cache: the workspaces themselves are the source of truth for
@@ -13,6 +14,7 @@
 //! invocations read and write without corrupting anything; uniqueness (workspace names,
 //! provider names) is enforced by the schema, so two racing `up --name x` cannot both win.
 
+mod accounts;
 mod auth;
 mod config;
 mod db;
@@ -20,6 +22,7 @@ mod home;
 mod lifecycle;
 mod notify;
 
+pub use accounts::SavedAccount;
 pub use auth::TokenRecord;
 pub use config::{ConfigError, load_config, write_default_config};
 pub use db::{BackupState, ConversationRecord, ProviderRecord, Store, StoreError, WorkspaceRecord};

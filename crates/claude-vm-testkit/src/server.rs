@@ -48,6 +48,8 @@ struct State {
     changed: Condvar,
     seq: AtomicU64,
     log: AtomicBool,
+    /// When set, model requests must carry one of these credentials.
+    tokens: Mutex<Option<Vec<String>>>,
 }
 
 impl State {
@@ -60,6 +62,7 @@ impl State {
             changed: Condvar::new(),
             seq: AtomicU64::new(0),
             log: AtomicBool::new(false),
+            tokens: Mutex::new(None),
         }
     }
 
@@ -178,6 +181,14 @@ impl ScriptedModel {
     /// Prints one line per request to stderr when on.
     pub fn set_logging(&self, on: bool) {
         self.state.log.store(on, Ordering::Relaxed);
+    }
+
+    /// From now on, model requests (`/v1/...`) must carry one of `tokens`, as `x-api-key`
+    /// or `Authorization: Bearer`; others are answered 401 as the real APIs do. Each
+    /// recorded request's `x-testkit-credential` header then tells which it carried
+    /// (`x-api-key:<i>`, `bearer:<i>` for `tokens[i]`, or `none`/`wrong`).
+    pub fn require_tokens(&self, tokens: &[&str]) {
+        *self.state.tokens.lock().unwrap() = Some(tokens.iter().map(|t| (*t).to_owned()).collect());
     }
 
     /// Every request received so far, in arrival order.
@@ -338,7 +349,31 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| req.uri().path().to_string());
     let path_only = req.uri().path().to_string();
+    let credential = {
+        let tokens = state.tokens.lock().unwrap();
+        tokens.as_ref().map(|tokens| {
+            let header = |n: &str| {
+                req.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let bearer =
+                header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
+            let find =
+                |v: &Option<String>| v.as_ref().and_then(|v| tokens.iter().position(|t| t == v));
+            match (find(&header("x-api-key")), find(&bearer)) {
+                (Some(i), _) => format!("x-api-key:{i}"),
+                (None, Some(i)) => format!("bearer:{i}"),
+                _ if header("x-api-key").is_some() || bearer.is_some() => "wrong".to_owned(),
+                _ => "none".to_owned(),
+            }
+        })
+    };
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(c) = &credential {
+        headers.insert("x-testkit-credential".to_owned(), c.clone());
+    }
     for (name, value) in req.headers() {
         let name = name.as_str().to_ascii_lowercase();
         let value = if SECRET_HEADERS.contains(&name.as_str()) {
@@ -390,6 +425,26 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let messages = path_only.ends_with("/v1/messages");
     let count_tokens = path_only.ends_with("/v1/messages/count_tokens");
     let responses = path_only.ends_with("/v1/responses");
+    if path_only.starts_with("/v1/")
+        && credential
+            .as_deref()
+            .is_some_and(|c| c == "none" || c == "wrong")
+    {
+        rec.answered = "401".into();
+        state.record(rec);
+        return if responses {
+            json_response(
+                StatusCode::UNAUTHORIZED,
+                &responses::error_body("invalid_api_key", "Incorrect API key provided."),
+            )
+        } else {
+            api_error(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid x-api-key",
+            )
+        };
+    }
     if method == Method::POST && responses && !body.is_object() {
         rec.answered = "400".into();
         state.record(rec);

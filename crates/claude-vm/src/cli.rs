@@ -91,6 +91,9 @@ pub enum Command {
         /// Ask before every tool use instead of letting the agent act (the workspace is its sandbox)
         #[arg(long)]
         ask: bool,
+        /// Wait for the first turn to end and print the agent's answer (the id goes to stderr)
+        #[arg(long, requires = "message", conflicts_with = "json")]
+        wait: bool,
         /// Print the conversation as JSON
         #[arg(long)]
         json: bool,
@@ -186,6 +189,20 @@ pub enum Command {
         json: bool,
     },
 
+    /// Agent kinds: which are ready to use, and the accounts they use
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+
+    /// Check that everything `workspace up` and `new-chat` need is ready
+    #[command(
+        after_help = "Checks the providers (Docker reachable, its version), the default image, each enabled agent (can it be installed, has it an account), the server, the SSH config, the backup repository and free disk. Each check prints one verdict and, when it is not ok, what to do.\n\nExit code 0 only when everything `workspace up` and `new-chat` need is ready (warnings do not count)."
+    )]
+    Doctor {
+        /// Print the checks as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -195,6 +212,40 @@ pub enum Command {
     /// The in-workspace side of claude-vm (run inside workspaces, not by hand)
     #[command(subcommand, hide = true)]
     Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Which agent kinds are ready, how they reach workspaces and where their accounts
+    /// come from (secrets masked)
+    #[command(visible_alias = "ls")]
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect an agent kind to an account, once, on this machine
+    #[command(
+        after_help = "Without a flag: your own login of that agent on this machine is used when there is one (~/.claude/.credentials.json, ~/.codex/auth.json), else a key or token is asked for (or read from stdin). Claude OAuth tokens (sk-ant-oat…, from `claude setup-token`) are told from API keys by their prefix.\n\nThe account is kept in $CLAUDE_VM_HOME/accounts/<kind>.json (owner-only) and given to the agent's conversations; a local login is read again each time, so a refreshed login keeps working.\n\nWithout `agents login`, claude-vm also finds ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN, OPENAI_API_KEY, GEMINI_API_KEY in its environment and the login files above.\n\nExamples:\n  claude-vm agents login claude                           # reuse this machine's Claude Code login, or paste a key\n  claude setup-token | claude-vm agents login claude --with-oauth-token\n  printenv OPENAI_API_KEY | claude-vm agents login codex --with-api-key\n  claude-vm agents login codex --from-local ~/.codex/auth.json"
+    )]
+    Login {
+        /// claude, codex, gemini, goose or qwen
+        kind: String,
+        /// Read an API key from stdin (or ask for it)
+        #[arg(long, group = "how")]
+        with_api_key: bool,
+        /// Read an OAuth token from stdin (Claude: `claude setup-token`)
+        #[arg(long, group = "how")]
+        with_oauth_token: bool,
+        /// Reuse the agent's own login on this machine [default file: the agent's usual one]
+        #[arg(long, group = "how", value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+        from_local: Option<std::path::PathBuf>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget the account `agents login` saved for an agent kind
+    Logout { kind: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -624,6 +675,9 @@ pub enum ChatCommand {
         /// Only this workspace's
         #[arg(short, long)]
         workspace: Option<String>,
+        /// Also show each agent's version and queued messages
+        #[arg(short, long)]
+        long: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,

@@ -242,16 +242,21 @@ fn broken_agents_fail_their_conversation_not_the_daemon() {
     let id = w["id"].as_str().unwrap().to_owned();
     for (name, body, want) in cases {
         if name == "missing" {
-            // No binary configured and none installed: a clear error before anything runs.
+            // No binary configured and none installed: the vendor's installer is tried, and
+            // its failure (no network here) is shown with the remedy.
             std::fs::write(
                 ctx.home.path().join("config.yaml"),
-                format!("default_image: {}\n", common::test_image()),
+                format!(
+                    "default_image: {}\nagents:\n  claude:\n    installer_url: http://127.0.0.1:9/install.sh\n    env:\n      ANTHROPIC_API_KEY: sk-test\n",
+                    common::test_image()
+                ),
             )
             .unwrap();
             let out = ctx.run(&["new-chat", "broken"]).fails();
             assert!(
-                out.stderr
-                    .contains("claude is not installed in the workspace"),
+                out.stderr.contains(
+                    "installing claude with Claude Code's native installer failed (exit 7)"
+                ),
                 "{}",
                 out.stderr
             );
@@ -266,7 +271,7 @@ fn broken_agents_fail_their_conversation_not_the_daemon() {
         std::fs::write(
             ctx.home.path().join("config.yaml"),
             format!(
-                "default_image: {}\nagents:\n  claude:\n    binary: {bin}\n    turn_timeout: 3\n",
+                "default_image: {}\nagents:\n  claude:\n    binary: {bin}\n    turn_timeout: 3\n    env:\n      ANTHROPIC_API_KEY: sk-test\n",
                 common::test_image()
             ),
         )

@@ -238,6 +238,7 @@ mod tests {
             live: false,
             created_at: "2025-01-02T03:04:05.5Z".into(),
             updated_at: "2025-01-02T03:04:06Z".into(),
+            agent_version: Some("2.1.330 (Claude Code)".into()),
         };
         same::<Vec<claude_vm_api::Chat>>(&vec![c.clone()]);
         let p = ProviderView {

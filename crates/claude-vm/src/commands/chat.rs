@@ -17,24 +17,45 @@ use crate::backend::{Backend, Chat};
 use crate::cli::{ChatArgs, ChatCommand};
 use crate::output::{self, CliReporter, Style};
 
+/// `new-chat`'s flags.
+pub struct NewChatOptions {
+    pub ask: bool,
+    pub wait: bool,
+    pub json: bool,
+}
+
 pub fn new_chat(
     engine: &Backend,
     workspace: &str,
     agent: Option<&str>,
     message: Option<String>,
-    ask: bool,
-    json: bool,
+    o: NewChatOptions,
     quiet: bool,
 ) -> Result<ExitCode> {
     let rt = super::runtime()?;
     let reporter = CliReporter::new(quiet);
-    let mode = if ask {
+    let mode = if o.ask {
         PermissionMode::Ask
     } else {
         PermissionMode::Skip
     };
     let view = rt.block_on(engine.new_chat(workspace, agent, message, mode, &reporter))?;
-    if json {
+    if o.wait {
+        if !quiet {
+            eprintln!(
+                "{} started {} conversation {} in {}; waiting for its answer",
+                output::paint("✓", Style::Good),
+                view.agent,
+                view.id,
+                view.workspace
+            );
+        }
+        return rt.block_on(async {
+            let chat = engine.chat(&view.id).await?;
+            wait_turn(&chat, 0).await
+        });
+    }
+    if o.json {
         print_json(&view)?;
     } else {
         println!("{}", view.id);
@@ -74,9 +95,11 @@ pub fn run(engine: &Backend, args: &ChatArgs, quiet: bool) -> Result<ExitCode> {
                 follow,
                 json,
             }) => log(engine, conversation, *follow, *json).await,
-            Some(ChatCommand::List { workspace, json }) => {
-                list(engine, workspace.as_deref(), *json).await
-            }
+            Some(ChatCommand::List {
+                workspace,
+                long,
+                json,
+            }) => list(engine, workspace.as_deref(), *long, *json).await,
             Some(ChatCommand::Stop { conversation }) => {
                 let chat = engine.chat(conversation).await?;
                 chat.stop().await?;
@@ -238,8 +261,6 @@ async fn send(
     quiet: bool,
 ) -> Result<ExitCode> {
     let chat = engine.chat(conversation).await?;
-    // Follow from the current end before sending, so the reply cannot slip past.
-    let before = chat.conversation().await?.last_seq;
     let sent = chat.send_message(text).await?;
     if !wait {
         if !quiet {
@@ -251,10 +272,16 @@ async fn send(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut events = chat.events(before, true).await?;
+    wait_turn(&chat, sent.seq).await
+}
+
+/// Follow the conversation until the first turn after event `after` ends (events after it
+/// are replayed from the transcript, so a reply cannot slip past); print its answer.
+async fn wait_turn(chat: &Chat, after: u64) -> Result<ExitCode> {
+    let mut events = chat.events(after, true).await?;
     let mut last_text: Option<String> = None;
     while let Some(e) = events.next().await? {
-        if e.seq <= sent.seq {
+        if e.seq <= after {
             continue;
         }
         match e.body {
@@ -300,7 +327,12 @@ async fn log(engine: &Backend, conversation: &str, follow: bool, json: bool) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(engine: &Backend, workspace: Option<&str>, json: bool) -> Result<ExitCode> {
+async fn list(
+    engine: &Backend,
+    workspace: Option<&str>,
+    long: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let chats = engine.chat_list(workspace).await?;
     if json {
         print_json(&chats)?;
@@ -310,15 +342,17 @@ async fn list(engine: &Backend, workspace: Option<&str>, json: bool) -> Result<E
         eprintln!("no conversations; start one with `claude-vm new-chat <workspace>`");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = chats.iter().map(row).collect();
+    let mut rows: Vec<Vec<String>> = chats.iter().map(row).collect();
+    let mut header = vec!["ID", "WORKSPACE", "AGENT", "STATUS", "UPDATED", "TITLE"];
+    if long {
+        header.splice(3..3, ["VERSION", "QUEUED"]);
+        for (r, c) in rows.iter_mut().zip(&chats) {
+            let version = c.agent_version.clone().unwrap_or_else(|| "-".to_owned());
+            r.splice(3..3, [version, c.queued.to_string()]);
+        }
+    }
     let mut out = std::io::stdout().lock();
-    out.write_all(
-        output::table(
-            &["ID", "WORKSPACE", "AGENT", "STATUS", "UPDATED", "TITLE"],
-            &rows,
-        )
-        .as_bytes(),
-    )?;
+    out.write_all(output::table(&header, &rows).as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 

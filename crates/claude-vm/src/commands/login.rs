@@ -87,10 +87,10 @@ fn read_token(url: &str) -> Result<String> {
 }
 
 /// Turns terminal echo off until dropped.
-struct NoEcho(Option<nix::sys::termios::Termios>);
+pub(super) struct NoEcho(Option<nix::sys::termios::Termios>);
 
 impl NoEcho {
-    fn enable() -> NoEcho {
+    pub(super) fn enable() -> NoEcho {
         use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
         let stdin = std::io::stdin();
         let Ok(saved) = tcgetattr(&stdin) else {

@@ -2,10 +2,12 @@
 //! the result.
 
 mod agent;
+mod agents;
 mod backup;
 pub mod chat;
 mod cp;
 mod diff;
+mod doctor;
 pub(crate) mod exec;
 mod login;
 mod notify;
@@ -111,14 +113,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             agent,
             message,
             ask,
+            wait,
             json,
         } => chat::new_chat(
             &backend,
             workspace,
             agent.as_deref(),
             message.clone(),
-            *ask,
-            *json,
+            chat::NewChatOptions {
+                ask: *ask,
+                wait: *wait,
+                json: *json,
+            },
             cli.quiet,
         ),
         Command::Ssh(args) => ssh::run(backend.engine("ssh")?, args),
@@ -142,6 +148,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(cmd) => server::token(backend.engine("token")?, cmd),
         Command::Backup(cmd) => backup::run(&backend, cmd, cli.quiet),
         Command::Notify(cmd) => notify::run(backend.engine("notify")?, cmd),
+        Command::Agents(cmd) => agents::run(backend.engine("agents")?, cmd),
+        Command::Doctor { json } => doctor::run(backend.engine("doctor")?, *json),
         Command::Agent(_)
         | Command::Completions { .. }
         | Command::Server { .. }

@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 /// The local base image the test suite builds (`scripts/base-image.sh`).
 pub fn test_image() -> String {
     std::env::var("CLAUDE_VM_TEST_IMAGE")
-        .unwrap_or_else(|_| "claude-vm-test-base:bookworm-3".to_owned())
+        .unwrap_or_else(|_| "claude-vm-test-base:bookworm-4".to_owned())
 }
 
 /// One isolated claude-vm home.

@@ -1,0 +1,957 @@
+//! A new user's first conversation needs no configuration: the agent installed by its
+//! vendor's installer (or copied from this machine), the user's own account found and used,
+//! `claude-vm doctor`, and the README's main command ending in a reply.
+//!
+//! Real parts: Docker, the real Claude Code CLI (PyPI `claude-agent-sdk`) against the test
+//! kit's scripted model, which checks the credential each request carries. The one stand-in:
+//! no vendor site can be reached here, so a local HTTP server plays Claude Code's download
+//! site (`install.sh`, `latest`, `<version>/manifest.json`, `<version>/linux-x64/claude`, the
+//! vendor's layout) serving the real binary. The stand-in installer follows the vendor's
+//! steps (version, manifest, download, sha256 check) except the last: the vendor's ends by
+//! running `claude install`, which downloads again from the vendor's own address, so the
+//! stand-in places the binary where that command does (`~/.local/share/claude/versions/<v>`,
+//! linked from `~/.local/bin/claude`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use claude_vm_testkit::{Script, ScriptedModel};
+use common::chat::{claude_binary, git_project};
+use common::{Ctx, Run, test_image};
+use sha2::Digest;
+
+/// The stand-in for Claude Code's download site (see the module's documentation).
+struct DownloadSite {
+    port: u16,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    version: String,
+}
+
+const STAND_IN_INSTALLER: &str = r#"#!/bin/bash
+# STAND-IN for https://claude.ai/install.sh (no vendor site is reachable in the tests).
+set -e
+BASE="@BASE@"
+case "$(uname -m)" in x86_64) platform=linux-x64;; aarch64) platform=linux-arm64;; *) echo "unsupported: $(uname -m)" >&2; exit 1;; esac
+version=$(curl -fsSL "$BASE/latest")
+echo "Installing Claude Code $version for $platform"
+manifest=$(curl -fsSL "$BASE/$version/manifest.json")
+checksum=$(printf '%s' "$manifest" | sed -n "s/.*\"$platform\":{\"checksum\":\"\([0-9a-f]\{64\}\)\".*/\1/p")
+[ ${#checksum} -eq 64 ] || { echo "no checksum for $platform in the manifest" >&2; exit 1; }
+mkdir -p "$HOME/.claude/downloads"
+bin="$HOME/.claude/downloads/claude-$version-$platform"
+curl -fsSL -o "$bin" "$BASE/$version/$platform/claude"
+echo "$checksum  $bin" | sha256sum -c - >/dev/null || { echo "checksum mismatch" >&2; rm -f "$bin"; exit 1; }
+chmod +x "$bin"
+# What `claude install` leaves:
+mkdir -p "$HOME/.local/share/claude/versions" "$HOME/.local/bin"
+mv "$bin" "$HOME/.local/share/claude/versions/$version"
+ln -sf "$HOME/.local/share/claude/versions/$version" "$HOME/.local/bin/claude"
+echo "✔ Claude Code successfully installed! Location: ~/.local/bin/claude"
+"#;
+
+impl DownloadSite {
+    fn start() -> DownloadSite {
+        let binary = PathBuf::from(claude_binary());
+        let out = Command::new(&binary).arg("--version").output().unwrap();
+        let version = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        let bytes = std::fs::read(&binary).unwrap();
+        let checksum: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let base = format!("http://127.0.0.1:{port}/claude-code-releases");
+        let mut files: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
+        files.insert(
+            "/install.sh".into(),
+            Arc::new(STAND_IN_INSTALLER.replace("@BASE@", &base).into_bytes()),
+        );
+        files.insert(
+            "/hangs.sh".into(),
+            Arc::new(b"echo 'resolving...'\nexec tail -f /dev/null\n".to_vec()),
+        );
+        files.insert(
+            "/claude-code-releases/latest".into(),
+            Arc::new(version.clone().into_bytes()),
+        );
+        files.insert(
+            format!("/claude-code-releases/{version}/manifest.json"),
+            Arc::new(
+                format!(
+                    r#"{{"version":"{version}","buildDate":"2026-11-30T00:00:00Z","platforms":{{"linux-x64":{{"checksum":"{checksum}","size":{}}}}}}}"#,
+                    bytes.len()
+                )
+                .into_bytes(),
+            ),
+        );
+        files.insert(
+            format!("/claude-code-releases/{version}/linux-x64/claude"),
+            Arc::new(bytes),
+        );
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let record = hits.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let files = files.clone();
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                            break;
+                        }
+                    }
+                    *record.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                    let _ = match files.get(&path) {
+                        Some(body) => conn
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                                    body.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .and_then(|()| conn.write_all(body)),
+                        None => conn.write_all(
+                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        ),
+                    };
+                });
+            }
+        });
+        DownloadSite {
+            port,
+            hits,
+            version,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn binary_downloads(&self) -> usize {
+        let path = format!("/claude-code-releases/{}/linux-x64/claude", self.version);
+        self.hits.lock().unwrap().get(&path).copied().unwrap_or(0)
+    }
+
+    fn any_hits(&self) -> usize {
+        self.hits.lock().unwrap().values().sum()
+    }
+}
+
+const ENV_KEY: &str = "sk-ant-api03-from-the-environment-0001";
+const LOCAL_TOKEN: &str = "sk-ant-oat01-from-the-local-login-0002";
+const REVOKED_KEY: &str = "sk-ant-api03-revoked-by-now-000000003";
+
+/// A user's machine: an empty home directory, a PATH, an environment.
+struct Machine {
+    home: tempfile::TempDir,
+    path_dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        Machine {
+            home: tempfile::tempdir().unwrap(),
+            path_dir: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
+        }
+    }
+
+    /// `claude-vm ARGS` as this user runs it, with `stdin`.
+    fn run(&self, ctx: &Ctx, args: &[&str], stdin: &str) -> Run {
+        let mut c = ctx.command(args);
+        let path = format!(
+            "{}:{}",
+            self.path_dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        c.env("HOME", self.home.path()).env("PATH", path);
+        for k in [
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "ANTHROPIC_AUTH_TOKEN",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "OPENAI_API_KEY",
+            "GEMINI_API_KEY",
+        ] {
+            c.env_remove(k);
+        }
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    fn set_env(&mut self, k: &str, v: &str) {
+        self.env.retain(|(n, _)| n != k);
+        self.env.push((k.to_owned(), v.to_owned()));
+    }
+
+    fn unset_env(&mut self, k: &str) {
+        self.env.retain(|(n, _)| n != k);
+    }
+
+    /// Put a program named `name` on this machine's PATH.
+    fn on_path(&self, name: &str, target: &Path) {
+        std::os::unix::fs::symlink(target, self.path_dir.path().join(name)).unwrap();
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.home.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+/// A home configured only where the test says: the test image, workspaces on the host
+/// network (to reach the loopback servers), Claude Code pointed at the scripted model (no
+/// account: that is found), its telemetry off.
+fn home(model: &str, extra_claude: &str) -> Ctx {
+    let ctx = Ctx::new();
+    write_config(&ctx, model, extra_claude);
+    ctx.run(&[
+        "provider",
+        "set-options",
+        "docker",
+        "--option",
+        "network=host",
+    ])
+    .ok();
+    ctx
+}
+
+fn write_config(ctx: &Ctx, model: &str, extra_claude: &str) {
+    std::fs::write(
+        ctx.home.path().join("config.yaml"),
+        format!(
+            "default_image: {}\nagents:\n  claude:\n    env:\n      ANTHROPIC_BASE_URL: {model}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n{extra_claude}",
+            test_image()
+        ),
+    )
+    .unwrap();
+}
+
+fn model() -> ScriptedModel {
+    let m = ScriptedModel::start(
+        Script::from_json(
+            r#"[{"match": {"last_user_contains": "hello"}, "response": [{"text": "Hello from the installed agent."}]}]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    m.require_tokens(&[ENV_KEY, LOCAL_TOKEN]);
+    m
+}
+
+/// The credential the model saw on its last `/v1/messages` request.
+fn last_credential(model: &ScriptedModel) -> String {
+    model
+        .message_requests()
+        .last()
+        .map(|r| r.headers["x-testkit-credential"].clone())
+        .unwrap_or_default()
+}
+
+fn agents_list(m: &Machine, ctx: &Ctx) -> serde_json::Value {
+    agents_list_kind(m, ctx, "claude")
+}
+
+fn agents_list_kind(m: &Machine, ctx: &Ctx, kind: &str) -> serde_json::Value {
+    let v = m.run(ctx, &["agents", "list", "--json"], "").ok().json();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == kind)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn claude_is_installed_by_its_vendor_installer_and_uses_the_account_this_machine_has() {
+    let site = DownloadSite::start();
+    let model = model();
+    let ctx = home(
+        &model.url(),
+        &format!("    installer_url: {}\n", site.url("/install.sh")),
+    );
+    let mut m = Machine::new();
+    // A macOS build of claude on the PATH (a Mach-O header): never copied in.
+    let mac = m.home.path().join("claude-macos");
+    let mut macho = vec![0xcf, 0xfa, 0xed, 0xfe, 0x07, 0x00, 0x00, 0x01];
+    macho.resize(4096, 0);
+    std::fs::write(&mac, macho).unwrap();
+    std::fs::set_permissions(&mac, std::fs::Permissions::from_mode(0o755)).unwrap();
+    m.on_path("claude", &mac);
+
+    // Nothing anywhere: new-chat says in one line what is missing, before installing.
+    let p = git_project(&ctx);
+    m.run(
+        &ctx,
+        &["workspace", "up", p.to_str().unwrap(), "--name", "first"],
+        "",
+    )
+    .ok();
+    let none = m
+        .run(&ctx, &["new-chat", "first", "-m", "hello", "--wait"], "")
+        .fails();
+    let lines: Vec<&str> = none.stderr.trim().lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "error: no Claude account: run `claude-vm agents login claude` (or set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN)"
+        ],
+        "{}",
+        none.stderr
+    );
+    assert_eq!(
+        site.any_hits(),
+        0,
+        "nothing was installed without an account"
+    );
+    assert_eq!(agents_list(&m, &ctx)["ready"], false);
+
+    // The environment's key is found and used.
+    m.set_env("ANTHROPIC_API_KEY", ENV_KEY);
+    let listed = agents_list(&m, &ctx);
+    assert_eq!(listed["ready"], true, "{listed}");
+    assert_eq!(listed["account_source"], "environment (ANTHROPIC_API_KEY)");
+    assert_eq!(listed["account"], "sk-ant…0001");
+    let first = m
+        .run(
+            &ctx,
+            &["new-chat", "first", "-m", "please say hello", "--wait"],
+            "",
+        )
+        .ok();
+    assert_eq!(
+        first.stdout.trim(),
+        "Hello from the installed agent.",
+        "{}",
+        first.stderr
+    );
+    for shown in [
+        "is a macOS program and cannot run in a Linux workspace",
+        "installing claude in the workspace with Claude Code's native installer",
+        &format!("Installing Claude Code {} for linux-x64", site.version),
+        "Claude Code successfully installed",
+    ] {
+        assert!(
+            first.stderr.contains(shown),
+            "{shown:?} not in\n{}",
+            first.stderr
+        );
+    }
+    assert_eq!(last_credential(&model), "x-api-key:0");
+    assert_eq!(site.binary_downloads(), 1);
+    assert!(!first.stderr.contains(ENV_KEY) && !first.stdout.contains(ENV_KEY));
+    // Its version is shown.
+    let long = m.run(&ctx, &["chat", "list", "-l"], "").ok();
+    assert!(long.stdout.contains("VERSION"), "{}", long.stdout);
+    assert!(
+        long.stdout
+            .contains(&format!("{} (Claude Code)", site.version)),
+        "{}",
+        long.stdout
+    );
+
+    // Installed once: on the volume, it outlives the container's stop and start.
+    m.run(&ctx, &["workspace", "down", "first"], "").ok();
+    m.run(&ctx, &["workspace", "up", "first"], "").ok();
+    let again = m
+        .run(
+            &ctx,
+            &["new-chat", "first", "-m", "hello again", "--wait"],
+            "",
+        )
+        .ok();
+    assert_eq!(again.stdout.trim(), "Hello from the installed agent.");
+    assert!(
+        !again.stderr.contains("installing claude"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(site.binary_downloads(), 1);
+
+    // The user's own Claude Code login on this machine, when the environment has no key.
+    m.unset_env("ANTHROPIC_API_KEY");
+    let expires = jiff::Timestamp::now().as_millisecond() + 3_600_000;
+    m.write(
+        ".claude/.credentials.json",
+        &format!(
+            r#"{{"claudeAiOauth":{{"accessToken":"{LOCAL_TOKEN}","refreshToken":"sk-ant-ort01-stays-here","expiresAt":{expires},"scopes":["user:inference"],"subscriptionType":"max"}}}}"#
+        ),
+    );
+    assert_eq!(
+        agents_list(&m, &ctx)["account_source"],
+        "~/.claude/.credentials.json"
+    );
+    let local = m
+        .run(
+            &ctx,
+            &["new-chat", "first", "-m", "hello, subscriber", "--wait"],
+            "",
+        )
+        .ok();
+    assert_eq!(
+        local.stdout.trim(),
+        "Hello from the installed agent.",
+        "{}",
+        local.stderr
+    );
+    assert_eq!(last_credential(&model), "bearer:1");
+
+    // Expired or malformed, it is refused with the reason, in one line.
+    let past = jiff::Timestamp::now().as_millisecond() - 7_200_000;
+    m.write(
+        ".claude/.credentials.json",
+        &format!(r#"{{"claudeAiOauth":{{"accessToken":"{LOCAL_TOKEN}","expiresAt":{past}}}}}"#),
+    );
+    let expired = m
+        .run(&ctx, &["new-chat", "first", "-m", "hello"], "")
+        .fails();
+    assert!(
+        expired.stderr.contains("its token expired 2h ago"),
+        "{}",
+        expired.stderr
+    );
+    m.write(".claude/.credentials.json", "{\"claudeAiOauth\": ");
+    let bad = m
+        .run(&ctx, &["new-chat", "first", "-m", "hello"], "")
+        .fails();
+    assert!(bad.stderr.contains("is not valid JSON"), "{}", bad.stderr);
+    assert_eq!(bad.stderr.trim().lines().count(), 1, "{}", bad.stderr);
+
+    // `agents login`: saved owner-only, beats the rest; a revoked key fails the turn with
+    // what to do, and the conversation is kept.
+    let saved = m
+        .run(
+            &ctx,
+            &["agents", "login", "claude", "--with-api-key"],
+            &format!("{REVOKED_KEY}\n"),
+        )
+        .ok();
+    assert!(
+        saved.stderr.contains("saved by `claude-vm agents login`"),
+        "{}",
+        saved.stderr
+    );
+    assert!(!saved.stderr.contains(REVOKED_KEY));
+    let file = ctx.home.path().join("accounts/claude.json");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let revoked = m
+        .run(&ctx, &["new-chat", "first", "-m", "hello", "--wait"], "")
+        .fails();
+    assert!(
+        revoked
+            .stdout
+            .contains("log in again: `claude-vm agents login claude`"),
+        "stdout: {}\nstderr: {}",
+        revoked.stdout,
+        revoked.stderr
+    );
+    assert_eq!(last_credential(&model), "wrong");
+    let listed = m.run(&ctx, &["chat", "list", "--json"], "").ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed:#}");
+    m.run(&ctx, &["agents", "logout", "claude"], "").ok();
+    assert!(!file.exists());
+    m.set_env("ANTHROPIC_API_KEY", ENV_KEY);
+    m.run(
+        &ctx,
+        &["agents", "login", "claude", "--with-oauth-token"],
+        &format!("{LOCAL_TOKEN}\n"),
+    )
+    .ok();
+    assert_eq!(agents_list(&m, &ctx)["account_kind"], "oauth_token");
+    m.run(&ctx, &["agents", "logout", "claude"], "").ok();
+
+    // A Linux claude on this machine's PATH is copied in: nothing is downloaded.
+    let linux = Machine {
+        env: m.env.clone(),
+        ..Machine::new()
+    };
+    linux.on_path("claude", Path::new(&claude_binary()));
+    let p2 = ctx.path("proj2");
+    std::fs::create_dir_all(&p2).unwrap();
+    linux
+        .run(
+            &ctx,
+            &["workspace", "up", p2.to_str().unwrap(), "--name", "laptop"],
+            "",
+        )
+        .ok();
+    let hits = site.any_hits();
+    let copied = linux
+        .run(&ctx, &["new-chat", "laptop", "-m", "hello", "--wait"], "")
+        .ok();
+    assert_eq!(copied.stdout.trim(), "Hello from the installed agent.");
+    assert!(copied.stderr.contains("copying"), "{}", copied.stderr);
+    assert_eq!(site.any_hits(), hits, "nothing was downloaded");
+
+    // An installer that fails, or hangs (stopped at install_timeout), says so with the
+    // remedy; nothing is left half-done that the next attempt trips on.
+    let p3 = ctx.path("proj3");
+    std::fs::create_dir_all(&p3).unwrap();
+    m.run(
+        &ctx,
+        &["workspace", "up", p3.to_str().unwrap(), "--name", "bare"],
+        "",
+    )
+    .ok();
+    let bare = Machine {
+        env: m.env.clone(),
+        ..Machine::new()
+    };
+    write_config(
+        &ctx,
+        &model.url(),
+        &format!("    installer_url: {}\n", site.url("/gone.sh")),
+    );
+    let gone = bare
+        .run(&ctx, &["new-chat", "bare", "-m", "hello"], "")
+        .fails();
+    assert!(
+        gone.stderr
+            .contains("installing claude with Claude Code's native installer failed (exit 22)"),
+        "{}",
+        gone.stderr
+    );
+    assert!(gone.stderr.contains("404"), "{}", gone.stderr);
+    assert!(
+        gone.stderr.contains("agents.claude.binary"),
+        "{}",
+        gone.stderr
+    );
+    write_config(
+        &ctx,
+        &model.url(),
+        &format!(
+            "    installer_url: {}\n    install_timeout: 3\n",
+            site.url("/hangs.sh")
+        ),
+    );
+    let t = std::time::Instant::now();
+    let hung = bare
+        .run(&ctx, &["new-chat", "bare", "-m", "hello"], "")
+        .fails();
+    assert!(
+        hung.stderr.contains("took longer than 3s and was stopped"),
+        "{}",
+        hung.stderr
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    write_config(
+        &ctx,
+        &model.url(),
+        &format!("    installer_url: {}\n", site.url("/install.sh")),
+    );
+    let mended = bare
+        .run(&ctx, &["new-chat", "bare", "-m", "hello", "--wait"], "")
+        .ok();
+    assert_eq!(mended.stdout.trim(), "Hello from the installed agent.");
+
+    // A kind that is not enabled is refused by name.
+    std::fs::write(
+        ctx.home.path().join("config.yaml"),
+        format!(
+            "default_image: {}\nagents:\n  enabled: [claude]\n",
+            test_image()
+        ),
+    )
+    .unwrap();
+    let off = m
+        .run(&ctx, &["new-chat", "bare", "--agent", "codex"], "")
+        .fails();
+    assert!(
+        off.stderr.contains("agent codex is not in agents.enabled"),
+        "{}",
+        off.stderr
+    );
+}
+
+fn check<'a>(doctor: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {doctor:#}"))
+}
+
+#[test]
+fn doctor_says_what_is_ready_and_what_to_do_about_the_rest() {
+    let ctx = Ctx::new();
+    let mut m = Machine::new();
+    m.set_env("ANTHROPIC_API_KEY", ENV_KEY);
+
+    // Everything `up` and `new-chat` need is here: exit 0.
+    let run = m.run(&ctx, &["doctor", "--json"], "");
+    let d = run.json();
+    assert_eq!(
+        (run.code, &d["ready"]),
+        (0, &serde_json::json!(true)),
+        "{d:#}"
+    );
+    let docker = check(&d, "provider docker");
+    assert_eq!(docker["verdict"], "ok");
+    assert!(
+        docker["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Docker Engine "),
+        "{docker}"
+    );
+    assert_eq!(
+        check(&d, &format!("image {}", test_image()))["verdict"],
+        "ok"
+    );
+    let claude = check(&d, "agent claude");
+    assert_eq!(claude["verdict"], "ok", "{claude}");
+    assert!(
+        claude["detail"]
+            .as_str()
+            .unwrap()
+            .contains("environment (ANTHROPIC_API_KEY) (sk-ant…0001)"),
+        "{claude}"
+    );
+    assert!(!d.to_string().contains(ENV_KEY));
+    assert_eq!(check(&d, "server")["verdict"], "warn");
+    assert_eq!(check(&d, "ssh config")["verdict"], "warn");
+    assert_eq!(
+        check(&d, "ssh config")["remedy"],
+        "`claude-vm ssh-config --install`"
+    );
+    assert_eq!(check(&d, "disk")["verdict"], "ok");
+    assert_eq!(check(&d, "backups")["verdict"], "ok");
+    // The same as lines, each with its remedy.
+    let text = m.run(&ctx, &["doctor"], "").ok();
+    assert!(
+        text.stdout.contains("✓ provider docker: Docker Engine"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("! server: not running"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("    → `claude-vm ssh-config --install`"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.trim_end().ends_with("have what they need"),
+        "{}",
+        text.stdout
+    );
+
+    // A server, and the SSH config: both ok.
+    let server = common::http::Server::start(&ctx);
+    m.run(&ctx, &["ssh-config", "--install"], "").ok();
+    let d = m.run(&ctx, &["doctor", "--json"], "").ok().json();
+    let s = check(&d, "server");
+    assert_eq!(s["verdict"], "ok", "{s}");
+    assert!(
+        s["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(this machine only)"),
+        "{s}"
+    );
+    assert_eq!(check(&d, "ssh config")["verdict"], "ok");
+    drop(server);
+
+    // No account for the default agent: not ready, and the remedy says how.
+    m.unset_env("ANTHROPIC_API_KEY");
+    let run = m.run(&ctx, &["doctor", "--json"], "");
+    let d = run.json();
+    assert_eq!(run.code, 1, "{d:#}");
+    let claude = check(&d, "agent claude");
+    assert_eq!(claude["verdict"], "fail");
+    assert!(
+        claude["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("claude-vm agents login claude"),
+        "{claude}"
+    );
+    // Another enabled kind without an account is only a warning.
+    assert_eq!(check(&d, "agent codex")["verdict"], "warn");
+    m.set_env("ANTHROPIC_API_KEY", ENV_KEY);
+
+    // A backup repository that cannot be opened fails its check (up and new-chat work on).
+    let not_a_repo = ctx.home.path().join("not-a-repository");
+    std::fs::write(&not_a_repo, "x").unwrap();
+    let cfg = ctx.home.path().join("config.yaml");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{base}backup:\n  repository: {}\n", not_a_repo.display()),
+    )
+    .unwrap();
+    let run = m.run(&ctx, &["doctor", "--json"], "");
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        check(&run.json(), "backups")["verdict"],
+        "fail",
+        "{}",
+        run.stdout
+    );
+
+    // An image that is not there is a warning (up pulls it); an unreachable default
+    // provider fails.
+    m.run(
+        &ctx,
+        &[
+            "provider",
+            "add",
+            "far",
+            "--type",
+            "docker",
+            "--option",
+            "host=tcp://127.0.0.1:9",
+        ],
+        "",
+    )
+    .ok();
+    std::fs::write(
+        &cfg,
+        "default_provider: far\ndefault_image: claude-vm-test-absent:none\n",
+    )
+    .unwrap();
+    let run = m.run(&ctx, &["doctor", "--json"], "");
+    let d = run.json();
+    assert_eq!(run.code, 1, "{d:#}");
+    let far = check(&d, "provider far");
+    assert_eq!(far["verdict"], "fail", "{far}");
+    assert!(far["remedy"].is_string(), "{far}");
+    std::fs::write(&cfg, "default_image: claude-vm-test-absent:none\n").unwrap();
+    let d = m.run(&ctx, &["doctor", "--json"], "").json();
+    assert_eq!(
+        check(&d, "image claude-vm-test-absent:none")["verdict"],
+        "warn",
+        "{d:#}"
+    );
+    assert_eq!(check(&d, "provider far")["verdict"], "fail");
+    assert_eq!(
+        d["ready"], true,
+        "a provider nobody uses by default does not block"
+    );
+}
+
+#[test]
+fn the_readme_main_command_on_a_fresh_home_ends_in_a_reply_or_one_line_saying_what_is_missing() {
+    // Workspaces here are on Docker's default network: the model listens on every
+    // address and is reached through the bridge's gateway.
+    // (Some engines name no gateway: it is then the subnet's first address.)
+    let out = Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}} {{(index .IPAM.Config 0).Subnet}}",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let gw = match text.split_whitespace().collect::<Vec<_>>()[..] {
+        [gw, _] => gw.to_owned(),
+        [subnet] => {
+            let net = subnet.split('/').next().unwrap();
+            let (head, _) = net.rsplit_once('.').unwrap();
+            format!("{head}.1")
+        }
+        _ => panic!("no address for Docker's bridge network: {text:?}"),
+    };
+    let model = ScriptedModel::bind(
+        "0.0.0.0:0",
+        Script::from_json(
+            r#"[{"match": {"last_user_contains": "hello"}, "response": [{"text": "Hello from the installed agent."}]}]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    model.require_tokens(&[ENV_KEY]);
+    let url = format!("http://{gw}:{}", model.addr().port());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/quickstart.sh");
+    let quickstart = |ctx: &Ctx, m: &Machine, project: &Path| -> Run {
+        let mut c = Command::new(&script);
+        c.arg(project)
+            .env("CLAUDE_VM_HOME", ctx.home.path())
+            .env("CLAUDE_VM_BIN", &ctx.bin)
+            .env("CLAUDE_VM_FIRST_MESSAGE", "say hello")
+            .env("HOME", m.home.path())
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    m.path_dir.path().display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .env("NO_COLOR", "1")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("CLAUDE_CODE_OAUTH_TOKEN")
+            .stdin(Stdio::null());
+        for (k, v) in &m.env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+
+    // A Linux laptop with Claude Code installed and its key in the environment.
+    let ctx = Ctx::new();
+    std::fs::remove_file(ctx.home.path().join("config.yaml")).unwrap();
+    let mut m = Machine::new();
+    m.on_path("claude", Path::new(&claude_binary()));
+    m.set_env("ANTHROPIC_API_KEY", ENV_KEY);
+    m.set_env("ANTHROPIC_BASE_URL", &url);
+    let p = git_project(&ctx);
+    let out = quickstart(&ctx, &m, &p);
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        "Hello from the installed agent.",
+        "{}",
+        out.stderr
+    );
+    assert_eq!(last_credential(&model), "x-api-key:0");
+
+    // No account anywhere: a running workspace, and exactly one line saying what to do.
+    let ctx = Ctx::new();
+    std::fs::remove_file(ctx.home.path().join("config.yaml")).unwrap();
+    let mut m = Machine::new();
+    m.on_path("claude", Path::new(&claude_binary()));
+    m.set_env("ANTHROPIC_BASE_URL", &url);
+    let p = git_project(&ctx);
+    let out = quickstart(&ctx, &m, &p);
+    assert_ne!(out.code, 0);
+    assert_eq!(out.stdout.trim(), "", "{}", out.stdout);
+    assert_eq!(
+        out.stderr.trim().lines().last().unwrap(),
+        "error: no Claude account: run `claude-vm agents login claude` (or set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN)",
+        "{}",
+        out.stderr
+    );
+    let list = ctx.list();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["status"], "running", "{list:?}");
+}
+
+#[test]
+fn codex_uses_the_key_of_the_environment_or_of_its_own_login_file() {
+    const ENV: &str = "sk-proj-codex-from-the-environment-01";
+    const FILE: &str = "sk-proj-codex-from-its-auth-json-0002";
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[{"match": {"last_user_contains": "hello"}, "response": [{"text": "Hello from Codex."}]}]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    model.require_tokens(&[ENV, FILE]);
+    // The suite's Codex configuration, without the key it gives.
+    let s = common::scenario::Scenario::new(common::scenario::Agent::Codex, &model);
+    let cfg = s.ctx.home.path().join("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let (head, _) = text.split_once("    env:\n      OPENAI_API_KEY:").unwrap();
+    std::fs::write(&cfg, head).unwrap();
+    let id = s.workspace("cx");
+    let credential = || {
+        model
+            .responses_requests()
+            .last()
+            .map(|r| r.headers["x-testkit-credential"].clone())
+            .unwrap_or_default()
+    };
+
+    let mut m = Machine::new();
+    m.set_env("OPENAI_API_KEY", ENV);
+    let out = m
+        .run(&s.ctx, &["new-chat", "cx", "-m", "hello", "--wait"], "")
+        .ok();
+    assert_eq!(out.stdout.trim(), "Hello from Codex.", "{}", out.stderr);
+    assert_eq!(credential(), "bearer:0");
+
+    // `codex login --with-api-key` leaves the key in ~/.codex/auth.json.
+    m.unset_env("OPENAI_API_KEY");
+    m.write(
+        ".codex/auth.json",
+        &format!(r#"{{"OPENAI_API_KEY": "{FILE}", "tokens": null, "last_refresh": null}}"#),
+    );
+    assert_eq!(
+        agents_list_kind(&m, &s.ctx, "codex")["account_source"],
+        "~/.codex/auth.json"
+    );
+    let out = m
+        .run(&s.ctx, &["new-chat", "cx", "-m", "hello", "--wait"], "")
+        .ok();
+    assert_eq!(out.stdout.trim(), "Hello from Codex.", "{}", out.stderr);
+    assert_eq!(credential(), "bearer:1");
+
+    // A ChatGPT login is Codex's own file: it reaches the agent's home, owner-only.
+    let chatgpt = r#"{"OPENAI_API_KEY": null, "tokens": {"id_token": "eyJ.i.d", "access_token": "eyJ.a.t", "refresh_token": "rt-1", "account_id": "acct-1"}, "last_refresh": "2026-12-01T00:00:00Z"}"#;
+    m.write(".codex/auth.json", chatgpt);
+    m.run(&s.ctx, &["new-chat", "cx", "--agent", "codex"], "")
+        .ok();
+    assert_eq!(
+        common::dexec(&id, "stat -c '%u %a' /workspace/.home/.codex/auth.json"),
+        "1000 600\n"
+    );
+    assert_eq!(
+        common::dexec(&id, "cat /workspace/.home/.codex/auth.json"),
+        chatgpt
+    );
+}
