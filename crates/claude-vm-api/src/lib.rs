@@ -27,8 +27,8 @@ pub use conversations::{
 pub use exec::{Encoding, Exec, ExecLine, ExecQuery};
 pub use files::{DiffQuery, Listing, PathQuery};
 pub use workspaces::{
-    Agents, BackupTaken, CreateWorkspace, Down, Provider, Unreachable, UpOutcome, UploadQuery,
-    Workspace, WorkspaceList,
+    Agents, BackupTaken, CreateWorkspace, Down, IdleStopPolicy, Provider, SetIdleStop, Unreachable,
+    UpOutcome, UploadQuery, Workspace, WorkspaceList,
 };
 
 /// Every answer that is not 2xx: `{"error": "...", "hint": "..."}` (the daemon's error

@@ -88,6 +88,29 @@ pub struct CreateWorkspace {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// A new workspace's own idle stop (`off`, `10m`); default: the server's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop: Option<String>,
+}
+
+/// `POST /api/v1/workspaces/{workspace}/idle-stop`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetIdleStop {
+    /// `off`, a duration (`10m`, `2h`), or `null` for the server's `lifecycle.idle_stop`.
+    pub idle_stop: Option<String>,
+}
+
+/// The answer to [`SetIdleStop`]: the policy now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdleStopPolicy {
+    pub workspace: String,
+    /// `off` or a duration.
+    pub idle_stop: String,
+    /// The workspace has no setting of its own.
+    pub from_config: bool,
+    /// The running workspace's daemon has it; a stopped one gets it when it starts.
+    pub applied: bool,
 }
 
 /// `POST /api/v1/workspaces` with a tar body (`Content-Type: application/x-tar`): the
@@ -103,6 +126,8 @@ pub struct UploadQuery {
     pub image: Option<String>,
     pub branch: Option<String>,
     pub name: Option<String>,
+    #[serde(default)]
+    pub idle_stop: Option<String>,
 }
 
 impl UploadQuery {
@@ -115,6 +140,7 @@ impl UploadQuery {
             ("provider", self.provider.as_deref()),
             ("image", self.image.as_deref()),
             ("branch", self.branch.as_deref()),
+            ("idle_stop", self.idle_stop.as_deref()),
         ])
     }
 }

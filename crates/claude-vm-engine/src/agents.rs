@@ -457,7 +457,7 @@ impl Engine {
         match self.account(kind) {
             AccountState::Ready(a) => Ok(Some(a)),
             AccountState::NotNeeded => Ok(None),
-            AccountState::Broken(why) => Err(EngineError::InvalidInput(why)),
+            AccountState::Broken(why) => Err(EngineError::NoAccount(why)),
             AccountState::Missing(line) => {
                 if let Some(rel) = agent::local_login_file(kind)
                     && provider
@@ -467,7 +467,7 @@ impl Engine {
                 {
                     return Ok(None);
                 }
-                Err(EngineError::InvalidInput(line))
+                Err(EngineError::NoAccount(line))
             }
         }
     }

@@ -42,6 +42,9 @@ pub enum EngineError {
     UnknownProvider(String),
     #[error("{0}")]
     InvalidInput(String),
+    /// An agent kind has no usable account; the message says what to do.
+    #[error("{0}")]
+    NoAccount(String),
     #[error("workspace {name}: {source}")]
     Transition {
         name: String,

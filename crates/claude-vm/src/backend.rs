@@ -139,6 +139,33 @@ impl Backend {
         }
     }
 
+    /// `workspace set --idle-stop`: a workspace's own idle stop (`None`: config.yaml's).
+    pub async fn set_idle_stop(
+        &self,
+        workspace: &str,
+        value: Option<claude_vm_core::lifecycle::IdleStop>,
+    ) -> Result<claude_vm_engine::IdleStopSet> {
+        match self {
+            Backend::Local(e) => Ok(e.set_idle_stop(workspace, value).await?),
+            Backend::Remote(r) => {
+                let p: claude_vm_api::IdleStopPolicy = r
+                    .post(
+                        &ws_path(workspace, "/idle-stop"),
+                        &claude_vm_api::SetIdleStop {
+                            idle_stop: value.map(|v| v.to_string()),
+                        },
+                    )
+                    .await?;
+                Ok(claude_vm_engine::IdleStopSet {
+                    workspace: p.workspace,
+                    idle_stop: p.idle_stop,
+                    from_config: p.from_config,
+                    applied: p.applied,
+                })
+            }
+        }
+    }
+
     /// Stop a workspace; `true` when it was running, and how its final backup went
     /// (`None`: the server did it, and does not say).
     pub async fn down(
@@ -384,6 +411,7 @@ async fn remote_up(r: &Remote, req: &UpRequest, reporter: &dyn Reporter) -> Resu
         image: req.image.clone(),
         branch: req.branch.clone(),
         name: req.name.clone(),
+        idle_stop: req.idle_stop.map(|i| i.to_string()),
     };
     if claude_vm_core::source::is_git_url(&target) {
         if target.starts_with("file://") {
@@ -452,6 +480,7 @@ async fn upload(
         image: req.image.clone(),
         branch: req.branch.clone(),
         name: req.name.clone(),
+        idle_stop: req.idle_stop.map(|i| i.to_string()),
     }
     .to_query();
     reporter.step(&format!("reading {}", abs.display()));

@@ -101,44 +101,7 @@ impl DownloadSite {
             format!("/claude-code-releases/{version}/linux-x64/claude"),
             Arc::new(bytes),
         );
-        let hits = Arc::new(Mutex::new(HashMap::new()));
-        let record = hits.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let files = files.clone();
-                let record = record.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                            break;
-                        }
-                    }
-                    *record.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
-                    let _ = match files.get(&path) {
-                        Some(body) => conn
-                            .write_all(
-                                format!(
-                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                                    body.len()
-                                )
-                                .as_bytes(),
-                            )
-                            .and_then(|()| conn.write_all(body)),
-                        None => conn.write_all(
-                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        ),
-                    };
-                });
-            }
-        });
+        let hits = serve(listener, files);
         DownloadSite {
             port,
             hits,
@@ -158,6 +121,52 @@ impl DownloadSite {
     fn any_hits(&self) -> usize {
         self.hits.lock().unwrap().values().sum()
     }
+}
+
+/// Serve `files` by path over HTTP/1.1 (404 for the rest); how often each path was asked.
+fn serve(
+    listener: TcpListener,
+    files: HashMap<String, Arc<Vec<u8>>>,
+) -> Arc<Mutex<HashMap<String, usize>>> {
+    let hits = Arc::new(Mutex::new(HashMap::new()));
+    let record = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let files = files.clone();
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                *record.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                let _ = match files.get(&path) {
+                    Some(body) => conn
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|()| conn.write_all(body)),
+                    None => conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    ),
+                };
+            });
+        }
+    });
+    hits
 }
 
 const ENV_KEY: &str = "sk-ant-api03-from-the-environment-0001";
@@ -953,5 +962,101 @@ fn codex_uses_the_key_of_the_environment_or_of_its_own_login_file() {
     assert_eq!(
         common::dexec(&id, "cat /workspace/.home/.codex/auth.json"),
         chatgpt
+    );
+}
+
+#[test]
+fn codex_is_installed_from_its_release_binary_and_npm_only_kinds_say_what_they_need() {
+    // STAND-IN for Codex's GitHub release downloads: the real (static, musl) Codex binary
+    // from PyPI, packed as its release asset `codex-<arch>-unknown-linux-musl.tar.gz`.
+    let codex = PathBuf::from(common::scenario::codex_binary());
+    let arch = std::env::consts::ARCH;
+    let asset = format!("codex-{arch}-unknown-linux-musl");
+    let pack = tempfile::tempdir().unwrap();
+    std::fs::copy(&codex, pack.path().join(&asset)).unwrap();
+    let tgz = pack.path().join("asset.tar.gz");
+    let status = Command::new("tar")
+        .args([
+            "-czf",
+            tgz.to_str().unwrap(),
+            "-C",
+            pack.path().to_str().unwrap(),
+            &asset,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = serve(
+        listener,
+        HashMap::from([(
+            format!("/releases/{asset}.tar.gz"),
+            Arc::new(std::fs::read(&tgz).unwrap()),
+        )]),
+    );
+    const KEY: &str = "sk-proj-codex-installed-by-release-01";
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[{"match": {"last_user_contains": "hello"}, "response": [{"text": "Hello from the installed Codex."}]}]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    model.require_tokens(&[KEY]);
+    // The suite's Codex configuration without its binary or key, and with the stand-in.
+    let s = common::scenario::Scenario::new(common::scenario::Agent::Codex, &model);
+    let cfg = s.ctx.home.path().join("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let (head, _) = text.split_once("    env:\n      OPENAI_API_KEY:").unwrap();
+    let head: String = head
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("binary:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!("{head}    installer_url: http://127.0.0.1:{port}/releases\n"),
+    )
+    .unwrap();
+    s.workspace("cx");
+    let mut m = Machine::new();
+    m.set_env("OPENAI_API_KEY", KEY);
+    let out = m
+        .run(&s.ctx, &["new-chat", "cx", "-m", "hello", "--wait"], "")
+        .ok();
+    assert_eq!(
+        out.stdout.trim(),
+        "Hello from the installed Codex.",
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "installing codex in the workspace with Codex's npm package or release binary"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(hits.lock().unwrap().values().sum::<usize>(), 1);
+    let long = m.run(&s.ctx, &["chat", "list", "-l"], "").ok();
+    assert!(long.stdout.contains("codex-cli"), "{}", long.stdout);
+
+    // Gemini CLI installs with npm: an image without Node says so, with the remedy.
+    m.set_env("GEMINI_API_KEY", "AIza-test-key-for-gemini-000000001");
+    let gemini = m
+        .run(&s.ctx, &["new-chat", "cx", "--agent", "gemini"], "")
+        .fails();
+    assert!(
+        gemini.stderr.contains(
+            "@google/gemini-cli installs with npm, and the workspace image has no Node.js (npm)"
+        ),
+        "{}",
+        gemini.stderr
+    );
+    assert!(
+        gemini.stderr.contains("agents.gemini.binary"),
+        "{}",
+        gemini.stderr
     );
 }

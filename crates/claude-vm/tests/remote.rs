@@ -357,6 +357,70 @@ fn a_logged_in_cli_runs_workspaces_and_conversations_on_the_server() {
     assert_eq!(client.list(), Vec::<serde_json::Value>::new());
     assert!(server_side.docker_debris().is_empty());
 
+    // Idle stops are the server's workspaces' own: given at `up`, set and reset.
+    let nap = client.path("nap");
+    std::fs::create_dir_all(&nap).unwrap();
+    client
+        .run(&[
+            "workspace",
+            "up",
+            nap.to_str().unwrap(),
+            "--name",
+            "nap",
+            "--idle-stop",
+            "3s",
+        ])
+        .ok();
+    let t = std::time::Instant::now();
+    loop {
+        let list = server_side
+            .run(&["workspace", "list", "--json"])
+            .ok()
+            .json();
+        let w = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "nap")
+            .cloned()
+            .unwrap();
+        if w["status"] == "stopped" {
+            assert!(w["idle_since"].is_string(), "{w}");
+            break;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "{w}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let set = client
+        .run(&["workspace", "set", "nap", "--idle-stop", "45m", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (&set["idle_stop"], &set["from_config"], &set["applied"]),
+        (
+            &serde_json::json!("45m"),
+            &serde_json::json!(false),
+            &serde_json::json!(false)
+        ),
+        "{set}"
+    );
+    let set = client
+        .run(&[
+            "workspace",
+            "set",
+            "nap",
+            "--idle-stop",
+            "default",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(set["from_config"], true, "{set}");
+    let bad = client
+        .run(&["workspace", "set", "nowhere", "--idle-stop", "off"])
+        .fails();
+    assert!(bad.stderr.contains("nowhere"), "{}", bad.stderr);
+
     // Commands that only work locally say so in one line.
     for args in [
         vec!["cp", "far:x", "."],

@@ -15,6 +15,9 @@ use crate::{Engine, EngineError, Reporter, Result};
 
 use super::*;
 
+/// How long `agent health` may take (it waits 5 s for the daemon itself).
+const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
+
 impl Engine {
     pub(super) async fn install_binary(
         &self,
@@ -32,21 +35,27 @@ impl Engine {
         provider: &dyn Provider,
         id: &WorkspaceId,
     ) -> Result<protocol::Health> {
-        let out = provider
-            .exec(
-                id,
-                &ExecSpec {
-                    cmd: vec![
-                        protocol::BINARY_PATH.into(),
-                        "agent".into(),
-                        "health".into(),
-                        "--wait".into(),
-                        "5".into(),
-                    ],
-                    ..Default::default()
-                },
-            )
-            .await?;
+        // Bounded: a daemon that is stuck (or an exec that never returns) is an answer too,
+        // and `up` replaces and restarts what does not answer.
+        let spec = ExecSpec {
+            cmd: vec![
+                protocol::BINARY_PATH.into(),
+                "agent".into(),
+                "health".into(),
+                "--wait".into(),
+                "5".into(),
+            ],
+            ..Default::default()
+        };
+        let out = tokio::time::timeout(HEALTH_DEADLINE, provider.exec(id, &spec))
+            .await
+            .map_err(|_| EngineError::Workspace {
+                name: id.to_string(),
+                message: format!(
+                    "the daemon did not answer its health check within {}s",
+                    HEALTH_DEADLINE.as_secs()
+                ),
+            })??;
         if out.exit_code != 0 {
             return Err(EngineError::Workspace {
                 name: id.to_string(),

@@ -114,7 +114,7 @@ pub async fn create(
         name: b.name,
         source_label: None,
         no_local_paths: true,
-        idle_stop: None,
+        idle_stop: idle_stop(b.idle_stop.as_deref())?,
     };
     outcome_response(run_up(&s, req).await?)
 }
@@ -182,6 +182,7 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
             "invalid project name {p:?}: one folder name, without `/`"
         )));
     }
+    let idle_stop = idle_stop(q.idle_stop.as_deref())?;
     let scratch = tempfile::Builder::new()
         .prefix("claude-vm-upload-")
         .tempdir()
@@ -231,7 +232,7 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
             }),
             // The server's own scratch copy of the upload.
             no_local_paths: false,
-            idle_stop: None,
+            idle_stop,
         };
         let cancel = CancellationToken::new();
         let outcome = engine.up(&req, &NullReporter, &cancel).await;
@@ -268,6 +269,31 @@ pub async fn up(State(s): State<AppState>, Path(ws): Path<String>) -> ApiResult<
     let record = s.engine.find_workspace(&ws)?;
     let req = UpRequest::existing(&record.id);
     outcome_response(run_up(&s, req).await?)
+}
+
+/// An idle stop as the API takes it (`off`, `10m`), refused with the reason.
+fn idle_stop(v: Option<&str>) -> ApiResult<Option<claude_vm_core::lifecycle::IdleStop>> {
+    v.map(|v| {
+        claude_vm_core::lifecycle::IdleStop::parse(v)
+            .map_err(|e| ApiError::bad_request(format!("idle_stop: {e}")))
+    })
+    .transpose()
+}
+
+pub async fn set_idle_stop(
+    State(s): State<AppState>,
+    Path(ws): Path<String>,
+    Json(b): Json<claude_vm_api::SetIdleStop>,
+) -> ApiResult<Json<claude_vm_api::IdleStopPolicy>> {
+    let value = idle_stop(b.idle_stop.as_deref())?;
+    let engine = s.engine.clone();
+    let set = detached(async move { Ok(engine.set_idle_stop(&ws, value).await?) }).await?;
+    Ok(Json(claude_vm_api::IdleStopPolicy {
+        workspace: set.workspace,
+        idle_stop: set.idle_stop,
+        from_config: set.from_config,
+        applied: set.applied,
+    }))
 }
 
 pub async fn down(

@@ -116,6 +116,13 @@ fn guess(kind: &str) -> Result<(AccountKind, Option<String>, Option<std::path::P
             "{kind} takes no account claude-vm manages; give it its environment in agents.{kind}.env in config.yaml"
         );
     }
+    if kind == "claude" && std::io::stdin().is_terminal() {
+        // macOS keeps Claude Code's login in the Keychain, out of reach: a subscription
+        // comes in as a long-lived token instead.
+        eprintln!(
+            "Paste an Anthropic API key, or use your Claude subscription: run `claude setup-token` in another terminal and paste the token it prints."
+        );
+    }
     let what = if kinds.contains(&AccountKind::OauthToken) {
         "API key or OAuth token (`claude setup-token`)"
     } else {

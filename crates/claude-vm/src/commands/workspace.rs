@@ -29,12 +29,11 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             idle_stop,
             json,
         } => {
-            let local = engine.engine("workspace set")?;
             let value = match idle_stop {
                 Some(IdleStopSetting::Own(v)) => Some(*v),
                 Some(IdleStopSetting::Default) | None => None,
             };
-            let set = rt.block_on(local.set_idle_stop(workspace, value))?;
+            let set = rt.block_on(engine.set_idle_stop(workspace, value))?;
             if *json {
                 print_json(&set)?;
             } else if !quiet {
@@ -392,11 +391,6 @@ async fn up(engine: &Backend, args: &UpArgs, reporter: &CliReporter) -> Result<E
         no_local_paths: false,
         idle_stop: args.idle_stop,
     };
-    if args.idle_stop.is_some() && matches!(engine, Backend::Remote(_)) {
-        bail!(
-            "`workspace up --idle-stop` does not work against a server yet; set lifecycle.idle_stop in the server's config.yaml"
-        );
-    }
     let cancel = cancel_on_signals();
     let outcome = engine.up(&req, reporter, &cancel).await?;
     let w = outcome.workspace();
