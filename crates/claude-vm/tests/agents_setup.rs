@@ -254,25 +254,23 @@ impl Machine {
 /// network (to reach the loopback servers), Claude Code pointed at the scripted model (no
 /// account: that is found), its telemetry off.
 fn home(model: &str, extra_claude: &str) -> Ctx {
-    let ctx = Ctx::new();
-    write_config(&ctx, model, extra_claude);
-    ctx.run(&[
-        "provider",
-        "set-options",
-        "docker",
-        "--option",
-        "network=host",
-    ])
-    .ok();
-    ctx
+    common::chat::ctx_with_agents(&claude_yaml(model, extra_claude))
+}
+
+/// The lines under `agents:` for [`home`].
+fn claude_yaml(model: &str, extra_claude: &str) -> String {
+    format!(
+        "  claude:\n    env:\n      ANTHROPIC_BASE_URL: {model}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n{extra_claude}"
+    )
 }
 
 fn write_config(ctx: &Ctx, model: &str, extra_claude: &str) {
     std::fs::write(
         ctx.home.path().join("config.yaml"),
         format!(
-            "default_image: {}\nagents:\n  claude:\n    env:\n      ANTHROPIC_BASE_URL: {model}\n      DISABLE_TELEMETRY: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n{extra_claude}",
-            test_image()
+            "default_image: {}\nagents:\n{}",
+            test_image(),
+            claude_yaml(model, extra_claude)
         ),
     )
     .unwrap();

@@ -40,16 +40,19 @@ pub fn new_chat(
         PermissionMode::Skip
     };
     let view = rt.block_on(engine.new_chat(workspace, agent, message, mode, &reporter))?;
-    if o.wait {
+    let started = |then: &str| {
         if !quiet {
             eprintln!(
-                "{} started {} conversation {} in {}; waiting for its answer",
+                "{} started {} conversation {} in {}; {then}",
                 output::paint("✓", Style::Good),
                 view.agent,
                 view.id,
                 view.workspace
             );
         }
+    };
+    if o.wait {
+        started("waiting for its answer");
         return rt.block_on(async {
             let chat = engine.chat(&view.id).await?;
             wait_turn(&chat, 0).await
@@ -59,16 +62,7 @@ pub fn new_chat(
         print_json(&view)?;
     } else {
         println!("{}", view.id);
-        if !quiet {
-            eprintln!(
-                "{} started {} conversation {} in {}; talk to it with `claude-vm chat -c {}`",
-                output::paint("✓", Style::Good),
-                view.agent,
-                view.id,
-                view.workspace,
-                view.id
-            );
-        }
+        started(&format!("talk to it with `claude-vm chat -c {}`", view.id));
     }
     Ok(ExitCode::SUCCESS)
 }
