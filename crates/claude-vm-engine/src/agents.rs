@@ -635,7 +635,8 @@ impl Engine {
             ..Default::default()
         };
         let out = provider.exec(&ws.id, &probe).await?;
-        let found = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let found = text.lines().next().unwrap_or_default().trim().to_owned();
         Ok((out.exit_code == 0 && !found.is_empty()).then_some(found))
     }
 
@@ -674,8 +675,10 @@ impl Engine {
         if out.exit_code != 0 {
             return None;
         }
+        // What the program prints is the agent's to choose: one line, no terminal escapes.
         let text = String::from_utf8_lossy(&out.stdout);
-        let line: String = text.lines().next()?.trim().chars().take(80).collect();
+        let line = plain(text.lines().next()?);
+        let line: String = line.chars().take(80).collect();
         (!line.is_empty()).then_some(line)
     }
 

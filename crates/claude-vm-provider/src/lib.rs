@@ -56,13 +56,26 @@ pub struct CreateSpec {
 }
 
 /// A command to run inside a workspace, its output captured.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ExecSpec {
     pub cmd: Vec<String>,
     /// `uid[:gid]` or a user name; the image's default when `None`.
     pub user: Option<String>,
     pub workdir: Option<String>,
+    /// May carry secrets (an agent's login file): `Debug` shows the names only.
     pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for ExecSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ExecSpec")
+            .field("cmd", &self.cmd)
+            .field("user", &self.user)
+            .field("workdir", &self.workdir)
+            .field("env", &env)
+            .finish()
+    }
 }
 
 /// The result of a captured command.

@@ -56,13 +56,16 @@ pub fn run(engine: &Engine, cmd: &AgentsCommand) -> Result<ExitCode> {
                 print_json(&view)?;
             } else {
                 eprintln!(
-                    "{} {kind} will use the account from {}{}",
+                    "{} new {kind} conversations will use the account from {}{}",
                     output::paint("✓", Style::Good),
                     view.account_source.as_deref().unwrap_or("?"),
                     view.account
                         .as_deref()
                         .map(|m| format!(" ({m})"))
                         .unwrap_or_default()
+                );
+                eprintln!(
+                    "  conversations already started keep the account they began with; `claude-vm new-chat` starts one with this"
                 );
             }
             Ok(ExitCode::SUCCESS)
