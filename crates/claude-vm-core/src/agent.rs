@@ -51,14 +51,12 @@ const NPM: &str = r#"npm_install() {
 }
 "#;
 
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// The default install of `kind`, fetching the vendor's installer from `installer_url`
 /// (see [`default_installer_url`]); `None` for kinds that have none (`acp`).
 pub fn default_install(kind: &str, installer_url: Option<&str>) -> Option<Install> {
-    let url = installer_url.or(default_installer_url(kind)).map(quote);
+    let url = installer_url
+        .or(default_installer_url(kind))
+        .map(crate::posix::sh_quote);
     let (what, body, program) = match kind {
         // The native installer downloads the binary for this platform, checks it against
         // the release manifest and runs its `install`, which leaves `~/.local/bin/claude`.
@@ -114,7 +112,8 @@ pub fn default_install(kind: &str, installer_url: Option<&str>) -> Option<Instal
 /// What a program file is, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinaryKind {
-    /// A Linux (or other ELF) executable for this machine architecture (`uname -m` name).
+    /// A Linux (or other ELF) executable for this architecture (named as
+    /// [`crate::posix::normalize_arch`] names it).
     Elf(&'static str),
     /// An ELF executable for an architecture claude-vm does not name.
     ElfOther(u16),
@@ -154,15 +153,6 @@ pub fn binary_kind(head: &[u8]) -> BinaryKind {
     }
 }
 
-/// `uname -m` of a workspace, as [`BinaryKind::Elf`] names architectures.
-pub fn normalise_arch(uname_m: &str) -> &str {
-    match uname_m.trim() {
-        "arm64" => "aarch64",
-        "amd64" => "x86_64",
-        other => other,
-    }
-}
-
 /// What sort of account an agent kind is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,7 +171,8 @@ pub enum AccountKind {
 pub fn account_env(kind: &str, account: AccountKind) -> &'static [&'static str] {
     match (kind, account) {
         ("claude", AccountKind::ApiKey) => &["ANTHROPIC_API_KEY"],
-        ("claude", AccountKind::OauthToken) => &["CLAUDE_CODE_OAUTH_TOKEN"],
+        // ANTHROPIC_AUTH_TOKEN: a bearer token for a gateway of the user's.
+        ("claude", AccountKind::OauthToken) => &["CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN"],
         ("codex", AccountKind::ApiKey) => &["OPENAI_API_KEY", "CODEX_API_KEY"],
         ("gemini", AccountKind::ApiKey) => &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
         ("qwen", AccountKind::ApiKey) => &["OPENAI_API_KEY", "DASHSCOPE_API_KEY"],
@@ -346,7 +337,6 @@ mod tests {
         assert_eq!(binary_kind(b"#!/usr/bin/env node\n"), BinaryKind::Script);
         assert_eq!(binary_kind(b"\x7fEL"), BinaryKind::Unknown);
         assert_eq!(binary_kind(b""), BinaryKind::Unknown);
-        assert_eq!(normalise_arch("arm64\n"), "aarch64");
     }
 
     #[test]

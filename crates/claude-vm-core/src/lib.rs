@@ -13,6 +13,7 @@ pub mod image;
 pub mod lifecycle;
 pub mod name;
 pub mod notify;
+pub mod posix;
 pub mod provider;
 pub mod resolve;
 pub mod source;

@@ -30,18 +30,6 @@ use tokio::io::AsyncBufReadExt;
 use crate::pack::{self, Extra, ExtraContent};
 use crate::{Engine, EngineError, Reporter, Result};
 
-/// Usual command name of each agent kind.
-pub(crate) fn default_command(kind: &str) -> &str {
-    match kind {
-        "claude" => "claude",
-        "codex" => "codex",
-        "gemini" => "gemini",
-        "goose" => "goose",
-        "qwen" => "qwen",
-        other => other,
-    }
-}
-
 /// How people name an agent kind's account.
 fn account_name(kind: &str) -> &str {
     match kind {
@@ -72,8 +60,11 @@ pub(crate) enum AccountState {
     Ready(Account),
     /// The kind takes no account claude-vm knows of (`acp`: its `env` says).
     NotNeeded,
-    /// None found; the one line saying what to do.
-    Missing(String),
+    /// None found: what is missing, and what to do.
+    Missing {
+        what: String,
+        remedy: String,
+    },
     /// One was found and cannot be used; why, and what to do.
     Broken(String),
 }
@@ -118,11 +109,6 @@ pub(crate) fn discover(
         .iter()
         .flat_map(|k| agent::account_env(kind, *k))
         .copied()
-        .chain(if kind == "claude" {
-            Some("ANTHROPIC_AUTH_TOKEN")
-        } else {
-            None
-        })
         .collect();
     if let Some(var) = vars.iter().find(|v| settings.env.contains_key(**v)) {
         return AccountState::Ready(Account {
@@ -194,15 +180,62 @@ pub(crate) fn discover(
         .filter_map(|k| agent::account_env(kind, *k).first())
         .map(|v| (*v).to_owned())
         .collect();
-    AccountState::Missing(format!(
-        "no {} account: run `claude-vm agents login {kind}`{}",
-        account_name(kind),
-        if vars.is_empty() {
-            String::new()
+    AccountState::Missing {
+        what: format!("no {} account", account_name(kind)),
+        remedy: format!(
+            "run `claude-vm agents login {kind}`{}",
+            if vars.is_empty() {
+                String::new()
+            } else {
+                format!(" (or set {})", vars.join(" or "))
+            }
+        ),
+    }
+}
+
+/// How `kind`'s program reaches a workspace, or what is wrong with the configuration and
+/// what to do about it.
+pub(crate) fn install_route(
+    kind: &str,
+    settings: &AgentSettings,
+) -> std::result::Result<String, (String, String)> {
+    if let Some(b) = &settings.binary {
+        return if Path::new(b).is_file() {
+            Ok(format!("copies {b}"))
         } else {
-            format!(" (or set {})", vars.join(" or "))
-        }
-    ))
+            Err((
+                format!("agents.{kind}.binary {b} does not exist"),
+                format!("fix agents.{kind}.binary in config.yaml"),
+            ))
+        };
+    }
+    if settings.install.is_some() {
+        Ok(format!("installed by agents.{kind}.install"))
+    } else if let Some(i) = agent::default_install(kind, settings.installer_url.as_deref()) {
+        Ok(format!(
+            "the workspace's own, this machine's, or installed by {}",
+            i.what
+        ))
+    } else if settings.command.is_some() {
+        Ok("its command must be in the workspace image".to_owned())
+    } else {
+        Err((
+            format!("{kind} has no default installer and nothing says where it is"),
+            format!("set agents.{kind}.command (and .install or .binary) in config.yaml"),
+        ))
+    }
+}
+
+/// An agent kind claude-vm knows, or the error naming the ones it does.
+pub(crate) fn known_kind(kind: &str) -> Result<()> {
+    if claude_vm_core::config::AGENT_KINDS.contains(&kind) {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidInput(format!(
+            "unknown agent {kind:?}; known agents: {}",
+            claude_vm_core::config::AGENT_KINDS.join(", ")
+        )))
+    }
 }
 
 /// The agent's own login file at `path`.
@@ -282,65 +315,62 @@ impl Engine {
         }
     }
 
-    /// The account `kind` would use now.
+    /// The account `kind` would use now (files read off the async worker).
     pub(crate) fn account(&self, kind: &str) -> AccountState {
         let settings = self.config.agents.settings(kind);
-        discover(
-            kind,
-            &settings,
-            self.home.load_account(kind),
-            &self.places(),
-        )
+        crate::off_worker(|| {
+            discover(
+                kind,
+                &settings,
+                self.home.load_account(kind),
+                &self.places(),
+            )
+        })
     }
 
     /// `claude-vm agents list`.
     pub fn agents(&self) -> Vec<AgentView> {
         claude_vm_core::config::AGENT_KINDS
             .iter()
-            .map(|kind| {
-                let enabled = self.config.agents.enabled.iter().any(|k| k == kind);
-                let settings = self.config.agents.settings(kind);
-                let install = if let Some(b) = &settings.binary {
-                    format!("copies {b}")
-                } else if settings.install.is_some() {
-                    "runs agents.{kind}.install".replace("{kind}", kind)
-                } else if let Some(i) =
-                    agent::default_install(kind, settings.installer_url.as_deref())
-                {
-                    format!("the workspace's own, this machine's, or {}", i.what)
-                } else {
-                    format!("agents.{kind}.command in the workspace (no default installer)")
-                };
-                let mut view = AgentView {
-                    kind: (*kind).to_owned(),
-                    enabled,
-                    ready: false,
-                    account_source: None,
-                    account_kind: None,
-                    account: None,
-                    problem: None,
-                    install,
-                };
-                match self.account(kind) {
-                    AccountState::Ready(a) => {
-                        view.ready = true;
-                        view.account_source = Some(a.source);
-                        view.account_kind = a.account;
-                        view.account = a.masked;
-                    }
-                    AccountState::NotNeeded => {
-                        view.ready = true;
-                        view.account_source = Some(format!("none needed (agents.{kind}.env)"));
-                    }
-                    AccountState::Missing(m) | AccountState::Broken(m) => view.problem = Some(m),
-                }
-                if !enabled {
-                    view.ready = false;
-                    view.problem = Some("not in agents.enabled in config.yaml".to_owned());
-                }
-                view
-            })
+            .map(|kind| self.agent_view(kind))
             .collect()
+    }
+
+    /// One agent kind, as `agents list` shows it.
+    fn agent_view(&self, kind: &str) -> AgentView {
+        let enabled = self.config.agents.enabled.iter().any(|k| k == kind);
+        let settings = self.config.agents.settings(kind);
+        let mut view = AgentView {
+            kind: kind.to_owned(),
+            enabled,
+            ready: false,
+            account_source: None,
+            account_kind: None,
+            account: None,
+            problem: None,
+            install: install_route(kind, &settings).unwrap_or_else(|(what, _)| what),
+        };
+        match self.account(kind) {
+            AccountState::Ready(a) => {
+                view.ready = true;
+                view.account_source = Some(a.source);
+                view.account_kind = a.account;
+                view.account = a.masked;
+            }
+            AccountState::NotNeeded => {
+                view.ready = true;
+                view.account_source = Some(format!("none needed (agents.{kind}.env)"));
+            }
+            AccountState::Missing { what, remedy } => {
+                view.problem = Some(format!("{what}: {remedy}"))
+            }
+            AccountState::Broken(m) => view.problem = Some(m),
+        }
+        if !enabled {
+            view.ready = false;
+            view.problem = Some("not in agents.enabled in config.yaml".to_owned());
+        }
+        view
     }
 
     /// `claude-vm agents login KIND`: save an API key or token, or the path of the agent's
@@ -352,16 +382,12 @@ impl Engine {
         secret: Option<String>,
         path: Option<PathBuf>,
     ) -> Result<AgentView> {
-        if !claude_vm_core::config::AGENT_KINDS.contains(&kind) {
-            return Err(EngineError::InvalidInput(format!(
-                "unknown agent {kind:?}; known agents: {}",
-                claude_vm_core::config::AGENT_KINDS.join(", ")
-            )));
-        }
+        known_kind(kind)?;
         if !agent::account_kinds(kind).contains(&account) {
             let can: Vec<String> = agent::account_kinds(kind)
                 .iter()
-                .map(|k| format!("{k:?}"))
+                .filter_map(|k| serde_json::to_value(k).ok())
+                .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect();
             return Err(EngineError::InvalidInput(if can.is_empty() {
                 format!(
@@ -431,11 +457,7 @@ impl Engine {
         self.home
             .save_account(kind, &saved)
             .map_err(|e| EngineError::InvalidInput(format!("cannot save the account: {e}")))?;
-        Ok(self
-            .agents()
-            .into_iter()
-            .find(|v| v.kind == kind)
-            .expect("a known kind"))
+        Ok(self.agent_view(kind))
     }
 
     /// `claude-vm agents logout KIND`: whether an account was saved.
@@ -458,7 +480,7 @@ impl Engine {
             AccountState::Ready(a) => Ok(Some(a)),
             AccountState::NotNeeded => Ok(None),
             AccountState::Broken(why) => Err(EngineError::NoAccount(why)),
-            AccountState::Missing(line) => {
+            AccountState::Missing { what, remedy } => {
                 if let Some(rel) = agent::local_login_file(kind)
                     && provider
                         .stat(&ws.id, &format!("{AGENT_HOME}/{rel}"))
@@ -467,7 +489,7 @@ impl Engine {
                 {
                     return Ok(None);
                 }
-                Err(EngineError::NoAccount(line))
+                Err(EngineError::NoAccount(format!("{what}: {remedy}")))
             }
         }
     }
@@ -540,19 +562,18 @@ impl Engine {
                     }
                     other => other,
                 })?;
-            return Ok(self.with_version(provider, ws, program).await);
+            let version = self.version_of(provider, ws, &program).await;
+            return Ok(Provisioned { program, version });
         }
-        let command = settings
-            .command
-            .clone()
-            .unwrap_or_else(|| default_command(kind).to_owned());
+        // The usual command name of each kind is the kind's own.
+        let command = settings.command.clone().unwrap_or_else(|| kind.to_owned());
         let default = agent::default_install(kind, settings.installer_url.as_deref());
         let installed_at = default.as_ref().map(|i| i.program);
         if let Some(p) = self
             .find_program(provider, ws, &command, installed_at)
             .await?
         {
-            return Ok(self.with_version(provider, ws, p).await);
+            return Ok(p);
         }
         // The same program on this machine, when it can run there.
         if settings.command.is_none()
@@ -605,7 +626,7 @@ impl Engine {
             .find_program(provider, ws, &command, installed_at)
             .await?
         {
-            Some(p) => Ok(self.with_version(provider, ws, p).await),
+            Some(p) => Ok(p),
             None => Err(ws_err(format!(
                 "{what} ran but {command} is still not found in the workspace; {remedy}"
             ))),
@@ -613,19 +634,21 @@ impl Engine {
     }
 
     /// `command` on the agent's PATH in the workspace, or at `installed_at` (relative to
-    /// the agent's home) where a default install leaves it.
+    /// the agent's home) where a default install leaves it, with its version: one exec.
     async fn find_program(
         &self,
         provider: &dyn Provider,
         ws: &WorkspaceRecord,
         command: &str,
         installed_at: Option<&str>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<Provisioned>> {
         let probe = ExecSpec {
             cmd: vec![
                 "sh".into(),
                 "-c".into(),
-                r#"command -v "$1" 2>/dev/null || { [ -n "$2" ] && [ -x "$HOME/$2" ] && echo "$HOME/$2"; }"#.into(),
+                r#"p=$(command -v "$1" 2>/dev/null) || { [ -n "$2" ] && [ -x "$HOME/$2" ] && p="$HOME/$2"; } || exit 1
+printf '%s\n' "$p"; timeout 20 "$p" --version 2>/dev/null | head -n 1; exit 0"#
+                    .into(),
                 "sh".into(),
                 command.to_owned(),
                 installed_at.unwrap_or_default().to_owned(),
@@ -635,22 +658,19 @@ impl Engine {
             ..Default::default()
         };
         let out = provider.exec(&ws.id, &probe).await?;
+        if out.exit_code != 0 {
+            return Ok(None);
+        }
         let text = String::from_utf8_lossy(&out.stdout);
-        let found = text.lines().next().unwrap_or_default().trim().to_owned();
-        Ok((out.exit_code == 0 && !found.is_empty()).then_some(found))
+        let mut lines = text.lines();
+        let program = lines.next().unwrap_or_default().trim().to_owned();
+        Ok((!program.is_empty()).then(|| Provisioned {
+            program,
+            version: lines.next().and_then(version_line),
+        }))
     }
 
     /// The program's version (`--version`, first line), bounded; `None` when it says none.
-    async fn with_version(
-        &self,
-        provider: &dyn Provider,
-        ws: &WorkspaceRecord,
-        program: String,
-    ) -> Provisioned {
-        let version = self.version_of(provider, ws, &program).await;
-        Provisioned { program, version }
-    }
-
     async fn version_of(
         &self,
         provider: &dyn Provider,
@@ -675,11 +695,7 @@ impl Engine {
         if out.exit_code != 0 {
             return None;
         }
-        // What the program prints is the agent's to choose: one line, no terminal escapes.
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = plain(text.lines().next()?);
-        let line: String = line.chars().take(80).collect();
-        (!line.is_empty()).then_some(line)
+        version_line(String::from_utf8_lossy(&out.stdout).lines().next()?)
     }
 
     /// Copy a program of this machine into the workspace (once: the same size there is the
@@ -692,8 +708,8 @@ impl Engine {
         local: &Path,
         reporter: &dyn Reporter,
     ) -> Result<String> {
-        let meta =
-            std::fs::metadata(local).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+        let meta = crate::off_worker(|| std::fs::metadata(local))
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
         let name = local
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -728,13 +744,14 @@ impl Engine {
         command: &str,
         reporter: &dyn Reporter,
     ) -> Result<Option<Provisioned>> {
-        let Some(found) = on_path(command) else {
+        let Some((found, real, head)) = crate::off_worker(|| {
+            let found = on_path(command)?;
+            let real = std::fs::canonicalize(&found).ok()?;
+            let head = read_head(&real);
+            Some((found, real, head))
+        }) else {
             return Ok(None);
         };
-        let Ok(real) = std::fs::canonicalize(&found) else {
-            return Ok(None);
-        };
-        let head = read_head(&real);
         let arch = provider
             .exec(
                 &ws.id,
@@ -744,7 +761,8 @@ impl Engine {
                 },
             )
             .await?;
-        let ws_arch = agent::normalise_arch(&String::from_utf8_lossy(&arch.stdout)).to_owned();
+        let ws_arch = claude_vm_core::posix::normalize_arch(&String::from_utf8_lossy(&arch.stdout))
+            .to_owned();
         match agent::binary_kind(&head) {
             BinaryKind::Elf(a) if a == ws_arch => {}
             BinaryKind::Elf(a) => {
@@ -877,6 +895,13 @@ fn plain(line: &str) -> String {
     out.trim().chars().take(200).collect()
 }
 
+/// A program's `--version` line as shown: what it prints is the agent's to choose, so one
+/// line, no terminal escapes, at most 80 characters.
+fn version_line(line: &str) -> Option<String> {
+    let line: String = plain(line).chars().take(80).collect();
+    (!line.is_empty()).then_some(line)
+}
+
 fn shown_tail(tail: &[String]) -> String {
     if tail.is_empty() {
         String::new()
@@ -924,7 +949,8 @@ mod tests {
         match s {
             AccountState::Ready(a) => a,
             AccountState::NotNeeded => panic!("not needed"),
-            AccountState::Missing(m) | AccountState::Broken(m) => panic!("{m}"),
+            AccountState::Missing { what, .. } => panic!("{what}"),
+            AccountState::Broken(m) => panic!("{m}"),
         }
     }
 
@@ -994,6 +1020,16 @@ mod tests {
             &places(&env, Some(home)),
         ));
         assert!(a.env.is_empty() && a.source.starts_with("config.yaml"));
+        // A gateway's bearer token in config.yaml counts too.
+        let gateway = AgentSettings {
+            env: BTreeMap::from([("ANTHROPIC_AUTH_TOKEN".to_owned(), "tok".to_owned())]),
+            ..AgentSettings::default()
+        };
+        let a = ready(discover("claude", &gateway, Ok(None), &places(&none, None)));
+        assert_eq!(
+            a.source,
+            "config.yaml (agents.claude.env.ANTHROPIC_AUTH_TOKEN)"
+        );
         // Nothing anywhere: one line saying what to do.
         let empty = tempfile::tempdir().unwrap();
         match discover(
@@ -1002,8 +1038,8 @@ mod tests {
             Ok(None),
             &places(&none, Some(empty.path())),
         ) {
-            AccountState::Missing(m) => assert_eq!(
-                m,
+            AccountState::Missing { what, remedy } => assert_eq!(
+                format!("{what}: {remedy}"),
                 "no Claude account: run `claude-vm agents login claude` (or set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN)"
             ),
             _ => panic!("found an account in an empty home"),

@@ -118,12 +118,7 @@ impl Engine {
         let kind = agent
             .unwrap_or(&self.config.agents.defaults.agent)
             .to_owned();
-        if !claude_vm_core::config::AGENT_KINDS.contains(&kind.as_str()) {
-            return Err(EngineError::InvalidInput(format!(
-                "unknown agent {kind:?}; known agents: {}",
-                claude_vm_core::config::AGENT_KINDS.join(", ")
-            )));
-        }
+        crate::agents::known_kind(&kind)?;
         if !self.config.agents.enabled.contains(&kind) {
             return Err(EngineError::InvalidInput(format!(
                 "agent {kind} is not in agents.enabled in config.yaml"

@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use claude_vm_core::agent;
 use serde::Serialize;
 
 use crate::Engine;
@@ -166,29 +165,7 @@ impl Engine {
             let needed = kind == default;
             let settings = self.config.agents.settings(kind);
             let name = format!("agent {kind}");
-            // Can its program reach a workspace?
-            let install = if let Some(b) = &settings.binary {
-                if Path::new(b).is_file() {
-                    Ok(format!("copies {b}"))
-                } else {
-                    Err((
-                        format!("agents.{kind}.binary {b} does not exist"),
-                        format!("fix agents.{kind}.binary in config.yaml"),
-                    ))
-                }
-            } else if settings.install.is_some() {
-                Ok(format!("installed by agents.{kind}.install"))
-            } else if let Some(i) = agent::default_install(kind, settings.installer_url.as_deref())
-            {
-                Ok(format!("installed in each workspace by {}", i.what))
-            } else if settings.command.is_some() {
-                Ok("its command must be in the workspace image".to_owned())
-            } else {
-                Err((
-                    format!("{kind} has no default installer and nothing says where it is"),
-                    format!("set agents.{kind}.command (and .install or .binary) in config.yaml"),
-                ))
-            };
+            let install = crate::agents::install_route(kind, &settings);
             let account = self.account(kind);
             let check = match (install, account) {
                 (Err((detail, remedy)), _) => {
@@ -204,8 +181,7 @@ impl Engine {
                     ),
                 ),
                 (Ok(how), AccountState::NotNeeded) => Check::new(name, Verdict::Ok, how),
-                (Ok(how), AccountState::Missing(line)) => {
-                    let (what, remedy) = line.split_once(": ").unwrap_or((&line, ""));
+                (Ok(how), AccountState::Missing { what, remedy }) => {
                     Check::new(name, Verdict::Fail, format!("{how}; {what}")).remedy(remedy)
                 }
                 (Ok(how), AccountState::Broken(why)) => {

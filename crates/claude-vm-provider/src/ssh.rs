@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bollard::{BollardRequest, Docker};
+use claude_vm_core::posix::{normalize_arch, sh_quote, sh_quote_if_needed};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -673,33 +674,6 @@ fn last_line(s: &str) -> String {
         .to_owned()
 }
 
-/// `uname -m` names to Rust's `std::env::consts::ARCH` names.
-fn normalize_arch(uname: &str) -> &str {
-    match uname.trim() {
-        "amd64" | "x86_64" => "x86_64",
-        "arm64" | "aarch64" | "armv8l" => "aarch64",
-        "i386" | "i486" | "i586" | "i686" => "x86",
-        a if a.starts_with("armv") => "arm",
-        a => a,
-    }
-}
-
-/// Quote for a POSIX shell.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn sh_quote_if_needed(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@~+,".contains(c))
-    {
-        s.to_owned()
-    } else {
-        sh_quote(s)
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -818,16 +792,6 @@ mod tests {
     }
 
     #[test]
-    fn architectures_are_compared_by_rust_names() {
-        assert_eq!(normalize_arch("x86_64\n"), "x86_64");
-        assert_eq!(normalize_arch("amd64"), "x86_64");
-        assert_eq!(normalize_arch("arm64"), "aarch64");
-        assert_eq!(normalize_arch("aarch64"), "aarch64");
-        assert_eq!(normalize_arch("armv7l"), "arm");
-        assert_eq!(normalize_arch("riscv64"), "riscv64");
-    }
-
-    #[test]
     fn commands_carry_the_options_and_stay_short() {
         let t = target(
             &[
@@ -867,13 +831,5 @@ mod tests {
         assert_ne!(other.control_path, t.control_path);
         let long = target(&[("host", "h")], &format!("/{}", "x".repeat(90)));
         assert!(long.control_path.as_os_str().len() <= MAX_CONTROL_PATH);
-    }
-
-    #[test]
-    fn shell_quoting() {
-        assert_eq!(sh_quote("a b"), "'a b'");
-        assert_eq!(sh_quote("it's"), r"'it'\''s'");
-        assert_eq!(sh_quote_if_needed("/a/b"), "/a/b");
-        assert_eq!(sh_quote_if_needed("a;b"), "'a;b'");
     }
 }

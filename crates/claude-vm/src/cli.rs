@@ -238,8 +238,8 @@ pub enum AgentsCommand {
         #[arg(long, group = "how")]
         with_oauth_token: bool,
         /// Reuse the agent's own login on this machine [default file: the agent's usual one]
-        #[arg(long, group = "how", value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
-        from_local: Option<std::path::PathBuf>,
+        #[arg(long, group = "how", value_name = "FILE", num_args = 0..=1)]
+        from_local: Option<Option<std::path::PathBuf>>,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,

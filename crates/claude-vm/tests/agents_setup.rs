@@ -616,6 +616,92 @@ fn claude_is_installed_by_its_vendor_installer_and_uses_the_account_this_machine
     );
 }
 
+#[test]
+fn agents_login_reuses_this_machines_own_login_and_refuses_a_broken_one() {
+    let ctx = Ctx::new();
+    let m = Machine::new();
+    // No flag, a local login present: it is the one saved (by its path, read each time).
+    let expires = jiff::Timestamp::now().as_millisecond() + 3_600_000;
+    m.write(
+        ".claude/.credentials.json",
+        &format!(r#"{{"claudeAiOauth":{{"accessToken":"{LOCAL_TOKEN}","expiresAt":{expires}}}}}"#),
+    );
+    let out = m
+        .run(&ctx, &["agents", "login", "claude", "--json"], "")
+        .ok();
+    assert!(
+        out.stderr.contains("using your own claude login"),
+        "{}",
+        out.stderr
+    );
+    let v = out.json();
+    assert_eq!(v["account_kind"], "local_login", "{v}");
+    assert!(
+        v["account_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("saved by `claude-vm agents login` from ~/.claude/.credentials.json"),
+        "{v}"
+    );
+    assert!(!out.stdout.contains(LOCAL_TOKEN));
+    let saved = std::fs::read_to_string(ctx.home.path().join("accounts/claude.json")).unwrap();
+    assert!(
+        !saved.contains(LOCAL_TOKEN),
+        "only the path is kept: {saved}"
+    );
+    // The file is read again: broken later, the saved login says so.
+    m.write(".claude/.credentials.json", "{oops");
+    let listed = agents_list(&m, &ctx);
+    assert_eq!(listed["ready"], false);
+    assert!(
+        listed["problem"]
+            .as_str()
+            .unwrap()
+            .contains("is not valid JSON"),
+        "{listed}"
+    );
+    // `--from-local` refuses a broken file, and a kind without that kind of account.
+    let bad = m
+        .run(&ctx, &["agents", "login", "claude", "--from-local"], "")
+        .fails();
+    assert!(bad.stderr.contains("is not valid JSON"), "{}", bad.stderr);
+    let gemini = m
+        .run(&ctx, &["agents", "login", "gemini", "--from-local"], "")
+        .fails();
+    assert!(
+        gemini
+            .stderr
+            .contains("gemini cannot use that kind of account; it takes: api_key"),
+        "{}",
+        gemini.stderr
+    );
+    // Piped without a flag: a key is told from an OAuth token by its prefix.
+    let piped = Machine::new();
+    let v = piped
+        .run(
+            &ctx,
+            &["agents", "login", "claude", "--json"],
+            &format!("{LOCAL_TOKEN}\n"),
+        )
+        .ok()
+        .json();
+    assert_eq!(v["account_kind"], "oauth_token", "{v}");
+    let v = piped
+        .run(
+            &ctx,
+            &["agents", "login", "claude", "--json"],
+            &format!("{ENV_KEY}\n"),
+        )
+        .ok()
+        .json();
+    assert_eq!(v["account_kind"], "api_key", "{v}");
+    let mode = std::fs::metadata(ctx.home.path().join("accounts/claude.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 fn check<'a>(doctor: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     doctor["checks"]
         .as_array()

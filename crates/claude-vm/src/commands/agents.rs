@@ -46,8 +46,7 @@ pub fn run(engine: &Engine, cmd: &AgentsCommand) -> Result<ExitCode> {
                     None,
                 )
             } else if let Some(file) = from_local {
-                let path = (!file.as_os_str().is_empty()).then(|| file.clone());
-                (AccountKind::LocalLogin, None, path)
+                (AccountKind::LocalLogin, None, file.clone())
             } else {
                 guess(kind)?
             };

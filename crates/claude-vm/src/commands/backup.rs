@@ -84,10 +84,13 @@ pub fn run(backend: &Backend, cmd: &BackupCommand, quiet: bool) -> Result<ExitCo
                 ),
             };
             let (repo, password_file) = engine.restic_repository()?;
-            println!("export RESTIC_REPOSITORY={}", shell_quote(&repo));
+            println!(
+                "export RESTIC_REPOSITORY={}",
+                claude_vm_core::posix::sh_quote_if_needed(&repo)
+            );
             println!(
                 "export RESTIC_PASSWORD_FILE={}",
-                shell_quote(&password_file.display().to_string())
+                claude_vm_core::posix::sh_quote_if_needed(&password_file.display().to_string())
             );
             let s3 = &engine.config().backup.s3;
             if repo.starts_with("s3:") {
@@ -101,15 +104,5 @@ pub fn run(backend: &Backend, cmd: &BackupCommand, quiet: bool) -> Result<ExitCo
             }
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-:@+=,".contains(&b))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
