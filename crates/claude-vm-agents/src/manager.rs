@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claude_vm_protocol::api::{
-    AgentSpec, Conversation, ConversationStatus as CS, Decision, Event, EventBody, NewConversation,
-    Sent,
+    AgentSpec, Conversation, ConversationStatus as CS, Decision, EnvApplied, Event, EventBody,
+    NewConversation, Sent,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -131,6 +131,10 @@ enum Cmd {
         decision: Decision,
         reply: oneshot::Sender<Result<(), ConvError>>,
     },
+    SetEnv {
+        env: std::collections::BTreeMap<String, String>,
+        reply: oneshot::Sender<Result<EnvApplied, ConvError>>,
+    },
     Line {
         generation: u64,
         line: String,
@@ -209,6 +213,17 @@ impl Handle {
 
     pub async fn stop(&self) -> Result<(), ConvError> {
         self.ask(|reply| Cmd::Stop { reply }).await
+    }
+
+    /// Give the agent a new environment (a renewed account): kept in the conversation's
+    /// spec, and taken by the agent process at once when none runs or it is idle (it is
+    /// stopped; the next message starts it afresh, resuming its session), else when the
+    /// running turn ends.
+    pub async fn set_env(
+        &self,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> Result<EnvApplied, ConvError> {
+        self.ask(|reply| Cmd::SetEnv { env, reply }).await?
     }
 
     pub async fn decide(&self, approval_id: String, decision: Decision) -> Result<(), ConvError> {
@@ -469,6 +484,7 @@ impl Manager {
             stopping: None,
             last_output: Instant::now(),
             outbox: VecDeque::new(),
+            renew_after_turn: false,
         };
         self.convs
             .lock()
@@ -549,6 +565,8 @@ struct Actor {
     last_output: Instant,
     /// Bytes waiting for room in the writer task's queue.
     outbox: VecDeque<Out>,
+    /// The environment changed during a turn: the agent is restarted when it ends.
+    renew_after_turn: bool,
 }
 
 /// Add "log in again: ..." to an agent's error that says its account was refused.
@@ -651,6 +669,10 @@ impl Actor {
                 let r = self.decide(&approval_id, &decision);
                 let _ = reply.send(r);
             }
+            Cmd::SetEnv { env, reply } => {
+                let r = self.set_env(env);
+                let _ = reply.send(r);
+            }
             Cmd::Line { generation, line } if generation == self.generation => self.on_line(&line),
             Cmd::Broken { generation, reason } if generation == self.generation => {
                 self.abandon_agent(reason)
@@ -720,9 +742,69 @@ impl Actor {
         }
     }
 
+    fn set_env(
+        &mut self,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> Result<EnvApplied, ConvError> {
+        if env == self.spec.env {
+            return Ok(EnvApplied {
+                changed: false,
+                applies: "now".into(),
+            });
+        }
+        let mut spec = self.spec.clone();
+        spec.env = env;
+        // On disk first: a daemon restarted from here on starts the agent with it.
+        write_file(
+            &self.dir.join("spec.json"),
+            &serde_json::to_vec(&spec).expect("json"),
+            0o600,
+        )?;
+        // What the agent saw before stays masked, as does what it sees now.
+        let old = std::mem::replace(&mut self.redactor, Redactor::new(&spec.env));
+        self.redactor = old.merged(Redactor::new(&spec.env));
+        self.spec = spec;
+        let busy = matches!(
+            self.view().status,
+            CS::Working | CS::Starting | CS::WaitingForApproval
+        );
+        let applies = if self.agent.is_some() && busy {
+            self.renew_after_turn = true;
+            "after_turn"
+        } else {
+            self.retire_agent();
+            "now"
+        };
+        tracing::info!(
+            "conversation {}: the agent's environment was renewed ({applies})",
+            self.id
+        );
+        Ok(EnvApplied {
+            changed: true,
+            applies: applies.into(),
+        })
+    }
+
+    /// Stop an idle agent process without touching the conversation's status: the next
+    /// message starts a new one (resuming the session) with the spec as it is now.
+    fn retire_agent(&mut self) {
+        self.renew_after_turn = false;
+        let Some(a) = &self.agent else {
+            return;
+        };
+        let pid = a.pid;
+        pid.signal_group(Signal::SIGTERM);
+        tokio::spawn(async move {
+            tokio::time::sleep(STOP_GRACE).await;
+            pid.signal_group(Signal::SIGKILL);
+        });
+        self.forget_agent();
+    }
+
     /// Drop the agent process (already dead or killed): its later output and exit are
     /// ignored (new generation), and what it was given but did not get is queued again.
     fn forget_agent(&mut self) {
+        self.renew_after_turn = false;
         self.generation += 1;
         self.agent = None;
         self.outbox.clear();
@@ -1056,6 +1138,9 @@ impl Actor {
                         // interrupt cancelled them) can no longer be answered.
                         self.approvals.clear();
                         self.set_status(CS::Idle, None);
+                        if self.renew_after_turn {
+                            self.retire_agent();
+                        }
                         self.deliver();
                     } else if working && self.view().status != CS::WaitingForApproval {
                         self.set_status(CS::Working, None);

@@ -449,3 +449,99 @@ async fn a_message_sent_twice_under_its_own_id_is_accepted_once_even_after_a_res
     assert_eq!(user_texts(&h), ["first", "second"]);
     h.stop().await.unwrap();
 }
+
+/// The results of the conversation's finished turns, in order.
+fn results(h: &Handle) -> Vec<String> {
+    h.transcript(0)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::TurnEnd { result, .. } => result,
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_environment_reaches_an_idle_agent_at_once_and_a_busy_one_after_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    // Answers every message with the account it runs with and its pid; "slow" takes a while.
+    let m = manager(
+        dir.path(),
+        r#"while read -r line; do
+  case "$line" in *slow*) sleep 2 ;; esac
+  printf '{"type":"result","is_error":false,"result":"account=%s key=%s also=sk-old-secret-1 pid=%s"}\n' "$ACCOUNT" "$API_KEY" "$$"
+done"#,
+    );
+    let h = create(
+        &m,
+        spec(&[("ACCOUNT", "one"), ("API_KEY", "sk-old-secret-1")], None),
+        Some("first"),
+    )
+    .await;
+    wait_for(&h, 10, "the first turn", |_| results(&h).len() == 1).await;
+    let pid_of = |r: &str| r.rsplit("pid=").next().unwrap().to_owned();
+    let first = results(&h)[0].clone();
+    assert!(
+        first.starts_with("account=one key=******** also=********"),
+        "{first}"
+    );
+
+    // The same environment again changes nothing.
+    let same = h
+        .set_env(spec(&[("ACCOUNT", "one"), ("API_KEY", "sk-old-secret-1")], None).env)
+        .await
+        .unwrap();
+    assert!(!same.changed);
+
+    // Idle: the agent is stopped and the next message starts one with the new environment.
+    let renewed = h
+        .set_env(spec(&[("ACCOUNT", "two"), ("API_KEY", "sk-new-secret-2")], None).env)
+        .await
+        .unwrap();
+    assert!(renewed.changed);
+    assert_eq!(renewed.applies, "now");
+    let conv_dir = dir.path().join("conversations").join(h.view().id);
+    let saved = std::fs::read_to_string(conv_dir.join("spec.json")).unwrap();
+    assert!(saved.contains("sk-new-secret-2") && !saved.contains("sk-old-secret-1"));
+    h.send("second".into()).await.unwrap();
+    wait_for(&h, 10, "the second turn", |_| results(&h).len() == 2).await;
+    let second = results(&h)[1].clone();
+    // The old secret stays masked as well as the new one.
+    assert!(
+        second.starts_with("account=two key=******** also=********"),
+        "{second}"
+    );
+    assert_ne!(pid_of(&first), pid_of(&second));
+    assert_ne!(h.view().status, CS::Failed, "{:?}", h.view());
+
+    // Busy: the running turn ends with what it had; the next one gets the new environment.
+    h.send("slow third".into()).await.unwrap();
+    wait_for(&h, 10, "the third turn to start", |v| {
+        v.status == CS::Working
+    })
+    .await;
+    let later = h
+        .set_env(spec(&[("ACCOUNT", "three")], None).env)
+        .await
+        .unwrap();
+    assert_eq!(later.applies, "after_turn");
+    wait_for(&h, 10, "the third turn", |_| results(&h).len() == 3).await;
+    assert!(
+        results(&h)[2].starts_with("account=two"),
+        "{:?}",
+        results(&h)
+    );
+    h.send("fourth".into()).await.unwrap();
+    wait_for(&h, 10, "the fourth turn", |_| results(&h).len() == 4).await;
+    let fourth = results(&h)[3].clone();
+    assert!(fourth.starts_with("account=three"), "{fourth}");
+    assert_ne!(pid_of(&second), pid_of(&fourth));
+    assert_eq!(
+        user_texts(&h),
+        ["first", "second", "slow third", "fourth"],
+        "nothing lost"
+    );
+    // No secret of either account was written down anywhere.
+    let transcript = std::fs::read_to_string(conv_dir.join("transcript.jsonl")).unwrap();
+    assert!(!transcript.contains("sk-old-secret-1") && !transcript.contains("sk-new-secret-2"));
+}

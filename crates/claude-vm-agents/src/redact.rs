@@ -69,6 +69,18 @@ impl Redactor {
         Redactor { secrets, values }
     }
 
+    /// This redactor also masking what `other` masks (an environment replaced: what the
+    /// agent saw before stays masked too).
+    pub fn merged(mut self, other: Redactor) -> Redactor {
+        self.secrets.extend(other.secrets);
+        self.values.extend(other.values);
+        for v in [&mut self.secrets, &mut self.values] {
+            v.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+            v.dedup();
+        }
+        self
+    }
+
     fn mask(text: &str, list: &[String]) -> String {
         let mut out = text.to_owned();
         for s in list {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use claude_vm_protocol::api::{Decision, NewConversation, SendMessage};
+use claude_vm_protocol::api::{AgentEnv, Decision, NewConversation, SendMessage};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{broadcast, mpsc};
 
@@ -83,6 +83,12 @@ pub async fn handle(
                 h.stop().await.map_err(conv_error)?;
                 Ok(json(StatusCode::OK, &h.view()))
             }
+            (&Method::PUT, [id, "env"]) => {
+                let h = convs.get(id).map_err(conv_error)?;
+                let e: AgentEnv = body_json(req, MAX_JSON_BODY).await?;
+                let applied = h.set_env(e.env).await.map_err(conv_error)?;
+                Ok(json(StatusCode::OK, &applied))
+            }
             (&Method::POST, [id, "approvals", approval]) => {
                 let h = convs.get(id).map_err(conv_error)?;
                 let d: Decision = body_json(req, MAX_JSON_BODY).await?;
@@ -111,7 +117,10 @@ pub async fn handle(
             }
             (
                 _,
-                [] | [_] | [_, "messages" | "interrupt" | "stop" | "events"] | [_, "approvals", _],
+                []
+                | [_]
+                | [_, "messages" | "interrupt" | "stop" | "events" | "env"]
+                | [_, "approvals", _],
             ) => Err(error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("method {method} not allowed on {path}"),

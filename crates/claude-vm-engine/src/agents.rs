@@ -56,6 +56,28 @@ pub(crate) struct Account {
     pub file: Option<(&'static str, Vec<u8>)>,
 }
 
+/// What a conversation is given from an account (its environment and login file), as a
+/// digest: the index keeps this, never the secret, to tell when a conversation's account
+/// is out of date.
+pub(crate) fn fingerprint(env: &BTreeMap<String, String>, account: &Account) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in env {
+        for part in [k.as_bytes(), v.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    if let Some((rel, bytes)) = &account.file {
+        h.update(b"file");
+        for part in [rel.as_bytes(), bytes.as_slice()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) enum AccountState {
     Ready(Account),
     /// The kind takes no account claude-vm knows of (`acp`: its `env` says).
@@ -492,6 +514,74 @@ impl Engine {
                 Err(EngineError::NoAccount(format!("{what}: {remedy}")))
             }
         }
+    }
+
+    /// The environment a conversation of `kind` gets: the account's, then config.yaml's
+    /// own (which has the last word).
+    pub(crate) fn chat_env(
+        &self,
+        kind: &str,
+        account: Option<&Account>,
+    ) -> BTreeMap<String, String> {
+        let mut env = account.map(|a| a.env.clone()).unwrap_or_default();
+        env.extend(self.config.agents.settings(kind).env);
+        env
+    }
+
+    /// Give a conversation the account of its kind as it is now, when that changed since
+    /// it was last given one (`agents login` again, or the local login file renewed): the
+    /// login file is written again and the daemon swaps the agent's environment (an idle
+    /// agent restarts on the next message, resuming its session). Best effort: a failure
+    /// is logged and the conversation goes on with what it has.
+    pub(crate) async fn renew_account(
+        &self,
+        ws: &WorkspaceRecord,
+        link: &claude_vm_link::Link,
+        c: &claude_vm_store::ConversationRecord,
+    ) {
+        if let Err(e) = self.try_renew_account(ws, link, c).await {
+            tracing::warn!(
+                workspace = %ws.name,
+                conversation = %c.id,
+                "cannot give the conversation its renewed account: {e}"
+            );
+        }
+    }
+
+    async fn try_renew_account(
+        &self,
+        ws: &WorkspaceRecord,
+        link: &claude_vm_link::Link,
+        c: &claude_vm_store::ConversationRecord,
+    ) -> Result<()> {
+        // Only accounts from here: a conversation using the workspace's own login, or a
+        // kind with no account now, keeps what it has.
+        let AccountState::Ready(a) = self.account(&c.agent) else {
+            return Ok(());
+        };
+        let env = self.chat_env(&c.agent, Some(&a));
+        let fp = fingerprint(&env, &a);
+        if self.store(|s| s.conversation_account(&c.id))?.as_deref() == Some(fp.as_str()) {
+            return Ok(());
+        }
+        if let Some((rel, bytes)) = &a.file {
+            let provider = self.provider_client(&ws.provider)?;
+            self.write_login_file(provider.as_ref(), ws, rel, bytes)
+                .await?;
+        }
+        let applied = link
+            .set_conversation_env(&c.id, &claude_vm_protocol::api::AgentEnv { env })
+            .await?;
+        if applied.changed {
+            tracing::info!(
+                workspace = %ws.name,
+                conversation = %c.id,
+                "the conversation takes the renewed {} account ({})",
+                c.agent,
+                applied.applies
+            );
+        }
+        self.store(|s| s.set_conversation_account(&c.id, &fp))
     }
 
     /// Write a login file into the agent's home, as the agent (so nothing the agent planted

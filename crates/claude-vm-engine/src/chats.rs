@@ -4,8 +4,6 @@
 //! agent and its account ([`crate::agents`]), tells the daemon how to run it, and keeps an
 //! index so a conversation id alone finds its workspace.
 
-use std::collections::BTreeMap;
-
 use claude_vm_core::Status;
 use claude_vm_link::Link;
 use claude_vm_protocol::api::{AgentSpec, Conversation, NewConversation, PermissionMode};
@@ -138,16 +136,16 @@ impl Engine {
             .provision(provider.as_ref(), &ws, &kind, reporter)
             .await?;
         let settings = self.config.agents.settings(&kind);
-        let mut env = BTreeMap::new();
-        if let Some(a) = account {
-            if let Some((rel, bytes)) = &a.file {
-                self.write_login_file(provider.as_ref(), &ws, rel, bytes)
-                    .await?;
-            }
-            env.extend(a.env);
+        if let Some(a) = &account
+            && let Some((rel, bytes)) = &a.file
+        {
+            self.write_login_file(provider.as_ref(), &ws, rel, bytes)
+                .await?;
         }
-        // config.yaml's own environment has the last word.
-        env.extend(settings.env);
+        let env = self.chat_env(&kind, account.as_ref());
+        let given = account
+            .as_ref()
+            .map(|a| crate::agents::fingerprint(&env, a));
         let spec = AgentSpec {
             kind: kind.clone(),
             program: provisioned.program,
@@ -165,6 +163,9 @@ impl Engine {
             })
             .await?;
         self.remember(&ws, &c)?;
+        if let Some(fp) = given {
+            self.store(|s| s.set_conversation_account(&c.id, &fp))?;
+        }
         Ok(ChatView::live(&ws, &c))
     }
 
@@ -200,6 +201,7 @@ impl Engine {
     pub async fn chat_link(&self, query: &str) -> Result<(String, WorkspaceRecord, Link)> {
         let (c, ws) = self.find_chat(query)?;
         let (ws, link) = self.link_waking(ws.id.as_str()).await?;
+        self.renew_account(&ws, &link, &c).await;
         Ok((c.id, ws, link))
     }
 

@@ -193,17 +193,20 @@ impl Engine {
         let earlier = self.store(|s| s.outbox(Some(&ws.id)))?;
         if earlier.is_empty() {
             match self.link(ws.id.as_str()).await {
-                Ok((ws, link)) => match link.send_message_once(&c.id, text, Some(&id)).await {
-                    Ok(sent) => return Ok((sent, ws)),
-                    Err(e) => {
-                        // Stopped under the link? Then hold it; else the error stands.
-                        self.forget_link(&ws.id);
-                        if self.link(ws.id.as_str()).await.is_ok() {
-                            return Err(e.into());
+                Ok((ws, link)) => {
+                    self.renew_account(&ws, &link, &c).await;
+                    match link.send_message_once(&c.id, text, Some(&id)).await {
+                        Ok(sent) => return Ok((sent, ws)),
+                        Err(e) => {
+                            // Stopped under the link? Then hold it; else the error stands.
+                            self.forget_link(&ws.id);
+                            if self.link(ws.id.as_str()).await.is_ok() {
+                                return Err(e.into());
+                            }
+                            tracing::debug!(workspace = %ws.name, "holding a message: {e}");
                         }
-                        tracing::debug!(workspace = %ws.name, "holding a message: {e}");
                     }
-                },
+                }
                 // Stopped, or its provider cannot be reached now: kept for later.
                 Err(e) => tracing::debug!(workspace = %ws.name, "holding a message: {e}"),
             }
@@ -239,7 +242,13 @@ impl Engine {
             }
         };
         let mut n = 0;
+        let mut renewed = std::collections::BTreeSet::new();
         for m in &held {
+            if renewed.insert(m.conversation_id.clone())
+                && let Ok((c, _)) = self.find_chat(&m.conversation_id)
+            {
+                self.renew_account(&w, &link, &c).await;
+            }
             match link
                 .send_message_once(&m.conversation_id, &m.text, Some(&m.id))
                 .await

@@ -1,8 +1,8 @@
 //! Conversations over the link: `/v1/conversations/...`.
 
 use claude_vm_protocol::api::{
-    Conversation, Decision, Event, LifecyclePolicy, LifecycleStatus, NewConversation, SendMessage,
-    Sent,
+    AgentEnv, Conversation, Decision, EnvApplied, Event, LifecyclePolicy, LifecycleStatus,
+    NewConversation, SendMessage, Sent,
 };
 use http_body_util::BodyExt;
 use hyper::{Method, Request};
@@ -73,6 +73,20 @@ impl Link {
                 text: text.to_owned(),
                 message_id: message_id.map(str::to_owned),
             }),
+        )
+        .await
+    }
+
+    /// Give a conversation's agent a new environment (a renewed account).
+    pub async fn set_conversation_env(
+        &self,
+        id: &str,
+        env: &AgentEnv,
+    ) -> Result<EnvApplied, LinkError> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/conversations/{id}/env"),
+            Some(env),
         )
         .await
     }

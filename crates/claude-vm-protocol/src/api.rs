@@ -355,6 +355,31 @@ impl std::fmt::Debug for AgentSpec {
     }
 }
 
+/// `PUT /v1/conversations/{id}/env`: the agent's environment afresh (its account renewed
+/// by `claude-vm agents login`). Its `Debug` shows the names, never the values.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AgentEnv {
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for AgentEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.env.keys().map(|k| (k, "********")))
+            .finish()
+    }
+}
+
+/// Answer to [`AgentEnv`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvApplied {
+    /// False when the conversation already had exactly this environment.
+    pub changed: bool,
+    /// When the agent process takes it: `now` (none runs, or an idle one was stopped so
+    /// the next message starts it afresh), `after_turn` (the running turn ends first).
+    pub applies: String,
+}
+
 /// `POST /v1/conversations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewConversation {

@@ -195,6 +195,8 @@ const MIGRATIONS: &[&str] = &[
         conversation_id TEXT PRIMARY KEY,
         seq INTEGER NOT NULL
     );",
+    // 6: which account each conversation was last given (a fingerprint, not the secret)
+    "ALTER TABLE conversations ADD COLUMN account TEXT;",
 ];
 
 /// What the index remembers of a workspace's backups.
@@ -528,6 +530,28 @@ impl Store {
              ON CONFLICT(id) DO UPDATE SET title = excluded.title, status = excluded.status,
                 updated_at = excluded.updated_at",
             params![c.id, c.workspace_id.as_str(), c.agent, c.title, c.status, c.created_at, c.updated_at],
+        )?;
+        Ok(())
+    }
+
+    /// The fingerprint of the account a conversation was last given, if any.
+    pub fn conversation_account(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT account FROM conversations WHERE id = ?1",
+                [id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Remember the fingerprint of the account a conversation was given.
+    pub fn set_conversation_account(&self, id: &str, fingerprint: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE conversations SET account = ?2 WHERE id = ?1",
+            params![id, fingerprint],
         )?;
         Ok(())
     }

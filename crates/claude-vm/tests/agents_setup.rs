@@ -500,6 +500,52 @@ fn claude_is_installed_by_its_vendor_installer_and_uses_the_account_this_machine
     assert_eq!(last_credential(&model), "wrong");
     let listed = m.run(&ctx, &["chat", "list", "--json"], "").ok().json();
     assert_eq!(listed.as_array().unwrap().len(), 4, "{listed:#}");
+    // Logged in again, the same conversation takes the new account at its next message:
+    // its agent restarts with it, resuming its session, and answers.
+    let refused = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|c| c["created_at"].as_str().unwrap_or("").to_owned())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let relogged = m
+        .run(
+            &ctx,
+            &["agents", "login", "claude", "--with-api-key"],
+            &format!("{ENV_KEY}\n"),
+        )
+        .ok();
+    assert!(
+        relogged.stderr.contains("take it with their next message"),
+        "{}",
+        relogged.stderr
+    );
+    let renewed = m
+        .run(
+            &ctx,
+            &["chat", "send", "-c", &refused, "--wait", "hello, once more"],
+            "",
+        )
+        .ok();
+    assert!(
+        renewed.stdout.contains("Hello from the installed agent."),
+        "stdout: {}\nstderr: {}",
+        renewed.stdout,
+        renewed.stderr
+    );
+    assert_eq!(last_credential(&model), "x-api-key:0");
+    let history = m
+        .run(&ctx, &["chat", "log", "-c", &refused, "--json"], "")
+        .ok();
+    assert!(
+        history.stdout.contains("hello, once more") && history.stdout.contains("log in again"),
+        "the conversation kept its failed turn and went on: {}",
+        history.stdout
+    );
+    assert!(!history.stdout.contains(ENV_KEY) && !history.stdout.contains(REVOKED_KEY));
     m.run(&ctx, &["agents", "logout", "claude"], "").ok();
     assert!(!file.exists());
     m.set_env("ANTHROPIC_API_KEY", ENV_KEY);

@@ -55,7 +55,7 @@ pub fn run(engine: &Engine, cmd: &AgentsCommand) -> Result<ExitCode> {
                 print_json(&view)?;
             } else {
                 eprintln!(
-                    "{} new {kind} conversations will use the account from {}{}",
+                    "{} {kind} conversations will use the account from {}{}",
                     output::paint("✓", Style::Good),
                     view.account_source.as_deref().unwrap_or("?"),
                     view.account
@@ -64,7 +64,7 @@ pub fn run(engine: &Engine, cmd: &AgentsCommand) -> Result<ExitCode> {
                         .unwrap_or_default()
                 );
                 eprintln!(
-                    "  conversations already started keep the account they began with; `claude-vm new-chat` starts one with this"
+                    "  conversations already started take it with their next message (an idle agent restarts, resuming its session)"
                 );
             }
             Ok(ExitCode::SUCCESS)
