@@ -14,20 +14,36 @@
 //! conversation queues messages sent during a turn until it ends. Message chunks are joined
 //! into whole `assistant` events at boundaries: a tool call, a plan, a permission request or
 //! the end of the turn.
+//!
+//! The payloads are the protocol's version 1 wire types from `agent-client-protocol-schema`
+//! (requests built from its structs, answers and notifications read into them); the JSON-RPC
+//! envelope (`jsonrpc`, `id`, `method`) is this adapter's own. What the agent prints is
+//! untrusted: a payload that does not fit its type is never an error of the conversation
+//! where it can be done without (an update is skipped, a permission request is answered
+//! with what could be read of it, an answer falls back to what its one needed field says).
 
 use std::cell::Cell;
 use std::collections::HashMap;
 
+use agent_client_protocol_schema::ProtocolVersion;
+use agent_client_protocol_schema::v1::{
+    AGENT_METHOD_NAMES, AuthCapabilities, AuthenticateRequest, CLIENT_METHOD_NAMES,
+    CancelNotification, ClientCapabilities, ContentBlock, ContentChunk, Error as RpcError,
+    ErrorCode, FileSystemCapabilities, Implementation, InitializeRequest, InitializeResponse,
+    LoadSessionRequest, NewSessionRequest, NewSessionResponse, PermissionOption,
+    PermissionOptionKind, Plan, PlanEntryStatus, PromptRequest, PromptResponse,
+    RequestPermissionOutcome, RequestPermissionRequest, RequestPermissionResponse,
+    SelectedPermissionOutcome, SessionUpdate, StopReason, ToolCallContent, ToolCallStatus,
+    ToolCallUpdate, ToolCallUpdateFields,
+};
 use claude_vm_protocol::api::{AgentSpec, Decision, EventBody, PermissionMode};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::adapter::{Adapter, Parsed, truncate};
 
-/// The ACP major version this client speaks.
-const PROTOCOL_VERSION: u64 = 1;
-
-/// JSON-RPC error code ACP uses for "authentication required".
-const AUTH_REQUIRED: i64 = -32000;
+/// The ACP version this client speaks (the schema crate's stable one).
+const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::V1;
 
 /// What one of our requests was, to understand its response.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,10 +78,10 @@ struct Tool {
 /// A permission request waiting for the user.
 #[derive(Debug)]
 struct Permission {
-    /// The agent's JSON-RPC id, echoed in the answer.
+    /// The agent's JSON-RPC id, echoed in the answer as it came.
     id: Value,
-    /// (optionId, kind) of each option offered.
-    options: Vec<(String, String)>,
+    /// The options offered (those that could be read).
+    options: Vec<PermissionOption>,
 }
 
 /// An ACP agent process. One instance per process: it holds the protocol state.
@@ -129,23 +145,28 @@ impl Acp {
     }
 
     /// A request of ours, remembered until its response arrives.
-    fn request(&mut self, call: Call, method: &str, params: Value) -> Vec<u8> {
+    fn request(&mut self, call: Call, method: &str, params: impl Serialize) -> Vec<u8> {
         let id = self.next_id;
         self.next_id += 1;
         self.calls.insert(id, call);
-        line(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+        line(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": to_json(params)}))
     }
 
     /// Open the session: load the one being resumed when the agent can, else a new one.
     fn open(&mut self, load: bool) -> Vec<u8> {
-        let load = load && self.can_load && self.resume.is_some();
-        self.phase = Phase::Opening { load };
-        if load {
-            let params = json!({"sessionId": self.resume, "cwd": self.cwd, "mcpServers": []});
-            self.request(Call::LoadSession, "session/load", params)
-        } else {
-            let params = json!({"cwd": self.cwd, "mcpServers": []});
-            self.request(Call::NewSession, "session/new", params)
+        let resume = self.resume.clone().filter(|_| load && self.can_load);
+        self.phase = Phase::Opening {
+            load: resume.is_some(),
+        };
+        match resume {
+            Some(session) => {
+                let params = LoadSessionRequest::new(session, self.cwd.clone());
+                self.request(Call::LoadSession, AGENT_METHOD_NAMES.session_load, params)
+            }
+            None => {
+                let params = NewSessionRequest::new(self.cwd.clone());
+                self.request(Call::NewSession, AGENT_METHOD_NAMES.session_new, params)
+            }
         }
     }
 
@@ -182,49 +203,48 @@ impl Acp {
     }
 
     fn on_response(&mut self, id: &Value, v: &Value) -> Vec<Parsed> {
+        let error = v.get("error").map(rpc_error);
         let Some(call) = id.as_u64().and_then(|n| self.calls.remove(&n)) else {
             if id.is_null()
-                && let Some(e) = v.get("error")
+                && let Some(e) = &error
             {
                 // The agent could not even read one of our messages.
                 return self.fail(format!("the agent rejected a message: {}", error_text(e)));
             }
             return Vec::new();
         };
-        let error = v.get("error");
         let result = v.get("result").unwrap_or(&Value::Null);
-        match (call, error) {
+        match (call, &error) {
             (Call::Initialize, Some(e)) => self.fail(format!(
                 "the agent refused to initialize: {}",
                 error_text(e)
             )),
             (Call::Initialize, None) => {
-                let version = result.get("protocolVersion").and_then(Value::as_u64);
-                if version != Some(PROTOCOL_VERSION) {
-                    return self.fail(format!(
-                        "the agent speaks ACP version {}, claude-vm speaks version {PROTOCOL_VERSION}",
-                        version.map_or("(none)".to_owned(), |n| n.to_string())
-                    ));
-                }
-                self.can_load = result
-                    .pointer("/agentCapabilities/loadSession")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                self.auth_methods = result
-                    .get("authMethods")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|m| m.get("id").and_then(Value::as_str))
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let init = match InitializeResponse::deserialize(result) {
+                    Ok(init) if init.protocol_version == PROTOCOL_VERSION => init,
+                    Ok(init) => {
+                        return self.fail(version_mismatch(&init.protocol_version.to_string()));
+                    }
+                    // Only a missing or unreadable version makes the answer unreadable (every
+                    // other field of it defaults): say what the agent sent.
+                    Err(_) => {
+                        let version = result
+                            .get("protocolVersion")
+                            .filter(|v| !v.is_null())
+                            .map_or("(none)".to_owned(), Value::to_string);
+                        return self.fail(version_mismatch(&version));
+                    }
+                };
+                self.can_load = init.agent_capabilities.load_session;
+                self.auth_methods = init
+                    .auth_methods
+                    .iter()
+                    .map(|m| m.id().to_string())
+                    .collect();
                 vec![Parsed::Reply(self.open(true))]
             }
             (Call::NewSession | Call::LoadSession, Some(e))
-                if e.get("code").and_then(Value::as_i64) == Some(AUTH_REQUIRED)
-                    && self.auth_retry.is_none() =>
+                if e.code == ErrorCode::AuthRequired && self.auth_retry.is_none() =>
             {
                 let Some(method) = self.auth_method() else {
                     return self.fail(format!(
@@ -241,8 +261,8 @@ impl Acp {
                 self.auth_retry = Some(call);
                 let bytes = self.request(
                     Call::Authenticate,
-                    "authenticate",
-                    json!({"methodId": method}),
+                    AGENT_METHOD_NAMES.authenticate,
+                    AuthenticateRequest::new(method),
                 );
                 vec![Parsed::Reply(bytes)]
             }
@@ -262,13 +282,14 @@ impl Acp {
                 error_text(e)
             )),
             (Call::NewSession | Call::LoadSession, None) => {
+                // A loaded session keeps the id it was asked for; nothing else of the
+                // answer to `session/load` is needed (it may even be `null`).
                 let session = if call == Call::LoadSession {
                     self.resume.clone()
                 } else {
-                    result
-                        .get("sessionId")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
+                    NewSessionResponse::deserialize(result)
+                        .ok()
+                        .map(|r| r.session_id.to_string())
                 };
                 let Some(session) = session else {
                     return self.fail("the agent opened a session without an id".into());
@@ -285,25 +306,12 @@ impl Acp {
                 }
                 // Requests of the finished turn can no longer be answered.
                 self.permissions.clear();
-                let end = match error {
+                let end = match &error {
                     Some(e) => EventBody::TurnEnd {
                         result: Some(error_text(e)),
                         is_error: true,
                     },
-                    None => match result.get("stopReason").and_then(Value::as_str) {
-                        Some("end_turn") | None => EventBody::TurnEnd {
-                            result: self.last_text.take(),
-                            is_error: false,
-                        },
-                        Some("cancelled") => EventBody::TurnEnd {
-                            result: None,
-                            is_error: false,
-                        },
-                        Some(other) => EventBody::TurnEnd {
-                            result: Some(format!("the agent stopped the turn: {other}")),
-                            is_error: true,
-                        },
-                    },
+                    None => self.turn_end(result),
                 };
                 self.last_text = None;
                 out.push(Parsed::Event(end));
@@ -312,26 +320,50 @@ impl Acp {
         }
     }
 
+    /// The end of a turn, from the prompt's answer.
+    fn turn_end(&mut self, result: &Value) -> EventBody {
+        let stopped = |reason: &str| EventBody::TurnEnd {
+            result: Some(format!("the agent stopped the turn: {reason}")),
+            is_error: true,
+        };
+        let stop = match PromptResponse::deserialize(result) {
+            Ok(r) => Some(r.stop_reason),
+            // A stop reason the schema does not know is still a stop; no stop reason at all
+            // (or no answer object) is taken as the end of the turn.
+            Err(_) => match result.get("stopReason").and_then(Value::as_str) {
+                Some(other) => return stopped(other),
+                None => None,
+            },
+        };
+        match stop {
+            Some(StopReason::EndTurn) | None => EventBody::TurnEnd {
+                result: self.last_text.take(),
+                is_error: false,
+            },
+            Some(StopReason::Cancelled) => EventBody::TurnEnd {
+                result: None,
+                is_error: false,
+            },
+            Some(other) => stopped(&wire_name(&other)),
+        }
+    }
+
     fn on_request(&mut self, id: &Value, method: &str, params: &Value) -> Vec<Parsed> {
-        if method != "session/request_permission" {
+        if method != CLIENT_METHOD_NAMES.session_request_permission {
             // No file system or terminal capability was advertised: nothing else is ours.
+            let error = RpcError::new(
+                ErrorCode::MethodNotFound.into(),
+                format!("method not found: {method}"),
+            );
             return vec![Parsed::Reply(line(json!({
                 "jsonrpc": "2.0",
                 "id": id,
-                "error": {"code": -32601, "message": format!("method not found: {method}")}
+                "error": to_json(error),
             })))];
         }
         let mut out = Vec::new();
         self.flush(&mut out);
-        let options: Vec<(String, String)> = params
-            .get("options")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|o| (str_field(o, "optionId"), str_field(o, "kind")))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (call, options) = permission_request(params);
         let permission = Permission {
             id: id.clone(),
             options,
@@ -341,13 +373,16 @@ impl Acp {
             out.push(Parsed::Reply(answer(&permission, true)));
             return out;
         }
-        let call = params.get("toolCall").unwrap_or(&Value::Null);
         let key = id.to_string();
         self.permissions.insert(key.clone(), permission);
         out.push(Parsed::Approval {
             request_id: key,
-            tool: tool_name(call),
-            input: tool_input(call),
+            tool: call
+                .as_ref()
+                .map_or_else(|| "tool".to_owned(), |c| tool_name(&c.fields)),
+            input: call
+                .as_ref()
+                .map_or_else(|| json!({}), |c| tool_input(&c.fields)),
         });
         out
     }
@@ -357,78 +392,100 @@ impl Acp {
             // History replayed by session/load: the transcript already has it.
             return Vec::new();
         }
+        // A `tool_call` is read as the update it is with every field given: that keeps a
+        // field the agent left out apart from the schema's defaults (kind `other`, status
+        // `pending`), and takes a call without a title.
+        let parsed = match update.get("sessionUpdate").and_then(Value::as_str) {
+            Some("tool_call") => {
+                ToolCallUpdate::deserialize(update).map(SessionUpdate::ToolCallUpdate)
+            }
+            _ => SessionUpdate::deserialize(update),
+        };
         let mut out = Vec::new();
-        match update.get("sessionUpdate").and_then(Value::as_str) {
-            Some("agent_message_chunk") => {
-                if let Some(t) = update.pointer("/content/text").and_then(Value::as_str) {
-                    self.text.push_str(t);
-                }
-            }
-            Some("tool_call" | "tool_call_update") => {
+        match parsed {
+            Ok(SessionUpdate::AgentMessageChunk(ContentChunk {
+                content: ContentBlock::Text(t),
+                ..
+            })) => self.text.push_str(&t.text),
+            Ok(SessionUpdate::ToolCallUpdate(call)) => {
                 self.flush(&mut out);
-                self.on_tool(update, &mut out);
+                self.on_tool(&call, &mut out);
             }
-            Some("plan") => {
+            Ok(SessionUpdate::Plan(plan)) => {
                 self.flush(&mut out);
-                self.plans += 1;
-                let entries = update.get("entries").cloned().unwrap_or(json!([]));
-                let list = entries.as_array().cloned().unwrap_or_default();
-                let done = list
-                    .iter()
-                    .filter(|e| e.get("status").and_then(Value::as_str) == Some("completed"))
-                    .count();
-                let id = format!("plan-{}", self.plans);
-                let checklist = list
-                    .iter()
-                    .map(|e| {
-                        let mark = match e.get("status").and_then(Value::as_str) {
-                            Some("completed") => "[x]",
-                            Some("in_progress") => "[~]",
-                            _ => "[ ]",
-                        };
-                        format!("{mark} {}", str_field(e, "content"))
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                out.push(Parsed::Event(EventBody::ToolCall {
-                    id: id.clone(),
-                    name: "Plan".into(),
-                    input: json!({
-                        "description": format!("{} steps, {done} done", list.len()),
-                        "entries": entries,
-                    }),
-                }));
-                out.push(Parsed::Event(EventBody::ToolResult {
-                    id,
-                    output: truncate(checklist),
-                    is_error: false,
-                }));
+                self.on_plan(&plan, &mut out);
             }
-            // Thoughts, echoes of the user's message, commands, modes, usage: nothing to show.
-            _ => {}
+            // Thoughts, echoes of the user's message, other content, commands, modes, usage:
+            // nothing to show; nor in an update that does not fit the schema.
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("skipped an ACP session update that does not fit the schema: {e}")
+            }
         }
         out
     }
 
+    /// A plan is shown as a tool call whose result is its checklist.
+    fn on_plan(&mut self, plan: &Plan, out: &mut Vec<Parsed>) {
+        self.plans += 1;
+        let done = plan
+            .entries
+            .iter()
+            .filter(|e| e.status == PlanEntryStatus::Completed)
+            .count();
+        let id = format!("plan-{}", self.plans);
+        let checklist = plan
+            .entries
+            .iter()
+            .map(|e| {
+                let mark = match e.status {
+                    PlanEntryStatus::Completed => "[x]",
+                    PlanEntryStatus::InProgress => "[~]",
+                    _ => "[ ]",
+                };
+                format!("{mark} {}", e.content)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.push(Parsed::Event(EventBody::ToolCall {
+            id: id.clone(),
+            name: "Plan".into(),
+            input: json!({
+                "description": format!("{} steps, {done} done", plan.entries.len()),
+                "entries": to_json(&plan.entries),
+            }),
+        }));
+        out.push(Parsed::Event(EventBody::ToolResult {
+            id,
+            output: truncate(checklist),
+            is_error: false,
+        }));
+    }
+
     /// A tool call is shown when first reported, its result when it completes or fails.
-    fn on_tool(&mut self, u: &Value, out: &mut Vec<Parsed>) {
-        let id = str_field(u, "toolCallId");
+    fn on_tool(&mut self, call: &ToolCallUpdate, out: &mut Vec<Parsed>) {
+        let id = call.tool_call_id.to_string();
+        let fields = &call.fields;
         let tool = self.tools.entry(id.clone()).or_default();
         if !tool.announced {
             tool.announced = true;
             out.push(Parsed::Event(EventBody::ToolCall {
                 id: id.clone(),
-                name: tool_name(u),
-                input: tool_input(u),
+                name: tool_name(fields),
+                input: tool_input(fields),
             }));
         }
-        let status = u.get("status").and_then(Value::as_str);
-        if matches!(status, Some("completed" | "failed")) && !tool.done {
+        let status = fields.status;
+        if matches!(
+            status,
+            Some(ToolCallStatus::Completed | ToolCallStatus::Failed)
+        ) && !tool.done
+        {
             tool.done = true;
             out.push(Parsed::Event(EventBody::ToolResult {
                 id,
-                output: truncate(tool_output(u)),
-                is_error: status == Some("failed"),
+                output: truncate(tool_output(fields)),
+                is_error: status == Some(ToolCallStatus::Failed),
             }));
         }
     }
@@ -459,18 +516,18 @@ impl Adapter for Acp {
     fn startup(&mut self, resume: Option<&str>, project_dir: &str) -> Vec<u8> {
         self.cwd = project_dir.to_owned();
         self.resume = resume.map(str::to_owned);
-        self.request(
-            Call::Initialize,
-            "initialize",
-            json!({
-                "protocolVersion": PROTOCOL_VERSION,
-                "clientCapabilities": {
-                    "fs": {"readTextFile": false, "writeTextFile": false},
-                    "terminal": false
-                },
-                "clientInfo": {"name": "claude-vm", "version": env!("CARGO_PKG_VERSION")}
-            }),
-        )
+        let params = InitializeRequest::new(PROTOCOL_VERSION)
+            .client_capabilities(
+                ClientCapabilities::new()
+                    .fs(FileSystemCapabilities::new()
+                        .read_text_file(false)
+                        .write_text_file(false))
+                    .terminal(false)
+                    // Nor an interactive login in a terminal to offer the user.
+                    .auth(AuthCapabilities::new().terminal(false)),
+            )
+            .client_info(Implementation::new("claude-vm", env!("CARGO_PKG_VERSION")));
+        self.request(Call::Initialize, AGENT_METHOD_NAMES.initialize, params)
     }
 
     fn ready(&self) -> bool {
@@ -480,11 +537,10 @@ impl Adapter for Acp {
     fn message(&mut self, text: &str) -> Vec<u8> {
         self.text.clear();
         self.last_text = None;
-        let params = json!({
-            "sessionId": self.session,
-            "prompt": [{"type": "text", "text": text}]
-        });
-        let bytes = self.request(Call::Prompt, "session/prompt", params);
+        // Only sent once ready, so a session is open.
+        let session = self.session.clone().unwrap_or_default();
+        let params = PromptRequest::new(session, vec![ContentBlock::from(text)]);
+        let bytes = self.request(Call::Prompt, AGENT_METHOD_NAMES.session_prompt, params);
         self.prompt = Some(self.next_id - 1);
         bytes
     }
@@ -497,16 +553,12 @@ impl Adapter for Acp {
         let session = self.session.clone()?;
         let mut out = line(json!({
             "jsonrpc": "2.0",
-            "method": "session/cancel",
-            "params": {"sessionId": session}
+            "method": AGENT_METHOD_NAMES.session_cancel,
+            "params": to_json(CancelNotification::new(session)),
         }));
         // Permission requests of the cancelled turn must be answered "cancelled".
         for (_, p) in self.permissions.drain() {
-            out.extend(line(json!({
-                "jsonrpc": "2.0",
-                "id": p.id,
-                "result": {"outcome": {"outcome": "cancelled"}}
-            })));
+            out.extend(permission_answer(&p, RequestPermissionOutcome::Cancelled));
         }
         Some(out)
     }
@@ -529,7 +581,7 @@ impl Adapter for Acp {
         let params = v.get("params").unwrap_or(&Value::Null);
         Ok(match (method, id) {
             (Some(m), Some(id)) => self.on_request(id, m, params),
-            (Some("session/update"), None) => {
+            (Some(m), None) if m == CLIENT_METHOD_NAMES.session_update => {
                 self.on_update(params.get("update").unwrap_or(&Value::Null))
             }
             (Some(_), None) => Vec::new(),
@@ -548,97 +600,149 @@ fn line(v: Value) -> Vec<u8> {
     b
 }
 
-fn str_field(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or("").to_owned()
+/// A wire type as JSON. The schema's types and what was read into them always serialize
+/// (their maps have string keys, their paths came from JSON strings).
+fn to_json(v: impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
-fn error_text(e: &Value) -> String {
-    let message = e
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown error");
-    match e.get("data") {
-        Some(Value::String(d)) if !d.is_empty() => format!("{message} ({d})"),
-        Some(d) if !d.is_null() => format!("{message} ({d})"),
-        _ => message.to_owned(),
+/// How an enum of the schema (a stop reason, a tool kind) is spelled on the wire.
+fn wire_name(v: &impl Serialize) -> String {
+    match to_json(v) {
+        Value::String(s) => s,
+        other => other.to_string(),
     }
+}
+
+fn version_mismatch(version: &str) -> String {
+    format!("the agent speaks ACP version {version}, claude-vm speaks version {PROTOCOL_VERSION}")
+}
+
+/// A JSON-RPC error object. One that does not fit the shape (no code, no message, not an
+/// object) is still an error: what it does say is kept.
+fn rpc_error(e: &Value) -> RpcError {
+    RpcError::deserialize(e).unwrap_or_else(|_| {
+        let code = e
+            .get("code")
+            .and_then(Value::as_i64)
+            .and_then(|c| i32::try_from(c).ok())
+            .unwrap_or(ErrorCode::InternalError.into());
+        let message = e
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error");
+        RpcError::new(code, message).data(e.get("data").filter(|d| !d.is_null()).cloned())
+    })
+}
+
+fn error_text(e: &RpcError) -> String {
+    match &e.data {
+        Some(Value::String(d)) if !d.is_empty() => format!("{} ({d})", e.message),
+        Some(d) if !d.is_null() => format!("{} ({d})", e.message),
+        _ => e.message.clone(),
+    }
+}
+
+/// The tool call and the options of a permission request. One that does not fit the schema
+/// whole (a malformed option, no session id) is read piece by piece, so that it is still
+/// answered: the agent waits for the answer.
+fn permission_request(params: &Value) -> (Option<ToolCallUpdate>, Vec<PermissionOption>) {
+    if let Ok(r) = RequestPermissionRequest::deserialize(params) {
+        return (Some(r.tool_call), r.options);
+    }
+    let call = params
+        .get("toolCall")
+        .and_then(|c| ToolCallUpdate::deserialize(c).ok());
+    let options = params
+        .get("options")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| PermissionOption::deserialize(o).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    (call, options)
 }
 
 /// The answer to a permission request: the first allow (or reject) option offered, allowing
 /// once rather than always; "cancelled" when no option fits.
 fn answer(p: &Permission, allow: bool) -> Vec<u8> {
-    let wanted: &[&str] = if allow {
-        &["allow_once", "allow_always"]
+    use PermissionOptionKind::{AllowAlways, AllowOnce, RejectAlways, RejectOnce};
+    let wanted = if allow {
+        [AllowOnce, AllowAlways]
     } else {
-        &["reject_once", "reject_always"]
+        [RejectOnce, RejectAlways]
     };
     let option = wanted
         .iter()
-        .find_map(|k| p.options.iter().find(|(_, kind)| kind == k));
+        .find_map(|k| p.options.iter().find(|o| o.kind == *k));
     let outcome = match option {
-        Some((id, _)) => json!({"outcome": "selected", "optionId": id}),
-        None => json!({"outcome": "cancelled"}),
+        Some(o) => {
+            RequestPermissionOutcome::Selected(SelectedPermissionOutcome::new(o.option_id.clone()))
+        }
+        None => RequestPermissionOutcome::Cancelled,
     };
-    line(json!({"jsonrpc": "2.0", "id": p.id, "result": {"outcome": outcome}}))
+    permission_answer(p, outcome)
+}
+
+fn permission_answer(p: &Permission, outcome: RequestPermissionOutcome) -> Vec<u8> {
+    line(json!({
+        "jsonrpc": "2.0",
+        "id": p.id,
+        "result": to_json(RequestPermissionResponse::new(outcome)),
+    }))
 }
 
 /// What to call a tool: its programmatic name when given, else its title, else its kind.
-fn tool_name(call: &Value) -> String {
-    ["name", "title", "kind"]
-        .iter()
-        .find_map(|k| {
-            call.get(*k)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or("tool")
-        .to_owned()
+fn tool_name(call: &ToolCallUpdateFields) -> String {
+    [
+        call.name.clone(),
+        call.title.clone(),
+        call.kind.map(|k| wire_name(&k)),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|s| !s.is_empty())
+    .unwrap_or_else(|| "tool".to_owned())
 }
 
 /// A tool call's input: its raw input when the agent shares it, else what it touches.
-fn tool_input(call: &Value) -> Value {
-    if let Some(raw) = call.get("rawInput").filter(|r| !r.is_null()) {
+fn tool_input(call: &ToolCallUpdateFields) -> Value {
+    if let Some(raw) = &call.raw_input {
         return raw.clone();
     }
     let mut input = serde_json::Map::new();
-    if let Some(kind) = call.get("kind").filter(|k| !k.is_null()) {
-        input.insert("kind".into(), kind.clone());
+    if let Some(kind) = call.kind {
+        input.insert("kind".into(), to_json(kind));
     }
-    if let Some(locations) = call.get("locations").and_then(Value::as_array)
-        && !locations.is_empty()
-    {
-        if let Some(path) = locations[0].get("path") {
-            input.insert("path".into(), path.clone());
-        }
-        input.insert("locations".into(), Value::Array(locations.clone()));
+    if let Some(locations) = call.locations.as_deref().filter(|l| !l.is_empty()) {
+        input.insert("path".into(), to_json(&locations[0].path));
+        input.insert("locations".into(), to_json(locations));
     }
     Value::Object(input)
 }
 
 /// A tool call's output as text: its content blocks, else its raw output.
-fn tool_output(u: &Value) -> String {
-    let mut parts = Vec::new();
-    for c in u
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
+fn tool_output(call: &ToolCallUpdateFields) -> String {
+    let parts: Vec<String> = call
+        .content
+        .iter()
         .flatten()
-    {
-        match c.get("type").and_then(Value::as_str) {
-            Some("content") => {
-                if let Some(t) = c.pointer("/content/text").and_then(Value::as_str) {
-                    parts.push(t.to_owned());
-                }
-            }
-            Some("diff") => parts.push(format!("edited {}", str_field(c, "path"))),
-            Some("terminal") => parts.push(format!("terminal {}", str_field(c, "terminalId"))),
-            _ => {}
-        }
-    }
+        .filter_map(|c| match c {
+            ToolCallContent::Content(c) => match &c.content {
+                ContentBlock::Text(t) => Some(t.text.clone()),
+                _ => None,
+            },
+            ToolCallContent::Diff(d) => Some(format!("edited {}", d.path.display())),
+            ToolCallContent::Terminal(t) => Some(format!("terminal {}", t.terminal_id)),
+            _ => None,
+        })
+        .collect();
     if !parts.is_empty() {
         return parts.join("\n");
     }
-    match u.get("rawOutput") {
+    match &call.raw_output {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(blocks)) => blocks
             .iter()
@@ -723,7 +827,12 @@ mod tests {
         assert_eq!(init["params"]["protocolVersion"], 1);
         assert_eq!(
             init["params"]["clientCapabilities"],
-            json!({"fs": {"readTextFile": false, "writeTextFile": false}, "terminal": false})
+            // The schema's v1 capabilities also tell that no terminal login can be run.
+            json!({
+                "fs": {"readTextFile": false, "writeTextFile": false},
+                "terminal": false,
+                "auth": {"terminal": false}
+            })
         );
         assert!(!a.ready());
         // No loadSession capability: a new session even though one is being resumed.
@@ -1119,5 +1228,126 @@ mod tests {
         assert_eq!(r["error"]["code"], -32601);
         // No session yet: nothing to interrupt.
         assert!(Acp::new("gemini").interrupt(0).is_none());
+    }
+
+    /// Payloads that do not fit the schema never fail the conversation: an update is
+    /// skipped, a permission request is still answered, an answer keeps what it says.
+    #[test]
+    fn payloads_that_do_not_fit_the_schema_are_tolerated() {
+        let update = |u: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"session/update","params":{{"sessionId":"s1","update":{u}}}}}"#
+            )
+        };
+        let mut a = ready(PermissionMode::Skip);
+        a.message("go");
+        // Updates of kinds unknown to the schema, content that is not text, a tool call
+        // without an id: nothing to show.
+        for u in [
+            r#"{"sessionUpdate":"_vendor/progress","percent":5}"#,
+            r#"{"sessionUpdate":"agent_message_chunk","content":{"type":"image","data":"AA==","mimeType":"image/png"}}"#,
+            r#"{"sessionUpdate":"agent_message_chunk","content":{"type":"text"}}"#,
+            r#"{"sessionUpdate":"tool_call","title":"ls"}"#,
+            r#"{"sessionUpdate":"usage_update","used":"lots"}"#,
+        ] {
+            assert!(a.parse(&update(u)).unwrap().is_empty(), "{u}");
+        }
+        // A tool call without title or kind is still shown; what it leaves out is not made up.
+        let p = a
+            .parse(&update(
+                r#"{"sessionUpdate":"tool_call","toolCallId":"t9","status":"bogus","kind":null}"#,
+            ))
+            .unwrap();
+        assert_eq!(
+            p,
+            [Parsed::Event(EventBody::ToolCall {
+                id: "t9".into(),
+                name: "tool".into(),
+                input: json!({}),
+            })]
+        );
+        // A plan entry the schema cannot read is left out; the rest is shown.
+        let p = a
+            .parse(&update(r#"{"sessionUpdate":"plan","entries":[{"content":"a","priority":"high","status":"completed"},{"content":"b","status":"someday"}]}"#))
+            .unwrap();
+        assert_eq!(
+            p[1],
+            Parsed::Event(EventBody::ToolResult {
+                id: "plan-1".into(),
+                output: "[x] a".into(),
+                is_error: false,
+            })
+        );
+        // A permission request without a session id and with a malformed option is
+        // answered with the options that could be read; one with nothing readable is
+        // answered "cancelled".
+        let p = a
+            .parse(r#"{"jsonrpc":"2.0","id":5,"method":"session/request_permission","params":{"toolCall":{"title":"rm"},"options":[{"optionId":"x","kind":"allow_once"},{"optionId":"ok","name":"Ok","kind":"allow_once"}]}}"#)
+            .unwrap();
+        assert_eq!(
+            reply(&p),
+            json!({"jsonrpc": "2.0", "id": 5, "result": {"outcome": {"outcome": "selected", "optionId": "ok"}}})
+        );
+        let p = a
+            .parse(
+                r#"{"jsonrpc":"2.0","id":6,"method":"session/request_permission","params":null}"#,
+            )
+            .unwrap();
+        assert_eq!(
+            reply(&p),
+            json!({"jsonrpc": "2.0", "id": 6, "result": {"outcome": {"outcome": "cancelled"}}})
+        );
+        // A stop reason the schema does not know still ends the turn, as an error.
+        assert_eq!(
+            a.parse(r#"{"jsonrpc":"2.0","id":2,"result":{"stopReason":"paused"}}"#)
+                .unwrap(),
+            [Parsed::Event(EventBody::TurnEnd {
+                result: Some("the agent stopped the turn: paused".into()),
+                is_error: true
+            })]
+        );
+        // An error that is not an error object is still the turn's error.
+        a.message("again");
+        assert_eq!(
+            a.parse(r#"{"jsonrpc":"2.0","id":3,"error":"boom"}"#)
+                .unwrap(),
+            [Parsed::Event(EventBody::TurnEnd {
+                result: Some("unknown error".into()),
+                is_error: true
+            })]
+        );
+
+        // An answer to initialize without a readable version fails, saying what came.
+        for (result, says) in [
+            (r#"{}"#, "ACP version (none)"),
+            (r#"{"protocolVersion":"1.0.0"}"#, r#"ACP version "1.0.0""#),
+            (r#"{"protocolVersion":100000}"#, "ACP version 100000"),
+        ] {
+            let mut a = Acp::new("acp");
+            a.startup(None, "/w");
+            let p = a
+                .parse(&format!(r#"{{"jsonrpc":"2.0","id":0,"result":{result}}}"#))
+                .unwrap();
+            assert!(
+                matches!(&p[..], [Parsed::Fail(r)] if r.contains(says)),
+                "{p:?}"
+            );
+        }
+        // Capabilities and auth methods that do not fit are taken as none.
+        let mut a = Acp::new("goose");
+        a.startup(Some("s0"), "/w");
+        let new = reply(
+            &a.parse(r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":1,"agentCapabilities":{"loadSession":"yes"},"authMethods":[{"name":"no id"}]}}"#)
+                .unwrap(),
+        );
+        assert_eq!(new["method"], "session/new");
+        // An authentication error without a message is still one.
+        let p = a
+            .parse(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000}}"#)
+            .unwrap();
+        assert!(
+            matches!(&p[..], [Parsed::Fail(r)] if r.contains("needs authentication (unknown error)") && r.contains("methods: none")),
+            "{p:?}"
+        );
     }
 }

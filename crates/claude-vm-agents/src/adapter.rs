@@ -317,9 +317,11 @@ mod tests {
 
     #[test]
     fn messages_and_control_lines() {
+        // Keys stay in the order written (serde_json's `preserve_order`, which the ACP
+        // schema crate turns on).
         assert_eq!(
             Claude.message("hello\n\"x\""),
-            b"{\"message\":{\"content\":\"hello\\n\\\"x\\\"\",\"role\":\"user\"},\"type\":\"user\"}\n".to_vec()
+            b"{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":\"hello\\n\\\"x\\\"\"}}\n".to_vec()
         );
         let (prog, args) = Claude.command(
             &AgentSpec {

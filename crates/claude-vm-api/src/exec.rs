@@ -82,9 +82,10 @@ pub enum ExecLine {
 impl ExecLine {
     /// The line as sent: JSON with its keys in alphabetical order, and a newline.
     pub fn to_line(&self) -> String {
-        // Through `Value`, whose map keeps keys sorted: `{"data":"..","type":"stdout"}`.
+        // Keys sorted whatever order serde_json's maps keep (the build may ask for
+        // insertion order): `{"data":"..","type":"stdout"}`.
         let mut s = serde_json::to_value(self)
-            .map(|v| v.to_string())
+            .map(|v| sorted(v).to_string())
             .unwrap_or_default();
         s.push('\n');
         s
@@ -93,6 +94,21 @@ impl ExecLine {
     /// One line of the answer (without its newline).
     pub fn parse(line: &[u8]) -> Result<ExecLine, serde_json::Error> {
         serde_json::from_slice(line)
+    }
+}
+
+/// `v` with the keys of every object in alphabetical order.
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
     }
 }
 
