@@ -2,11 +2,10 @@
 //! the Docker Engine API (bollard). Works with any engine `DOCKER_HOST` or the `host` option
 //! points at; the API version is negotiated, so old and new engines both work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
@@ -16,19 +15,21 @@ use bollard::models::{
     MountType, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, ContainerArchiveInfoOptionsBuilder,
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, BuilderVersion,
+    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
+use bollard::{Docker, body_full};
 use claude_vm_core::provider::parse_bytes;
 use claude_vm_core::{LiveState, WorkspaceId};
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::{
-    CreateSpec, ExecOutput, ExecSpec, FileStat, Progress, ProgressFn, Provider, ProviderError,
-    TarStream,
+    BuildSpec, CreateSpec, ExecOutput, ExecSpec, FileStat, OutputFn, Progress, ProgressFn,
+    Provider, ProviderError, TarStream,
 };
 
 /// Label present on every resource claude-vm creates.
@@ -218,6 +219,73 @@ fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
+/// How many of a build's last output lines a failure carries.
+const BUILD_TAIL_LINES: usize = 20;
+
+/// Output without a newline longer than this is handed on as a line of its own.
+const BUILD_LINE_MAX: usize = 16 * 1024;
+
+/// A build's output cut into lines: each handed on as it completes, the last ones kept.
+struct BuildLog<'a> {
+    output: OutputFn<'a>,
+    pending: String,
+    tail: VecDeque<String>,
+}
+
+impl<'a> BuildLog<'a> {
+    fn new(output: OutputFn<'a>) -> Self {
+        BuildLog {
+            output,
+            pending: String::new(),
+            tail: VecDeque::with_capacity(BUILD_TAIL_LINES),
+        }
+    }
+
+    /// One `stream` message: usually one line, but a command's output can come in pieces.
+    fn push(&mut self, text: &str) {
+        self.pending.push_str(text);
+        while let Some(end) = self.pending.find('\n') {
+            let line: String = self.pending.drain(..=end).collect();
+            self.line(&line);
+        }
+        if self.pending.len() > BUILD_LINE_MAX {
+            let line = std::mem::take(&mut self.pending);
+            self.line(&line);
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        let line = line.trim_end();
+        if line.is_empty() {
+            return;
+        }
+        (self.output)(line);
+        if self.tail.len() == BUILD_TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_owned());
+    }
+
+    /// The last lines, what was left without a newline included.
+    fn finish(mut self) -> Vec<String> {
+        let rest = std::mem::take(&mut self.pending);
+        self.line(&rest);
+        self.tail.into()
+    }
+}
+
+/// Why a build failed, in words a user can act on.
+fn build_error_reason(dockerfile: &str, message: &str) -> String {
+    let message = message.trim();
+    if message.contains("Cannot locate specified Dockerfile") {
+        format!("the build context has no Dockerfile at {dockerfile:?} ({message})")
+    } else if message.is_empty() {
+        "the engine gave no reason".to_owned()
+    } else {
+        message.to_owned()
+    }
+}
+
 /// `on-failure`: a workspace whose PID 1 fails (or is stopped by a signal when the host's
 /// Docker restarts) comes back; one that stopped itself for idleness (status 0) and one
 /// stopped by hand stay stopped.
@@ -348,6 +416,93 @@ impl Provider for DockerProvider {
             .await
             .map_err(|e| unavailable(error_text(&e)))?;
         Ok(())
+    }
+
+    async fn build_image(
+        &self,
+        spec: &BuildSpec,
+        output: OutputFn<'_>,
+    ) -> Result<(), ProviderError> {
+        let failed = |reason: String, tail: Vec<String>| ProviderError::BuildFailed {
+            tag: spec.tag.clone(),
+            reason,
+            tail,
+        };
+        if spec.tag.is_empty() {
+            return Err(failed("no tag to give the image".to_owned(), Vec::new()));
+        }
+        let docker = self.docker().await?;
+        let dockerfile = if spec.dockerfile.is_empty() {
+            "Dockerfile"
+        } else {
+            spec.dockerfile.as_str()
+        };
+        let args: HashMap<&str, &str> = spec
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let labels: HashMap<&str, &str> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // The classic builder: it needs no session, and with `pull` unset it only reaches
+        // for a registry when the base image is missing. `forcerm` removes the intermediate
+        // containers of a failed build too.
+        let mut options = BuildImageOptionsBuilder::default()
+            .t(&spec.tag)
+            .dockerfile(dockerfile)
+            .buildargs(&args)
+            .labels(&labels)
+            .rm(true)
+            .forcerm(true)
+            .version(BuilderVersion::BuilderV1);
+        if let Some(target) = spec.target.as_deref().filter(|t| !t.is_empty()) {
+            options = options.target(target);
+        }
+        if !spec.cache_from.is_empty() {
+            options = options.cachefrom(&spec.cache_from);
+        }
+        let mut stream =
+            docker.build_image(options.build(), None, Some(body_full(spec.context.clone())));
+        let mut log = BuildLog::new(output);
+        let outcome: Result<(), String> = loop {
+            match stream.next().await {
+                None => break Ok(()),
+                Some(Ok(info)) => {
+                    if let Some(text) = info.stream {
+                        log.push(&text);
+                    }
+                    if let Some(detail) = info.error_detail {
+                        break Err(detail.message.unwrap_or_default());
+                    }
+                }
+                Some(Err(BollardError::DockerStreamError { error })) => break Err(error),
+                Some(Err(BollardError::DockerResponseServerError { message, .. })) => {
+                    break Err(message);
+                }
+                Some(Err(
+                    e @ (BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. }),
+                )) => break Err(e.to_string()),
+                Some(Err(e)) => return Err(self.err("building the image", e)),
+            }
+        };
+        drop(stream);
+        let tail = log.finish();
+        let reason = match outcome {
+            // A build that ends without an error but produced no image still failed.
+            Ok(()) => match docker.inspect_image(&spec.tag).await {
+                Ok(_) => return Ok(()),
+                Err(e) if status_code(&e) == Some(404) => {
+                    "the build ended without producing the image".to_owned()
+                }
+                Err(e) => return Err(self.err("inspecting the built image", e)),
+            },
+            Err(message) => build_error_reason(dockerfile, &message),
+        };
+        self.remove_failed_image(&spec.tag).await;
+        Err(failed(reason, tail))
     }
 
     async fn create(&self, spec: &CreateSpec) -> Result<(), ProviderError> {
@@ -805,6 +960,30 @@ impl DockerProvider {
             })
     }
 
+    /// Untag whatever image `tag` names after a failed build (the classic builder tags
+    /// only on success, so this is an image an earlier build left): a failed build
+    /// leaves nothing under its tag. Best effort: the build's error is what matters.
+    async fn remove_failed_image(&self, tag: &str) {
+        let Ok(docker) = self.docker().await else {
+            return;
+        };
+        match docker.inspect_image(tag).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => return,
+            Err(e) => {
+                tracing::warn!("cannot tell whether {tag} is left after a failed build: {e}");
+                return;
+            }
+        }
+        // `force`: containers made from the image keep it, untagged.
+        let options = RemoveImageOptionsBuilder::default().force(true).build();
+        match docker.remove_image(tag, Some(options), None).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => tracing::warn!("cannot remove {tag} after a failed build: {e}"),
+        }
+    }
+
     /// The last lines a workspace's container printed, for error messages.
     async fn logs_tail(&self, id: &WorkspaceId, lines: usize) -> String {
         let Ok(docker) = self.docker().await else {
@@ -827,6 +1006,55 @@ impl DockerProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_output_is_handed_on_line_by_line_and_its_last_lines_kept() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let output = |line: &str| seen.lock().unwrap().push(line.to_owned());
+        let mut log = BuildLog::new(&output);
+        log.push("Step 1/2 : FROM base\n");
+        log.push("\n");
+        log.push("one\ntw");
+        log.push("o\r\n");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["Step 1/2 : FROM base", "one", "two"]
+        );
+        for i in 0..30 {
+            log.push(&format!("line {i}\n"));
+        }
+        log.push("unfinished");
+        let tail = log.finish();
+        assert_eq!(tail.len(), BUILD_TAIL_LINES);
+        assert_eq!(tail.first().unwrap(), "line 11");
+        assert_eq!(tail.last().unwrap(), "unfinished");
+        assert_eq!(seen.lock().unwrap().len(), 3 + 30 + 1);
+    }
+
+    #[test]
+    fn build_output_without_newlines_is_cut_when_long() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let output = |line: &str| seen.lock().unwrap().push(line.len());
+        let mut log = BuildLog::new(&output);
+        log.push(&"x".repeat(BUILD_LINE_MAX + 1));
+        assert_eq!(*seen.lock().unwrap(), [BUILD_LINE_MAX + 1]);
+        assert_eq!(log.finish().len(), 1);
+    }
+
+    #[test]
+    fn a_missing_dockerfile_is_named_in_the_reason() {
+        let reason = build_error_reason(
+            "nowhere/Dockerfile",
+            "Cannot locate specified Dockerfile: nowhere/Dockerfile",
+        );
+        assert!(
+            reason.starts_with("the build context has no Dockerfile at \"nowhere/Dockerfile\"")
+        );
+        assert_eq!(
+            build_error_reason("Dockerfile", " "),
+            "the engine gave no reason"
+        );
+    }
 
     #[test]
     fn image_references_split_for_pulling() {

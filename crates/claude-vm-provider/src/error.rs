@@ -29,6 +29,14 @@ pub enum ProviderError {
         user: String,
         reason: String,
     },
+    /// An image build failed: its error and the last lines it printed.
+    #[error("building the image {tag} failed: {reason}{}", tail_text(tail))]
+    BuildFailed {
+        tag: String,
+        reason: String,
+        /// The build's last output lines (at most 20).
+        tail: Vec<String>,
+    },
     /// The remote host cannot run this claude-vm binary.
     #[error(
         "{destination} is a {remote} machine, but this claude-vm is built for {local}: it cannot run there"
@@ -53,6 +61,14 @@ pub enum SshFailure {
     ChangedHostKey,
     /// The connection dropped or something else went wrong.
     Other,
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its last lines:\n  {}", tail.join("\n  "))
+    }
 }
 
 fn ssh_message(failure: SshFailure, destination: &str, reason: &str) -> String {
@@ -91,6 +107,12 @@ impl ProviderError {
                  (`sudo usermod -aG docker {user}`, then log in again), or point claude-vm at its \
                  socket with `claude-vm provider set-options <provider> --option docker_socket=/path/to/docker.sock`"
             )),
+            ProviderError::BuildFailed { .. } => Some(
+                "fix the Dockerfile, or the `build` settings or features in devcontainer.json \
+                 (the build's error and last lines say what failed), then build it again with \
+                 `claude-vm workspace up --rebuild`"
+                    .to_owned(),
+            ),
             ProviderError::ArchMismatch { local, .. } => Some(format!(
                 "claude-vm copies itself to the host and into its workspaces: use a {local} host, \
                  or run a claude-vm built for the host's architecture"

@@ -32,6 +32,11 @@ pub type TarStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + 
 /// Callback for progress of long steps (image pulls).
 pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
 
+/// Callback for the lines a long step prints (an image build). An alias, like
+/// [`ProgressFn`], so that `async_trait` leaves the `&str` higher-ranked: written out in a
+/// trait method, it would become one fixed lifetime no implementation could call it with.
+pub type OutputFn<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
 /// Progress of an image pull, aggregated over layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
@@ -52,6 +57,25 @@ pub struct CreateSpec {
     pub entrypoint: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Extra labels besides the ones identifying the workspace.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An image build (a devcontainer's `build`, or the layer adding its features).
+#[derive(Debug, Clone, Default)]
+pub struct BuildSpec {
+    /// The tag the built image gets (`claude-vm-dc-<hash>`).
+    pub tag: String,
+    /// The build context as an uncompressed tar archive, the Dockerfile inside it.
+    pub context: Bytes,
+    /// The Dockerfile's path inside the context (`Dockerfile`, `.devcontainer/Dockerfile`).
+    pub dockerfile: String,
+    /// `--build-arg`s.
+    pub args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--cache-from` images.
+    pub cache_from: Vec<String>,
+    /// Labels on the built image.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -129,6 +153,22 @@ pub trait Provider: Send + Sync {
         image: &str,
         progress: ProgressFn<'_>,
     ) -> Result<(), ProviderError>;
+
+    /// Build an image, each line of the build's output handed to `output` as it comes.
+    /// A failed build answers [`ProviderError::BuildFailed`] with its last lines, and
+    /// leaves no image under the tag.
+    async fn build_image(
+        &self,
+        spec: &BuildSpec,
+        output: OutputFn<'_>,
+    ) -> Result<(), ProviderError> {
+        let _ = output;
+        Err(ProviderError::BuildFailed {
+            tag: spec.tag.clone(),
+            reason: "this provider cannot build images".to_owned(),
+            tail: Vec::new(),
+        })
+    }
 
     /// Create the workspace's resources without starting it.
     async fn create(&self, spec: &CreateSpec) -> Result<(), ProviderError>;
