@@ -122,6 +122,11 @@ pub fn reconcile(
         _ => {}
     }
     match live {
+        // A running workspace keeps the note it was left with (a setup command that failed).
+        LiveState::Running if cached == Status::Running => match cached_reason {
+            Some(r) => Observed::with_reason(Status::Running, r),
+            None => Observed::new(Status::Running),
+        },
         LiveState::Running => Observed::new(Status::Running),
         LiveState::Stopped => Observed::new(Status::Stopped),
         LiveState::Missing => Observed::with_reason(
@@ -198,7 +203,8 @@ mod tests {
         use LiveState as L;
         use Status as S;
         let cases = [
-            (S::Running, L::Running, false, "running"),
+            // A running workspace keeps the note it was left with; other states drop it.
+            (S::Running, L::Running, false, "running (image not found)"),
             (S::Running, L::Stopped, false, "stopped"),
             (S::Stopped, L::Running, false, "running"),
             (S::Stopped, L::Stopped, false, "stopped"),

@@ -703,6 +703,7 @@ impl Engine {
             source_label: None,
             no_local_paths: false,
             idle_stop: None,
+            ..crate::UpRequest::default()
         };
         let (created, written) = tokio::join!(
             self.create(&up, source, Some(fill), reporter, cancel),

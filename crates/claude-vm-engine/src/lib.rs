@@ -8,6 +8,7 @@
 mod agents;
 mod backups;
 mod chats;
+mod devcontainer;
 mod doctor;
 mod error;
 mod idle;

@@ -197,6 +197,11 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 6: which account each conversation was last given (a fingerprint, not the secret)
     "ALTER TABLE conversations ADD COLUMN account TEXT;",
+    // 7: what a workspace made from a devcontainer.json runs at each start (JSON)
+    "CREATE TABLE devcontainers (
+        workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id) ON DELETE CASCADE,
+        config TEXT NOT NULL
+    );",
 ];
 
 /// What the index remembers of a workspace's backups.
@@ -530,6 +535,31 @@ impl Store {
              ON CONFLICT(id) DO UPDATE SET title = excluded.title, status = excluded.status,
                 updated_at = excluded.updated_at",
             params![c.id, c.workspace_id.as_str(), c.agent, c.title, c.status, c.created_at, c.updated_at],
+        )?;
+        Ok(())
+    }
+
+    /// What a workspace made from a devcontainer.json keeps of it (JSON), if anything.
+    pub fn devcontainer(&self, workspace: &WorkspaceId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT config FROM devcontainers WHERE workspace_id = ?1",
+                [workspace.as_str()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_devcontainer(
+        &self,
+        workspace: &WorkspaceId,
+        config: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO devcontainers (workspace_id, config) VALUES (?1, ?2)
+             ON CONFLICT(workspace_id) DO UPDATE SET config = excluded.config",
+            params![workspace.as_str(), config],
         )?;
         Ok(())
     }

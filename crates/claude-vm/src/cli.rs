@@ -193,6 +193,10 @@ pub enum Command {
     #[command(subcommand)]
     Agents(AgentsCommand),
 
+    /// A project's devcontainer.json: the environment `workspace up` builds for it
+    #[command(subcommand)]
+    Devcontainer(DevcontainerCommand),
+
     /// Check that everything `workspace up` and `new-chat` need is ready
     #[command(
         after_help = "Checks the providers (Docker reachable, its version), the default image, each enabled agent (can it be installed, has it an account), the server, the SSH config, the backup repository and free disk. Each check prints one verdict and, when it is not ok, what to do.\n\nExit code 0 only when everything `workspace up` and `new-chat` need is ready (warnings do not count)."
@@ -212,6 +216,25 @@ pub enum Command {
     /// The in-workspace side of claude-vm (run inside workspaces, not by hand)
     #[command(subcommand, hide = true)]
     Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevcontainerCommand {
+    /// Write a starter .devcontainer/devcontainer.json for a project that has none, chosen
+    /// by what the project holds (Cargo.toml, package.json, pyproject.toml, go.mod, ...)
+    #[command(
+        after_help = "The file names the matching language image and a postCreateCommand for the project's lockfile; edit it to taste. `claude-vm workspace up` then builds the workspace from it.\n\nExamples:\n  claude-vm devcontainer init\n  claude-vm devcontainer init ~/src/shop --force"
+    )]
+    Init {
+        /// The project folder [default: .]
+        path: Option<std::path::PathBuf>,
+        /// Replace an existing .devcontainer/devcontainer.json
+        #[arg(long)]
+        force: bool,
+        /// Print what was written as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -566,6 +589,15 @@ pub struct UpArgs {
     /// [default: lifecycle.idle_stop in config.yaml]; kept for later starts
     #[arg(long, value_name = "DURATION|off", value_parser = parse_idle_stop)]
     pub idle_stop: Option<claude_vm_core::lifecycle::IdleStop>,
+    /// Use .devcontainer/NAME/devcontainer.json (when the project has several)
+    #[arg(long, value_name = "NAME", conflicts_with = "no_devcontainer")]
+    pub devcontainer: Option<String>,
+    /// Ignore the project's devcontainer.json
+    #[arg(long)]
+    pub no_devcontainer: bool,
+    /// Build the devcontainer's image again, even if it was built before
+    #[arg(long, conflicts_with = "no_devcontainer")]
+    pub rebuild: bool,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

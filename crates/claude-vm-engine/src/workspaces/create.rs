@@ -101,18 +101,35 @@ impl Engine {
             })?,
             None => self.unused_name()?,
         };
-        let image = req
-            .image
-            .clone()
-            .or_else(|| provider_record.options.get("image").cloned())
-            .unwrap_or_else(|| self.config.default_image.clone());
+        let id = WorkspaceId::generate(&mut rand::rng());
+        let project = source::project_name(source.location());
+        let devcontainer = match (&local_root, req.no_devcontainer) {
+            (Some(root), false) => crate::off_worker(|| {
+                self.prepare_devcontainer(root, req, id.as_str(), &project_dir(&project), reporter)
+            })?,
+            _ => {
+                if restore.is_none() && (req.devcontainer.is_some() || req.rebuild) {
+                    return Err(EngineError::InvalidInput(
+                        "--devcontainer and --rebuild apply to a project folder's devcontainer.json; this workspace is made from a git URL".to_owned(),
+                    ));
+                }
+                None
+            }
+        };
+        let image = match &devcontainer {
+            Some(p) => p.image.clone(),
+            None => req
+                .image
+                .clone()
+                .or_else(|| provider_record.options.get("image").cloned())
+                .unwrap_or_else(|| self.config.default_image.clone()),
+        };
         claude_vm_core::image::check(&image)
             .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
-        let project = source::project_name(source.location());
         let bin = self_binary()?;
         let now = Store::now();
         let record = WorkspaceRecord {
-            id: WorkspaceId::generate(&mut rand::rng()),
+            id,
             name,
             provider: provider_name,
             source: source.clone(),
@@ -144,6 +161,7 @@ impl Engine {
             local_root.as_deref(),
             local_clone_source.as_deref(),
             restore,
+            devcontainer.as_ref(),
             &bin,
             reporter,
             cancel,
@@ -151,8 +169,8 @@ impl Engine {
         // Cancellation is honoured between steps and during long waits inside them, never
         // in the middle of a provider call that creates something (its result would leak).
         match steps.await {
-            Ok(()) => {
-                self.store(|s| s.set_status(&record.id, Status::Running, None))?;
+            Ok(note) => {
+                self.store(|s| s.set_status(&record.id, Status::Running, note.as_deref()))?;
                 self.apply_idle_policy(&record, reporter).await;
                 let fresh = self.store(|s| s.workspace(&record.id))?.unwrap_or(record);
                 Ok(UpOutcome::Created(WorkspaceView::new(
@@ -217,10 +235,11 @@ impl Engine {
         local_root: Option<&Path>,
         clone_source: Option<&Path>,
         restore: Option<RestoreFill>,
+        devcontainer: Option<&crate::devcontainer::Prepared>,
         bin: &SelfBinary,
         reporter: &dyn Reporter,
         cancel: &CancellationToken,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let check = || {
             if cancel.is_cancelled() {
                 Err(EngineError::Interrupted)
@@ -236,9 +255,15 @@ impl Engine {
                 reporter.step(&p.message);
             }
         };
-        tokio::select! {
-            r = provider.ensure_image(&w.image, &progress) => r?,
-            _ = cancel.cancelled() => return Err(EngineError::Interrupted),
+        match devcontainer {
+            Some(p) => tokio::select! {
+                r = self.devcontainer_image(provider, p, reporter) => r?,
+                _ = cancel.cancelled() => return Err(EngineError::Interrupted),
+            },
+            None => tokio::select! {
+                r = provider.ensure_image(&w.image, &progress) => r?,
+                _ = cancel.cancelled() => return Err(EngineError::Interrupted),
+            },
         }
         check()?;
         let dir = project_dir(&w.project);
@@ -249,6 +274,14 @@ impl Engine {
             self.home.root().display().to_string(),
         );
         touched.store(true, Ordering::SeqCst);
+        let mut env = vec![
+            ("CLAUDE_VM_WORKSPACE_ID".into(), w.id.to_string()),
+            ("CLAUDE_VM_WORKSPACE_NAME".into(), w.name.to_string()),
+            ("CLAUDE_VM_PROJECT_DIR".into(), dir.clone()),
+        ];
+        if let Some(p) = devcontainer {
+            env.extend(p.config.container_env.clone());
+        }
         provider
             .create(&CreateSpec {
                 id: w.id.clone(),
@@ -256,11 +289,7 @@ impl Engine {
                 image: w.image.clone(),
                 workdir: dir.clone(),
                 entrypoint: vec![protocol::BINARY_PATH.into(), "agent".into(), "init".into()],
-                env: vec![
-                    ("CLAUDE_VM_WORKSPACE_ID".into(), w.id.to_string()),
-                    ("CLAUDE_VM_WORKSPACE_NAME".into(), w.name.to_string()),
-                    ("CLAUDE_VM_PROJECT_DIR".into(), dir.clone()),
-                ],
+                env,
                 labels,
             })
             .await?;
@@ -292,7 +321,8 @@ impl Engine {
             reporter.step("starting the workspace");
             return self
                 .start_verified(provider, w, bin, reporter, cancel)
-                .await;
+                .await
+                .map(|()| None);
         }
 
         // One archive: the binary, the state folder, and the project (or an empty folder
@@ -449,7 +479,13 @@ else git checkout --quiet -b "$b"; fi"#;
             )
             .await?;
         }
-        Ok(())
+        match devcontainer {
+            Some(p) => {
+                self.devcontainer_created(provider, w, p, &dir, reporter)
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     pub(super) async fn git(

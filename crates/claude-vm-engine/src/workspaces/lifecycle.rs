@@ -63,7 +63,12 @@ impl Engine {
                             .await?;
                     }
                 }
-                self.store(|s| s.set_status(&w.id, Status::Running, None))?;
+                // A note it was left with (a setup command that failed) stays.
+                let note = w
+                    .status_reason
+                    .clone()
+                    .filter(|_| w.status == Status::Running);
+                self.store(|s| s.set_status(&w.id, Status::Running, note.as_deref()))?;
                 self.apply_idle_policy(&w, reporter).await;
                 let fresh = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
                 Ok(UpOutcome::AlreadyRunning(WorkspaceView::new(
@@ -80,14 +85,17 @@ impl Engine {
                 // upgrade happened in between), start_verified replaces it and restarts.
                 self.start_verified(provider.as_ref(), &w, &bin, reporter, cancel)
                     .await?;
-                self.store(|s| s.set_status(&w.id, Status::Running, None))?;
+                let note = self
+                    .devcontainer_started(provider.as_ref(), &w, reporter)
+                    .await;
+                self.store(|s| s.set_status(&w.id, Status::Running, note.as_deref()))?;
                 self.apply_idle_policy(&w, reporter).await;
                 let fresh = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
                 Ok(UpOutcome::Resumed(WorkspaceView::new(
                     &fresh,
                     &Observed {
                         status: Status::Running,
-                        reason: None,
+                        reason: note,
                     },
                 )))
             }

@@ -55,6 +55,12 @@ pub struct UpRequest {
     pub no_local_paths: bool,
     /// `--idle-stop`: the workspace's own idle-stop policy (kept for later starts too).
     pub idle_stop: Option<claude_vm_core::lifecycle::IdleStop>,
+    /// `--devcontainer NAME`: which of several `.devcontainer/<name>/devcontainer.json`.
+    pub devcontainer: Option<String>,
+    /// `--no-devcontainer`: ignore the project's devcontainer.json.
+    pub no_devcontainer: bool,
+    /// `--rebuild`: build the devcontainer's image again even if one was built before.
+    pub rebuild: bool,
 }
 
 impl UpRequest {

@@ -115,6 +115,7 @@ pub async fn create(
         source_label: None,
         no_local_paths: true,
         idle_stop: idle_stop(b.idle_stop.as_deref())?,
+        ..UpRequest::default()
     };
     outcome_response(run_up(&s, req).await?)
 }
@@ -233,6 +234,7 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
             // The server's own scratch copy of the upload.
             no_local_paths: false,
             idle_stop,
+            ..UpRequest::default()
         };
         let cancel = CancellationToken::new();
         let outcome = engine.up(&req, &NullReporter, &cancel).await;

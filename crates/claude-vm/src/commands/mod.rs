@@ -6,6 +6,7 @@ mod agents;
 mod backup;
 pub mod chat;
 mod cp;
+mod devcontainer;
 mod diff;
 mod doctor;
 pub(crate) mod exec;
@@ -150,6 +151,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Notify(cmd) => notify::run(backend.engine("notify")?, cmd),
         Command::Agents(cmd) => agents::run(backend.engine("agents")?, cmd),
         Command::Doctor { json } => doctor::run(backend.engine("doctor")?, *json),
+        Command::Devcontainer(cmd) => devcontainer::run(cmd),
         Command::Agent(_)
         | Command::Completions { .. }
         | Command::Server { .. }

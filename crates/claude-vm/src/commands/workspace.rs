@@ -390,6 +390,9 @@ async fn up(engine: &Backend, args: &UpArgs, reporter: &CliReporter) -> Result<E
         source_label: None,
         no_local_paths: false,
         idle_stop: args.idle_stop,
+        devcontainer: args.devcontainer.clone(),
+        no_devcontainer: args.no_devcontainer,
+        rebuild: args.rebuild,
     };
     let cancel = cancel_on_signals();
     let outcome = engine.up(&req, reporter, &cancel).await?;

@@ -1,0 +1,423 @@
+//! End to end: a project's devcontainer.json on the real Docker engine: its Dockerfile
+//! built through the provider (`FROM` the local test base image), local features with
+//! options and `installsAfter`, `containerEnv`/`remoteEnv`, every lifecycle command form,
+//! the image reused until `--rebuild`, and the bad inputs, each refused before anything is
+//! left behind.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Ctx, dexec, test_image};
+
+/// Images tagged during a test, removed when it ends.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for tag in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+            let _ = Command::new("docker")
+                .args(["rmi", "-f", &format!("{tag}-base")])
+                .output();
+        }
+    }
+}
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, text).unwrap();
+}
+
+fn feature(root: &Path, name: &str, json: &str, install: &str) {
+    write(
+        root,
+        &format!(".devcontainer/{name}/devcontainer-feature.json"),
+        json,
+    );
+    write(
+        root,
+        &format!(".devcontainer/{name}/install.sh"),
+        &format!("#!/bin/sh\nset -e\n{install}\n"),
+    );
+}
+
+/// A project whose devcontainer builds a Dockerfile and installs two local features.
+fn project(root: &Path, nonce: &str) {
+    write(root, "README.md", "# app\n");
+    write(
+        root,
+        ".devcontainer/Dockerfile",
+        &format!(
+            "FROM {}\nARG NONCE\nRUN echo \"built $NONCE\" > /built-from-dockerfile\n",
+            test_image()
+        ),
+    );
+    // Installs after `greeter` although its name sorts first.
+    feature(
+        root,
+        "after",
+        r#"{"id": "after", "version": "1.0.0", "installsAfter": ["./greeter"]}"#,
+        "echo after >> /feature-order",
+    );
+    feature(
+        root,
+        "greeter",
+        r#"{
+            // JSONC here too
+            "id": "greeter",
+            "version": "1.0.0",
+            "options": {
+                "greeting": {"type": "string", "default": "hello"},
+                "loud": {"type": "boolean", "default": false},
+            },
+            "containerEnv": {"GREETER_HOME": "/opt/greeter"},
+        }"#,
+        "echo greeter >> /feature-order\necho \"$GREETING loud=$LOUD\" > /greeting",
+    );
+    write(
+        root,
+        ".devcontainer/devcontainer.json",
+        &format!(
+            r#"// The project's own environment.
+{{
+    "name": "app",
+    "build": {{
+        "dockerfile": "Dockerfile",
+        "args": {{"NONCE": "{nonce}"}},
+    }},
+    "features": {{
+        "./after": {{}},
+        "./greeter": {{"greeting": "hola", "loud": true}},
+    }},
+    "containerEnv": {{"DC_MODE": "test", "FROM_HOST": "${{localEnv:DC_TEST_VALUE}}"}},
+    "remoteEnv": {{"DC_REMOTE": "remote-${{containerWorkspaceFolderBasename}}"}},
+    "onCreateCommand": ["touch", "on-create.txt"],
+    "postCreateCommand": "echo \"$DC_REMOTE $(id -u) $(pwd)\" > post-create.txt",
+    "postStartCommand": {{"a": "echo a > start-a.txt", "b": ["sh", "-c", "echo b > start-b.txt"]}},
+    "frobnicate": true, /* not a devcontainer property */
+}}
+"#
+        ),
+    );
+}
+
+#[test]
+fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_builds_again() {
+    let ctx = Ctx::new();
+    let nonce = format!("{:016x}", rand::random::<u64>());
+    let proj = ctx.path("app");
+    project(&proj, &nonce);
+    let up = ctx
+        .command(&["workspace", "up", "--json", proj.to_str().unwrap()])
+        .env("DC_TEST_VALUE", "from-the-laptop")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
+    assert!(up.status.success(), "{stderr}");
+    let w: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    let w = &w["workspace"];
+    let id = w["id"].as_str().unwrap().to_owned();
+    let image = w["image"].as_str().unwrap().to_owned();
+    let _images = Images(vec![image.clone()]);
+    assert!(image.starts_with("claude-vm-dc-"), "{w:#}");
+    // Progress: the file used, the build's own output, the features, each command.
+    for said in [
+        "devcontainer.json",
+        "built ",
+        "installing 2 features: ./greeter, ./after",
+        "running onCreateCommand",
+        "running postCreateCommand",
+        "running postStartCommand",
+    ] {
+        assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
+    }
+    // One warning for what it ignores.
+    assert_eq!(
+        stderr.matches("frobnicate").count(),
+        1,
+        "one warning naming it:\n{stderr}"
+    );
+
+    assert_eq!(
+        dexec(&id, "cat /built-from-dockerfile"),
+        format!("built {nonce}\n")
+    );
+    assert_eq!(dexec(&id, "cat /feature-order"), "greeter\nafter\n");
+    assert_eq!(dexec(&id, "cat /greeting"), "hola loud=true\n");
+    assert_eq!(
+        dexec(&id, "echo $DC_MODE $FROM_HOST $GREETER_HOME"),
+        "test from-the-laptop /opt/greeter\n"
+    );
+    // Lifecycle commands ran as the agent user, in the project folder, with remoteEnv.
+    assert_eq!(
+        dexec(&id, "cat /workspace/app/post-create.txt"),
+        "remote-app 1000 /workspace/app\n"
+    );
+    assert_eq!(
+        dexec(
+            &id,
+            "cd /workspace/app && stat -c %u on-create.txt && cat start-a.txt start-b.txt"
+        ),
+        "1000\na\nb\n"
+    );
+
+    // postStartCommand runs at every start; the creation steps only once.
+    dexec(
+        &id,
+        "cd /workspace/app && rm start-a.txt start-b.txt post-create.txt",
+    );
+    ctx.run(&["workspace", "down", &id]).ok();
+    let resumed = ctx.run(&["workspace", "up", &id]).ok();
+    assert!(
+        resumed.stderr.contains("running postStartCommand")
+            && !resumed.stderr.contains("postCreateCommand"),
+        "{}",
+        resumed.stderr
+    );
+    assert_eq!(
+        dexec(
+            &id,
+            "cd /workspace/app && cat start-a.txt start-b.txt && ls post-create.txt 2>&1 | grep -c 'No such'"
+        ),
+        "a\nb\n1\n"
+    );
+
+    // The same configuration again: the image built before is used as it is.
+    let second = ctx
+        .run(&[
+            "workspace",
+            "up",
+            "--json",
+            "--name",
+            "app-two",
+            proj.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        second.stderr.contains("using the image built before")
+            && !second.stderr.contains("(docker build)"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(second.json()["workspace"]["image"], image.as_str());
+    // --rebuild builds it again; a change to a feature names another image.
+    let rebuilt = ctx
+        .run(&[
+            "workspace",
+            "up",
+            "--json",
+            "--rebuild",
+            "--name",
+            "app-three",
+            proj.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        rebuilt.stderr.contains("(docker build)")
+            && rebuilt.stderr.contains("installing 2 features"),
+        "{}",
+        rebuilt.stderr
+    );
+    write(
+        &proj,
+        ".devcontainer/after/install.sh",
+        "#!/bin/sh\necho changed >> /feature-order\n",
+    );
+    let changed = ctx
+        .run(&[
+            "workspace",
+            "up",
+            "--json",
+            "--name",
+            "app-four",
+            proj.to_str().unwrap(),
+        ])
+        .ok();
+    let other = changed.json()["workspace"]["image"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let _more = Images(vec![other.clone()]);
+    assert_ne!(other, image);
+
+    // --no-devcontainer ignores it: the plain default image.
+    let plain = ctx.up(&[
+        "--no-devcontainer",
+        "--name",
+        "plain",
+        proj.to_str().unwrap(),
+    ]);
+    assert_eq!(plain["image"], test_image().as_str());
+}
+
+#[track_caller]
+fn refused(ctx: &Ctx, proj: &Path, extra: &[&str], says: &[&str]) -> String {
+    let mut args = vec!["workspace", "up"];
+    args.extend_from_slice(extra);
+    args.push(proj.to_str().unwrap());
+    let out = ctx.run(&args).fails();
+    for s in says {
+        assert!(out.stderr.contains(s), "{s:?} not in:\n{}", out.stderr);
+    }
+    assert!(ctx.list().is_empty(), "nothing is left in the index");
+    assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());
+    out.stderr
+}
+
+#[test]
+fn bad_devcontainer_configurations_are_refused_with_the_reason_and_leave_nothing() {
+    let ctx = Ctx::new();
+    let proj = ctx.path("bad");
+    write(&proj, "README.md", "# bad\n");
+    let config = |text: &str| write(&proj, ".devcontainer/devcontainer.json", text);
+
+    // Invalid JSONC: file, line and column.
+    config("{\n  \"image\": \"x\",\n  oops\n}\n");
+    refused(&ctx, &proj, &[], &["devcontainer.json", "3:"]);
+    // A Dockerfile that is not there.
+    config(r#"{"build": {"dockerfile": "Nope.Dockerfile"}}"#);
+    refused(&ctx, &proj, &[], &["Nope.Dockerfile"]);
+    // A variable that cannot be resolved.
+    config(r#"{"image": "${localEnv}"}"#);
+    refused(&ctx, &proj, &[], &["localEnv"]);
+    // Docker Compose: planned, refused clearly.
+    config(r#"{"dockerComposeFile": "compose.yml", "service": "app"}"#);
+    refused(&ctx, &proj, &[], &["Compose"]);
+    // An unknown feature option names the feature, the option and the valid ones.
+    feature(
+        &proj,
+        "f",
+        r#"{"id": "f", "version": "1.0.0", "options": {"size": {"type": "string", "default": "s"}}}"#,
+        "true",
+    );
+    config(&format!(
+        r#"{{"image": "{}", "features": {{"./f": {{"colour": "red"}}}}}}"#,
+        test_image()
+    ));
+    refused(&ctx, &proj, &[], &["colour", "size"]);
+    // A host folder mounted into the workspace.
+    config(&format!(
+        r#"{{"image": "{}", "mounts": ["source=/etc,target=/host-etc,type=bind"]}}"#,
+        test_image()
+    ));
+    refused(&ctx, &proj, &[], &["/etc"]);
+    // --image and a devcontainer.json both.
+    config(&format!(r#"{{"image": "{}"}}"#, test_image()));
+    refused(&ctx, &proj, &["--image", "other:1"], &["--no-devcontainer"]);
+
+    // A build that fails: its last lines shown, no image, nothing left behind.
+    let nonce = format!("{:016x}", rand::random::<u64>());
+    write(
+        &proj,
+        ".devcontainer/Dockerfile",
+        &format!(
+            "FROM {}\nRUN echo {nonce}\nRUN echo about-to-fail && exit 3\n",
+            test_image()
+        ),
+    );
+    config(r#"{"build": {"dockerfile": "Dockerfile"}}"#);
+    refused(&ctx, &proj, &[], &["about-to-fail"]);
+    // A feature whose install fails.
+    feature(
+        &proj,
+        "f",
+        r#"{"id": "f", "version": "1.0.0"}"#,
+        "echo feature-broke >&2\nexit 4",
+    );
+    config(&format!(
+        r#"{{"image": "{}", "features": {{"./f": {{}}}}}}"#,
+        test_image()
+    ));
+    refused(&ctx, &proj, &[], &["feature-broke"]);
+    let labels = Command::new("docker")
+        .args([
+            "images",
+            "--filter",
+            "label=dev.claude-vm.devcontainer",
+            "--format",
+            "{{.Label \"dev.claude-vm.devcontainer\"}}",
+        ])
+        .output()
+        .unwrap();
+    let labels = String::from_utf8_lossy(&labels.stdout).into_owned();
+    assert!(
+        !labels.contains(proj.to_str().unwrap()),
+        "a failed build left an image: {labels}"
+    );
+
+    // A failing postCreateCommand leaves the workspace running, marked with the failure.
+    config(&format!(
+        r#"{{"image": "{}", "postCreateCommand": "echo setting-up; exit 5", "postStartCommand": "touch never"}}"#,
+        test_image()
+    ));
+    let up = ctx
+        .run(&["workspace", "up", "--json", proj.to_str().unwrap()])
+        .ok();
+    assert!(up.stderr.contains("setting-up"), "{}", up.stderr);
+    assert!(
+        up.stderr.contains("postCreateCommand failed with status 5"),
+        "{}",
+        up.stderr
+    );
+    let w = &up.json()["workspace"];
+    assert_eq!(w["status"], "running");
+    let listed = ctx.list();
+    assert!(
+        listed[0]["status_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("postCreateCommand failed"),
+        "{listed:#?}"
+    );
+    let id = w["id"].as_str().unwrap();
+    assert_eq!(
+        dexec(
+            id,
+            "test -e /workspace/bad/never && echo ran || echo skipped"
+        ),
+        "skipped\n"
+    );
+}
+
+#[test]
+fn devcontainer_init_writes_a_starter_that_up_then_uses() {
+    let ctx = Ctx::new();
+    for (name, marker, image) in [
+        ("crate", "Cargo.toml", "rust"),
+        ("web", "package.json", "javascript-node"),
+        ("tool", "pyproject.toml", "python"),
+    ] {
+        let proj = ctx.path(name);
+        write(&proj, marker, "\n");
+        let out = ctx
+            .run(&["devcontainer", "init", proj.to_str().unwrap(), "--json"])
+            .ok()
+            .json();
+        let path = proj.join(".devcontainer/devcontainer.json");
+        assert_eq!(out["path"], path.to_str().unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(image), "{name}: {text}");
+        // A second init refuses to overwrite it; --force does.
+        let again = ctx
+            .run(&["devcontainer", "init", proj.to_str().unwrap()])
+            .fails();
+        assert!(again.stderr.contains("--force"), "{}", again.stderr);
+        ctx.run(&["devcontainer", "init", proj.to_str().unwrap(), "--force"])
+            .ok();
+    }
+    // `up` of a project without one says init exists (and uses the default image).
+    let proj = ctx.path("plain");
+    write(&proj, "Cargo.toml", "[package]\nname = \"plain\"\n");
+    let up = ctx
+        .run(&["workspace", "up", "--json", proj.to_str().unwrap()])
+        .ok();
+    assert!(
+        up.stderr.contains("claude-vm devcontainer init"),
+        "{}",
+        up.stderr
+    );
+    assert_eq!(up.json()["workspace"]["image"], test_image().as_str());
+}
