@@ -20,6 +20,8 @@ use crate::{Engine, EngineError, Reporter, Result};
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     pub config: DevContainer,
+    /// Which of several configurations (`.devcontainer/<name>/`), if one of several.
+    pub name: Option<String>,
     /// The image the workspace runs.
     pub image: String,
     /// How that image comes to be.
@@ -144,6 +146,7 @@ impl Engine {
         };
         Ok(Some(Prepared {
             config,
+            name: located.name.clone(),
             image,
             plan,
         }))
@@ -337,7 +340,7 @@ impl Engine {
         project_dir: &str,
         reporter: &dyn Reporter,
     ) -> Result<Option<String>> {
-        let kept = Kept::of(&p.config);
+        let kept = Kept::of(p);
         self.store(|s| s.set_devcontainer(&w.id, &serde_json::to_string(&kept).expect("json")))?;
         let steps: Vec<(Step, Command)> = p
             .config
@@ -349,6 +352,15 @@ impl Engine {
         Ok(self
             .run_lifecycle(provider, w, &steps, &kept.env(), project_dir, reporter)
             .await)
+    }
+
+    /// For a workspace made from a devcontainer.json, which configuration it was (`Some`,
+    /// holding its name when it was one of several); `None` for any other workspace.
+    pub(crate) fn devcontainer_of(&self, w: &WorkspaceRecord) -> Result<Option<Option<String>>> {
+        Ok(self
+            .store(|s| s.devcontainer(&w.id))?
+            .and_then(|json| serde_json::from_str::<Kept>(&json).ok())
+            .map(|k| k.name))
     }
 
     /// After a workspace made from a devcontainer.json started again: its
@@ -382,6 +394,8 @@ impl Engine {
 struct Kept {
     file: String,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     post_start: Option<serde_json::Value>,
     #[serde(default)]
     post_attach: Option<serde_json::Value>,
@@ -390,9 +404,11 @@ struct Kept {
 }
 
 impl Kept {
-    fn of(config: &DevContainer) -> Kept {
+    fn of(p: &Prepared) -> Kept {
+        let config = &p.config;
         Kept {
             file: config.file.display().to_string(),
+            name: p.name.clone(),
             post_start: config.lifecycle.post_start.as_ref().map(value_of),
             post_attach: config.lifecycle.post_attach.as_ref().map(value_of),
             remote_env: config

@@ -715,18 +715,26 @@ impl Provider for DockerProvider {
         }
     }
 
-    async fn remove(&self, id: &WorkspaceId) -> Result<(), ProviderError> {
+    async fn remove_container(&self, id: &WorkspaceId) -> Result<(), ProviderError> {
         let docker = self.docker().await?;
-        let name = resource_name(id);
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(false)
             .build();
-        match docker.remove_container(&name, Some(options)).await {
-            Ok(()) => {}
-            Err(e) if status_code(&e) == Some(404) => {}
-            Err(e) => return Err(self.err("removing the container", e)),
+        match docker
+            .remove_container(&resource_name(id), Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(self.err("removing the container", e)),
         }
+    }
+
+    async fn remove(&self, id: &WorkspaceId) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        let name = resource_name(id);
+        self.remove_container(id).await?;
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
         match docker.remove_volume(&name, Some(options)).await {
             Ok(()) => Ok(()),

@@ -209,6 +209,10 @@ pub trait Provider: Send + Sync {
     /// Stop at once; a no-op if stopped.
     async fn kill(&self, id: &WorkspaceId) -> Result<(), ProviderError>;
 
+    /// Remove the workspace's container only, stopping it first: its volume and every file
+    /// on it stay, for a container made again from another image. A no-op if it is gone.
+    async fn remove_container(&self, id: &WorkspaceId) -> Result<(), ProviderError>;
+
     /// Remove every resource of the workspace, data included; a no-op for what is gone.
     async fn remove(&self, id: &WorkspaceId) -> Result<(), ProviderError>;
 

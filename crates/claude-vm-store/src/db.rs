@@ -427,6 +427,15 @@ impl Store {
         Ok(())
     }
 
+    /// The image a workspace's container runs (after it was made again from another).
+    pub fn set_image(&self, id: &WorkspaceId, image: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE workspaces SET image = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id.as_str(), image, now()],
+        )?;
+        Ok(())
+    }
+
     /// Record a status only if the row still has the status (and reason) it was read with:
     /// a reader that observed the workspace without its lock (`list`) never overwrites what
     /// a lifecycle action under the lock wrote meanwhile. Returns whether it was written.

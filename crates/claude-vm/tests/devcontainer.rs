@@ -243,6 +243,68 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
     let _more = Images(vec![other.clone()]);
     assert_ne!(other, image);
 
+    // `up WS --rebuild`: the container made again from the changed configuration; the
+    // agent's caches, the project's files and the conversations' state stay on the volume.
+    ctx.run(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p $HOME/.cache/tool && echo kept > $HOME/.cache/tool/blob && echo mine > uncommitted.txt",
+    ])
+    .ok();
+    write(
+        &proj,
+        ".devcontainer/Dockerfile",
+        &format!(
+            "FROM {}\nARG NONCE\nRUN echo \"built $NONCE\" > /built-from-dockerfile && echo v2 > /v2\n",
+            test_image()
+        ),
+    );
+    let rebuilt_ws = ctx
+        .run(&["workspace", "up", "--json", "--rebuild", &id])
+        .ok();
+    assert!(
+        rebuilt_ws.stderr.contains("replacing the container")
+            && rebuilt_ws.stderr.contains("running postCreateCommand"),
+        "{}",
+        rebuilt_ws.stderr
+    );
+    let new_image = rebuilt_ws.json()["workspace"]["image"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let _rebuilt_image = Images(vec![new_image.clone()]);
+    assert_ne!(new_image, image);
+    assert_eq!(
+        dexec(
+            &id,
+            "cat /v2 /workspace/.home/.cache/tool/blob /workspace/app/uncommitted.txt"
+        ),
+        "v2\nkept\nmine\n"
+    );
+    assert_eq!(
+        ctx.list().iter().find(|w| w["id"] == id.as_str()).unwrap()["image"],
+        new_image.as_str()
+    );
+    // A workspace not made from a devcontainer.json has nothing to rebuild.
+    let other = ctx.up(&[
+        "--no-devcontainer",
+        "--name",
+        "no-dc",
+        proj.to_str().unwrap(),
+    ]);
+    let refused = ctx
+        .run(&[
+            "workspace",
+            "up",
+            "--rebuild",
+            other["id"].as_str().unwrap(),
+        ])
+        .fails();
+    assert!(refused.stderr.contains("not"), "{}", refused.stderr);
+
     // --no-devcontainer ignores it: the plain default image.
     let plain = ctx.up(&[
         "--no-devcontainer",

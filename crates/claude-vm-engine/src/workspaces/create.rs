@@ -211,6 +211,39 @@ impl Engine {
         }
     }
 
+    /// The container of workspace `w`, running `image`.
+    pub(super) fn container_spec(
+        &self,
+        w: &WorkspaceRecord,
+        image: &str,
+        devcontainer: Option<&crate::devcontainer::Prepared>,
+    ) -> CreateSpec {
+        let dir = project_dir(&w.project);
+        let mut labels = BTreeMap::new();
+        labels.insert("dev.claude-vm.project".to_owned(), w.project.clone());
+        labels.insert(
+            "dev.claude-vm.home".to_owned(),
+            self.home.root().display().to_string(),
+        );
+        let mut env = vec![
+            ("CLAUDE_VM_WORKSPACE_ID".into(), w.id.to_string()),
+            ("CLAUDE_VM_WORKSPACE_NAME".into(), w.name.to_string()),
+            ("CLAUDE_VM_PROJECT_DIR".into(), dir.clone()),
+        ];
+        if let Some(p) = devcontainer {
+            env.extend(p.config.container_env.clone());
+        }
+        CreateSpec {
+            id: w.id.clone(),
+            name: w.name.to_string(),
+            image: image.to_owned(),
+            workdir: dir,
+            entrypoint: vec![protocol::BINARY_PATH.into(), "agent".into(), "init".into()],
+            env,
+            labels,
+        }
+    }
+
     pub(super) fn unused_name(&self) -> Result<WorkspaceName> {
         let taken: Vec<String> = self
             .all_workspaces()?
@@ -267,31 +300,9 @@ impl Engine {
         }
         check()?;
         let dir = project_dir(&w.project);
-        let mut labels = BTreeMap::new();
-        labels.insert("dev.claude-vm.project".to_owned(), w.project.clone());
-        labels.insert(
-            "dev.claude-vm.home".to_owned(),
-            self.home.root().display().to_string(),
-        );
         touched.store(true, Ordering::SeqCst);
-        let mut env = vec![
-            ("CLAUDE_VM_WORKSPACE_ID".into(), w.id.to_string()),
-            ("CLAUDE_VM_WORKSPACE_NAME".into(), w.name.to_string()),
-            ("CLAUDE_VM_PROJECT_DIR".into(), dir.clone()),
-        ];
-        if let Some(p) = devcontainer {
-            env.extend(p.config.container_env.clone());
-        }
         provider
-            .create(&CreateSpec {
-                id: w.id.clone(),
-                name: w.name.to_string(),
-                image: w.image.clone(),
-                workdir: dir.clone(),
-                entrypoint: vec![protocol::BINARY_PATH.into(), "agent".into(), "init".into()],
-                env,
-                labels,
-            })
+            .create(&self.container_spec(w, &w.image, devcontainer))
             .await?;
         check()?;
 

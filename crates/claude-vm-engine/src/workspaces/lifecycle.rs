@@ -103,6 +103,103 @@ impl Engine {
         }
     }
 
+    /// `workspace up WS --rebuild`: the container of a workspace made from a
+    /// devcontainer.json made again from the file as it is now (its image rebuilt); the
+    /// volume, and every file, conversation and cache on it, stays.
+    pub(crate) async fn rebuild(
+        &self,
+        w: WorkspaceRecord,
+        req: &UpRequest,
+        reporter: &dyn Reporter,
+        cancel: &CancellationToken,
+    ) -> Result<UpOutcome> {
+        let _lock = self.lock_workspace(&w.id).await?;
+        let w = self
+            .store(|s| s.workspace(&w.id))?
+            .ok_or_else(|| EngineError::UnknownWorkspace(w.id.to_string()))?;
+        let ws_err = |message: String| EngineError::Workspace {
+            name: w.name.to_string(),
+            message,
+        };
+        let Some(name) = self.devcontainer_of(&w)? else {
+            return Err(ws_err(
+                "--rebuild applies to a workspace made from a devcontainer.json; this one was not"
+                    .to_owned(),
+            ));
+        };
+        let root = match &w.source {
+            Source::Path(p) if !req.no_local_paths && Path::new(p).is_dir() => PathBuf::from(p),
+            _ => {
+                return Err(ws_err(
+                    "--rebuild reads the devcontainer.json of the folder the workspace was made from, and that folder is not on this machine".to_owned(),
+                ));
+            }
+        };
+        let again = UpRequest {
+            devcontainer: name,
+            rebuild: true,
+            ..UpRequest::default()
+        };
+        let dir = project_dir(&w.project);
+        let prepared = crate::off_worker(|| {
+            self.prepare_devcontainer(&root, &again, w.id.as_str(), &dir, reporter)
+        })?
+        .ok_or_else(|| {
+            ws_err(format!(
+                "{} has no devcontainer.json any more",
+                root.display()
+            ))
+        })?;
+        let provider = self.provider_client(&w.provider)?;
+        provider.ping().await?;
+        tokio::select! {
+            r = self.devcontainer_image(provider.as_ref(), &prepared, reporter) => r?,
+            _ = cancel.cancelled() => return Err(EngineError::Interrupted),
+        }
+        if cancel.is_cancelled() {
+            return Err(EngineError::Interrupted);
+        }
+        reporter.step(&format!(
+            "replacing the container of {}; its volume and files stay",
+            w.name
+        ));
+        provider.stop(&w.id, Duration::from_secs(10)).await?;
+        provider.remove_container(&w.id).await?;
+        let replaced = async {
+            provider
+                .create(&self.container_spec(&w, &prepared.image, Some(&prepared)))
+                .await?;
+            self.store(|s| s.set_image(&w.id, &prepared.image))?;
+            let bin = self_binary()?;
+            self.install_binary(provider.as_ref(), &w.id, &bin).await?;
+            reporter.step("starting the workspace");
+            self.start_verified(provider.as_ref(), &w, &bin, reporter, cancel)
+                .await
+        };
+        if let Err(e) = replaced.await {
+            let reason = format!(
+                "its container was removed for a rebuild that then failed ({e}); its files are on its volume: `claude-vm workspace up {} --rebuild` tries again",
+                w.name
+            );
+            self.store(|s| s.set_status(&w.id, Status::Error, Some(&reason)))?;
+            return Err(e);
+        }
+        let w = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
+        let note = self
+            .devcontainer_created(provider.as_ref(), &w, &prepared, &dir, reporter)
+            .await?;
+        self.store(|s| s.set_status(&w.id, Status::Running, note.as_deref()))?;
+        self.apply_idle_policy(&w, reporter).await;
+        let fresh = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
+        Ok(UpOutcome::Resumed(WorkspaceView::new(
+            &fresh,
+            &Observed {
+                status: Status::Running,
+                reason: note,
+            },
+        )))
+    }
+
     /// `workspace down`: a final backup (a failure is reported, never stops the stop),
     /// then stop.
     pub async fn down(&self, req: &DownRequest, reporter: &dyn Reporter) -> Result<DownOutcome> {

@@ -415,6 +415,8 @@ impl Engine {
                     ("--image", req.image.is_some()),
                     ("--branch", req.branch.is_some()),
                     ("--name", req.name.is_some()),
+                    ("--devcontainer", req.devcontainer.is_some()),
+                    ("--no-devcontainer", req.no_devcontainer),
                 ] {
                     if given {
                         return Err(EngineError::InvalidInput(format!(
@@ -425,6 +427,9 @@ impl Engine {
                 }
                 if let Some(idle) = req.idle_stop {
                     self.store(|s| s.set_idle_stop(&w.id, Some(&idle.to_string())))?;
+                }
+                if req.rebuild {
+                    return self.rebuild(*w, req, reporter, cancel).await;
                 }
                 self.resume(*w, reporter, cancel).await
             }
