@@ -113,9 +113,15 @@ impl Engine {
         mode: PermissionMode,
         reporter: &dyn Reporter,
     ) -> Result<ChatView> {
-        let kind = agent
-            .unwrap_or(&self.config.agents.defaults.agent)
-            .to_owned();
+        // The flag, else the workspace's devcontainer.json, else config.yaml.
+        let kind = match agent {
+            Some(a) => a.to_owned(),
+            None => self
+                .find_workspace(workspace)
+                .ok()
+                .and_then(|w| self.devcontainer_agent(&w))
+                .unwrap_or_else(|| self.config.agents.defaults.agent.clone()),
+        };
         crate::agents::known_kind(&kind)?;
         if !self.config.agents.enabled.contains(&kind) {
             return Err(EngineError::InvalidInput(format!(

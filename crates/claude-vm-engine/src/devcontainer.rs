@@ -20,6 +20,8 @@ use crate::{Engine, EngineError, Reporter, Result};
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     pub config: DevContainer,
+    /// What `customizations.claude-vm` sets.
+    pub customizations: Customizations,
     /// Which of several configurations (`.devcontainer/<name>/`), if one of several.
     pub name: Option<String>,
     /// The image the workspace runs.
@@ -39,6 +41,56 @@ pub(crate) enum ImagePlan {
         base_image: Option<String>,
         features: ResolvedFeatures,
     },
+}
+
+/// `customizations.claude-vm` of a devcontainer.json: what claude-vm's own configuration
+/// says, per repository.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Customizations {
+    /// `agent`: the default agent of the workspace's conversations.
+    pub agent: Option<String>,
+    /// `idleStop` (`30m`, `2h`, `off`): the workspace's idle-stop policy.
+    pub idle_stop: Option<claude_vm_core::lifecycle::IdleStop>,
+}
+
+impl Customizations {
+    fn read(v: Option<&serde_json::Value>) -> Result<Customizations> {
+        let bad = |what: &str| {
+            EngineError::InvalidInput(format!(
+                "customizations.claude-vm.{what} in devcontainer.json"
+            ))
+        };
+        let Some(v) = v else {
+            return Ok(Customizations::default());
+        };
+        let Some(map) = v.as_object() else {
+            return Err(EngineError::InvalidInput(
+                "customizations.claude-vm in devcontainer.json is not an object: write {\"agent\": \"claude\", \"idleStop\": \"30m\"}".to_owned(),
+            ));
+        };
+        let mut c = Customizations::default();
+        for (k, v) in map {
+            match (k.as_str(), v) {
+                ("agent", serde_json::Value::String(a)) => {
+                    crate::agents::known_kind(a)?;
+                    c.agent = Some(a.clone());
+                }
+                ("idleStop" | "idle_stop", serde_json::Value::String(s)) => {
+                    c.idle_stop = Some(
+                        claude_vm_core::lifecycle::IdleStop::parse(s)
+                            .map_err(|e| bad(&format!("{k} is not a duration: {e}")))?,
+                    );
+                }
+                ("agent" | "idleStop" | "idle_stop", _) => {
+                    return Err(bad(&format!("{k} must be a string")));
+                }
+                (other, _) => {
+                    return Err(bad(&format!("{other} is unknown; known: agent, idleStop")));
+                }
+            }
+        }
+        Ok(c)
+    }
 }
 
 /// Refusal for `--image` together with a devcontainer.json.
@@ -144,7 +196,9 @@ impl Engine {
                 )
             }
         };
+        let customizations = Customizations::read(config.claude_vm.as_ref())?;
         Ok(Some(Prepared {
+            customizations,
             config,
             name: located.name.clone(),
             image,
@@ -274,8 +328,13 @@ impl Engine {
         project_dir: &str,
         reporter: &dyn Reporter,
     ) -> Option<String> {
+        let log = self.devcontainer_log(&w.id);
+        let say = |line: &str| {
+            reporter.step(line);
+            log.append(line);
+        };
         for (step, command) in steps {
-            reporter.step(&format!("running {}", step.property()));
+            say(&format!("running {}", step.property()));
             let runs: Vec<(Option<&str>, Vec<String>)> = match command {
                 Command::Parallel(named) => named
                     .iter()
@@ -306,7 +365,7 @@ impl Engine {
                             .lines()
                             .chain(String::from_utf8_lossy(&out.stderr).lines())
                         {
-                            reporter.step(&format!("  {line}"));
+                            say(&format!("  {line}"));
                         }
                         if out.exit_code != 0 && failed.is_none() {
                             failed = Some(format!("{what} failed with status {}", out.exit_code));
@@ -320,6 +379,7 @@ impl Engine {
                 }
             }
             if let Some(f) = failed {
+                log.append(&format!("{f}; the steps after it were not run"));
                 reporter.warn(&format!(
                     "{f}; the workspace runs without the steps after it"
                 ));
@@ -363,6 +423,67 @@ impl Engine {
             .map(|k| k.name))
     }
 
+    /// Where the output of a workspace's lifecycle commands is kept (`workspace logs`).
+    pub(crate) fn devcontainer_log(&self, id: &claude_vm_core::WorkspaceId) -> Log {
+        Log(self
+            .home
+            .root()
+            .join("logs")
+            .join(format!("{id}-devcontainer.log")))
+    }
+
+    /// `claude-vm workspace logs WS`: the output of its devcontainer.json's lifecycle
+    /// commands, every run of them, oldest first.
+    pub fn workspace_logs(&self, workspace: &str) -> Result<String> {
+        let w = self.find_workspace(workspace)?;
+        let path = self.devcontainer_log(&w.id).0;
+        match crate::off_worker(|| std::fs::read_to_string(&path)) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(EngineError::InvalidInput(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Before someone attaches to a workspace made from a devcontainer.json (`ssh`,
+    /// `exec -t`): its `postAttachCommand`. A failure is reported, never fatal.
+    pub async fn devcontainer_attach(&self, workspace: &str, reporter: &dyn Reporter) {
+        let Ok(w) = self.find_workspace(workspace) else {
+            return;
+        };
+        let kept: Kept = match self.store(|s| s.devcontainer(&w.id)) {
+            Ok(Some(json)) => match serde_json::from_str(&json) {
+                Ok(k) => k,
+                Err(_) => return,
+            },
+            _ => return,
+        };
+        let Some(command) = kept.post_attach.as_ref().and_then(command_of) else {
+            return;
+        };
+        let Ok(provider) = self.provider_client(&w.provider) else {
+            return;
+        };
+        let dir = format!("{}/{}", claude_vm_protocol::WORKSPACE_ROOT, w.project);
+        self.run_lifecycle(
+            provider.as_ref(),
+            &w,
+            &[(Step::PostAttach, command)],
+            &kept.env(),
+            &dir,
+            reporter,
+        )
+        .await;
+    }
+
+    /// The agent a workspace's devcontainer.json names (`customizations.claude-vm.agent`).
+    pub(crate) fn devcontainer_agent(&self, w: &WorkspaceRecord) -> Option<String> {
+        let json = self.store(|s| s.devcontainer(&w.id)).ok()??;
+        serde_json::from_str::<Kept>(&json).ok()?.agent
+    }
+
     /// After a workspace made from a devcontainer.json started again: its
     /// `postStartCommand`. Returns the failure, if any, for its status reason.
     pub(crate) async fn devcontainer_started(
@@ -401,6 +522,34 @@ struct Kept {
     post_attach: Option<serde_json::Value>,
     #[serde(default)]
     remote_env: BTreeMap<String, String>,
+    /// `customizations.claude-vm.agent`: the agent of its conversations by default.
+    #[serde(default)]
+    agent: Option<String>,
+}
+
+/// An append-only log file on the control side; writing it never fails the caller.
+pub(crate) struct Log(std::path::PathBuf);
+
+impl Log {
+    pub(crate) fn append(&self, line: &str) {
+        use std::io::Write as _;
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.0.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.0)?;
+            let ts = jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .map_err(std::io::Error::other)?;
+            writeln!(f, "{ts} {line}")
+        };
+        if let Err(e) = crate::off_worker(write) {
+            tracing::debug!("cannot write {}: {e}", self.0.display());
+        }
+    }
 }
 
 impl Kept {
@@ -416,6 +565,7 @@ impl Kept {
                 .iter()
                 .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
                 .collect(),
+            agent: p.customizations.agent.clone(),
         }
     }
 

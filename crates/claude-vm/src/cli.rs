@@ -373,6 +373,11 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the output of a workspace's devcontainer.json lifecycle commands
+    Logs {
+        /// Workspace id, name or unique id prefix
+        workspace: String,
+    },
     /// Change a workspace's settings
     #[command(
         after_help = "Examples:\n  claude-vm workspace set bold-fire-1234 --idle-stop 10m\n  claude-vm workspace set bold-fire-1234 --idle-stop off\n  claude-vm workspace set bold-fire-1234 --idle-stop default\n\nA workspace is idle when no conversation is starting or in a turn, no message waits to be delivered, no approval younger than lifecycle.approval_wait is pending, and no exec, SSH session, file transfer, followed event stream or `exec -d` process is open. A running workspace gets the new setting at once."

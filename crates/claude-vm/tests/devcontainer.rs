@@ -95,8 +95,10 @@ fn project(root: &Path, nonce: &str) {
     "containerEnv": {{"DC_MODE": "test", "FROM_HOST": "${{localEnv:DC_TEST_VALUE}}"}},
     "remoteEnv": {{"DC_REMOTE": "remote-${{containerWorkspaceFolderBasename}}"}},
     "onCreateCommand": ["touch", "on-create.txt"],
-    "postCreateCommand": "echo \"$DC_REMOTE $(id -u) $(pwd)\" > post-create.txt",
+    "postCreateCommand": "echo \"$DC_REMOTE $(id -u) $(pwd)\" > post-create.txt && echo post-create-ran",
     "postStartCommand": {{"a": "echo a > start-a.txt", "b": ["sh", "-c", "echo b > start-b.txt"]}},
+    "postAttachCommand": "echo attached >> attach.txt && echo attach-ran",
+    "customizations": {{"claude-vm": {{"idleStop": "2h", "agent": "codex"}}, "vscode": {{"extensions": []}}}},
     "frobnicate": true, /* not a devcontainer property */
 }}
 "#
@@ -131,6 +133,8 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
         "running onCreateCommand",
         "running postCreateCommand",
         "running postStartCommand",
+        "  post-create-ran",
+        "idle stop: 2h (customizations.claude-vm.idleStop",
     ] {
         assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
     }
@@ -163,6 +167,36 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
         ),
         "1000\na\nb\n"
     );
+
+    // The commands' output is kept: `workspace logs`.
+    let logs = ctx.run(&["workspace", "logs", &id]).ok();
+    assert!(
+        logs.stdout.contains("running postCreateCommand")
+            && logs.stdout.contains("post-create-ran"),
+        "{}",
+        logs.stdout
+    );
+    // Attaching with a terminal runs postAttachCommand (under `script`, which gives
+    // `exec -t` the terminal it needs).
+    let attach = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} exec -t {id} -- true", ctx.bin.display()),
+            "/dev/null",
+        ])
+        .env("CLAUDE_VM_HOME", ctx.home.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let attach_out = String::from_utf8_lossy(&attach.stdout);
+    assert!(
+        attach.status.success() && attach_out.contains("attach-ran"),
+        "{attach_out}"
+    );
+    assert_eq!(dexec(&id, "cat /workspace/app/attach.txt"), "attached\n");
+    // The devcontainer's default agent: new-chat without --agent asks for codex.
+    let chat = ctx.run(&["new-chat", &id, "-m", "hi"]).fails();
+    assert!(chat.stderr.contains("codex"), "{}", chat.stderr);
 
     // postStartCommand runs at every start; the creation steps only once.
     dexec(

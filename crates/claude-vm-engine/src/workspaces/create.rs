@@ -144,7 +144,15 @@ impl Engine {
         };
         // Claims the name atomically; from here on, failure must clean up.
         self.store(|s| s.insert_workspace(&record))?;
-        if let Some(idle) = req.idle_stop {
+        // The flag, else the devcontainer.json's customizations.claude-vm.idleStop.
+        let idle_stop = req.idle_stop.or_else(|| {
+            let own = devcontainer.as_ref()?.customizations.idle_stop?;
+            reporter.step(&format!(
+                "idle stop: {own} (customizations.claude-vm.idleStop of devcontainer.json)"
+            ));
+            Some(own)
+        });
+        if let Some(idle) = idle_stop {
             self.store(|s| s.set_idle_stop(&record.id, Some(&idle.to_string())))?;
         }
         let _lock = self.lock_workspace(&record.id).await?;

@@ -161,6 +161,12 @@ async fn exec_remote(remote: &Remote, args: &ExecArgs) -> Result<i32> {
 async fn exec(engine: &Engine, args: &ExecArgs) -> Result<i32> {
     check_env(args)?;
     let (_, link) = engine.link_waking(&args.workspace).await?;
+    if args.tty {
+        // Attaching: the devcontainer.json's postAttachCommand first.
+        engine
+            .devcontainer_attach(&args.workspace, &crate::output::CliReporter::new(false))
+            .await;
+    }
     let size = if args.tty { terminal_size() } else { None };
     let req = ExecRequest {
         cmd: args.command.clone(),

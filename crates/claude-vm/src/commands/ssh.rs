@@ -94,6 +94,10 @@ impl russh::client::Handler for Client {
 
 async fn client(engine: &Engine, args: &SshArgs) -> Result<i32> {
     let (w, link, host_key) = engine.ssh_link(&args.workspace, true).await?;
+    // Attaching: the devcontainer.json's postAttachCommand first.
+    engine
+        .devcontainer_attach(&args.workspace, &crate::output::CliReporter::new(false))
+        .await;
     let pinned = PublicKey::from_openssh(&host_key).context("invalid host key")?;
     let key = engine.ssh_client_key()?;
     let user = args

@@ -188,6 +188,16 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             }
             Ok(ExitCode::SUCCESS)
         }
+        WorkspaceCommand::Logs { workspace } => {
+            let text = engine.engine("workspace logs")?.workspace_logs(workspace)?;
+            if text.is_empty() && !quiet {
+                eprintln!(
+                    "{workspace} has no lifecycle command output (it was not made from a devcontainer.json, or its commands printed nothing)"
+                );
+            }
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
         WorkspaceCommand::Backup { workspace, json } => {
             let out = rt.block_on(engine.backup(workspace, &reporter))?;
             if *json {
