@@ -22,6 +22,8 @@ pub(crate) struct Prepared {
     pub config: DevContainer,
     /// What `customizations.claude-vm` sets.
     pub customizations: Customizations,
+    /// `mounts` of type volume: (name, target).
+    pub volumes: Vec<(String, String)>,
     /// Which of several configurations (`.devcontainer/<name>/`), if one of several.
     pub name: Option<String>,
     /// The image the workspace runs.
@@ -90,6 +92,79 @@ impl Customizations {
             }
         }
         Ok(c)
+    }
+}
+
+/// The named volumes `mounts` asks for; an anonymous volume, a tmpfs or another type is
+/// refused, as is a target that would hide the workspace's own volume.
+fn volume_mounts(config: &DevContainer) -> Result<Vec<(String, String)>> {
+    let bad =
+        |why: String| EngineError::InvalidInput(format!("a mount of devcontainer.json {why}"));
+    let mut out = Vec::new();
+    for m in &config.mounts {
+        if m.kind != dc::MountKind::Volume {
+            return Err(bad(format!(
+                "for {} is not a named volume; only `type=volume` mounts are supported",
+                m.target
+            )));
+        }
+        let Some(name) = &m.source else {
+            return Err(bad(format!(
+                "for {} names no volume (source=...)",
+                m.target
+            )));
+        };
+        let name_ok = name.len() <= 128
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !name_ok {
+            return Err(bad(format!(
+                "names the volume {name:?}, which is not a valid volume name"
+            )));
+        }
+        let root = claude_vm_protocol::WORKSPACE_ROOT;
+        let t = m.target.trim_end_matches('/');
+        if !t.starts_with('/') || t.is_empty() || root.starts_with(&format!("{t}/")) || t == root {
+            return Err(bad(format!(
+                "targets {}, which must be an absolute path other than / and {root} and its parents",
+                m.target
+            )));
+        }
+        out.push((name.clone(), m.target.clone()));
+    }
+    Ok(out)
+}
+
+/// Say what of the configuration is read but not acted on (yet).
+fn not_applied(config: &DevContainer, reporter: &dyn Reporter) {
+    let agent_user = ["vscode", "node", "codespace"];
+    let mut notes = Vec::new();
+    if let Some(u) = &config.remote_user
+        && !agent_user.contains(&u.as_str())
+    {
+        notes.push(format!(
+            "remoteUser {u} (agents, commands and ssh run as the workspace's agent user, uid {AGENT_UID})"
+        ));
+    }
+    if !config.run_args.is_empty() {
+        notes.push("runArgs".to_owned());
+    }
+    if !config.forward_ports.is_empty() {
+        notes.push("forwardPorts (reach them with `ssh -L`)".to_owned());
+    }
+    let r = &config.runtime;
+    if r.privileged || !r.cap_add.is_empty() || !r.security_opt.is_empty() {
+        notes.push(
+            "privileged, capAdd and securityOpt (workspaces get no extra privileges)".to_owned(),
+        );
+    }
+    if !notes.is_empty() {
+        reporter.warn(&format!("not applied: {}", notes.join("; ")));
     }
 }
 
@@ -197,8 +272,11 @@ impl Engine {
             }
         };
         let customizations = Customizations::read(config.claude_vm.as_ref())?;
+        let volumes = volume_mounts(&config)?;
+        not_applied(&config, reporter);
         Ok(Some(Prepared {
             customizations,
+            volumes,
             config,
             name: located.name.clone(),
             image,

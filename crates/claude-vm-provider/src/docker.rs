@@ -524,13 +524,20 @@ impl Provider for DockerProvider {
             })
             .await
             .map_err(|e| self.err("creating the volume", e))?;
+        let mut mounts = vec![Mount {
+            target: Some(claude_vm_protocol::WORKSPACE_ROOT.to_owned()),
+            source: Some(name.clone()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }];
+        mounts.extend(spec.volumes.iter().map(|(source, target)| Mount {
+            target: Some(target.clone()),
+            source: Some(source.clone()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }));
         let host_config = HostConfig {
-            mounts: Some(vec![Mount {
-                target: Some(claude_vm_protocol::WORKSPACE_ROOT.to_owned()),
-                source: Some(name.clone()),
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            }]),
+            mounts: Some(mounts),
             nano_cpus: self.settings.nano_cpus,
             memory: self.settings.memory,
             network_mode: self.settings.network.clone(),

@@ -58,6 +58,9 @@ pub struct CreateSpec {
     pub env: Vec<(String, String)>,
     /// Extra labels besides the ones identifying the workspace.
     pub labels: BTreeMap<String, String>,
+    /// Named volumes mounted besides the workspace's own: (volume name, absolute target).
+    /// Created when missing and kept when the workspace is removed (they may be shared).
+    pub volumes: Vec<(String, String)>,
 }
 
 /// An image build (a devcontainer's `build`, or the layer adding its features).

@@ -11,6 +11,17 @@ use std::process::Command;
 
 use common::{Ctx, dexec, test_image};
 
+/// A named volume a test's devcontainer.json mounts, removed when it ends.
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
 /// Images tagged during a test, removed when it ends.
 struct Images(Vec<String>);
 
@@ -98,6 +109,8 @@ fn project(root: &Path, nonce: &str) {
     "postCreateCommand": "echo \"$DC_REMOTE $(id -u) $(pwd)\" > post-create.txt && echo post-create-ran",
     "postStartCommand": {{"a": "echo a > start-a.txt", "b": ["sh", "-c", "echo b > start-b.txt"]}},
     "postAttachCommand": "echo attached >> attach.txt && echo attach-ran",
+    "mounts": ["source=cvm-test-cache-{nonce},target=/shared-cache,type=volume"],
+    "forwardPorts": [3000],
     "customizations": {{"claude-vm": {{"idleStop": "2h", "agent": "codex"}}, "vscode": {{"extensions": []}}}},
     "frobnicate": true, /* not a devcontainer property */
 }}
@@ -112,6 +125,7 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
     let nonce = format!("{:016x}", rand::random::<u64>());
     let proj = ctx.path("app");
     project(&proj, &nonce);
+    let _volume = Volume(format!("cvm-test-cache-{nonce}"));
     let up = ctx
         .command(&["workspace", "up", "--json", proj.to_str().unwrap()])
         .env("DC_TEST_VALUE", "from-the-laptop")
@@ -135,6 +149,7 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
         "running postStartCommand",
         "  post-create-ran",
         "idle stop: 2h (customizations.claude-vm.idleStop",
+        "not applied: forwardPorts",
     ] {
         assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
     }
@@ -150,6 +165,12 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
         format!("built {nonce}\n")
     );
     assert_eq!(dexec(&id, "cat /feature-order"), "greeter\nafter\n");
+    // Its named volume is mounted, and outlives the container (checked after --rebuild).
+    assert!(
+        dexec(&id, "grep ' /shared-cache ' /proc/mounts || true").contains("/shared-cache"),
+        "the volume of `mounts` is not mounted"
+    );
+    dexec(&id, "echo shared > /shared-cache/f");
     assert_eq!(dexec(&id, "cat /greeting"), "hola loud=true\n");
     assert_eq!(
         dexec(&id, "echo $DC_MODE $FROM_HOST $GREETER_HOME"),
@@ -314,9 +335,9 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
     assert_eq!(
         dexec(
             &id,
-            "cat /v2 /workspace/.home/.cache/tool/blob /workspace/app/uncommitted.txt"
+            "cat /v2 /workspace/.home/.cache/tool/blob /workspace/app/uncommitted.txt /shared-cache/f"
         ),
-        "v2\nkept\nmine\n"
+        "v2\nkept\nmine\nshared\n"
     );
     assert_eq!(
         ctx.list().iter().find(|w| w["id"] == id.as_str()).unwrap()["image"],
@@ -400,6 +421,17 @@ fn bad_devcontainer_configurations_are_refused_with_the_reason_and_leave_nothing
         test_image()
     ));
     refused(&ctx, &proj, &[], &["/etc"]);
+    // A volume over the workspace's own, and a tmpfs.
+    config(&format!(
+        r#"{{"image": "{}", "mounts": ["source=x,target=/workspace,type=volume"]}}"#,
+        test_image()
+    ));
+    refused(&ctx, &proj, &[], &["/workspace"]);
+    config(&format!(
+        r#"{{"image": "{}", "mounts": [{{"type": "tmpfs", "target": "/tmp/x"}}]}}"#,
+        test_image()
+    ));
+    refused(&ctx, &proj, &[], &["named volume"]);
     // --image and a devcontainer.json both.
     config(&format!(r#"{{"image": "{}"}}"#, test_image()));
     refused(&ctx, &proj, &["--image", "other:1"], &["--no-devcontainer"]);

@@ -238,8 +238,10 @@ impl Engine {
             ("CLAUDE_VM_WORKSPACE_NAME".into(), w.name.to_string()),
             ("CLAUDE_VM_PROJECT_DIR".into(), dir.clone()),
         ];
+        let mut volumes = Vec::new();
         if let Some(p) = devcontainer {
             env.extend(p.config.container_env.clone());
+            volumes = p.volumes.clone();
         }
         CreateSpec {
             id: w.id.clone(),
@@ -249,6 +251,7 @@ impl Engine {
             entrypoint: vec![protocol::BINARY_PATH.into(), "agent".into(), "init".into()],
             env,
             labels,
+            volumes,
         }
     }
 
