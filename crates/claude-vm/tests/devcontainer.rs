@@ -549,3 +549,43 @@ fn devcontainer_init_writes_a_starter_that_up_then_uses() {
     );
     assert_eq!(up.json()["workspace"]["image"], test_image().as_str());
 }
+
+#[test]
+fn a_claude_code_conversation_works_in_a_devcontainer_workspace_with_what_its_features_installed() {
+    use claude_vm_testkit::{Script, ScriptedModel};
+    let model = ScriptedModel::start(
+        Script::from_json(
+            r#"[
+              {"match": {"last_user_contains": "read the greeting"},
+               "response": [{"tool_use": {"name": "Bash", "input": {"command": "cat /greeting && echo $DC_MODE", "description": "read it"}}}]},
+              {"match": {"after_tool_result_contains": "hola loud=true"}, "response": [{"text": "The feature says hola, in test mode."}]}
+            ]"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ctx = common::chat::ctx_with_claude(&model.url(), "sk-ant-api03-devcontainer-test");
+    let nonce = format!("{:016x}", rand::random::<u64>());
+    let proj = ctx.path("app");
+    project(&proj, &nonce);
+    // This test's agent is claude (the project's file would pick codex).
+    let text = std::fs::read_to_string(proj.join(".devcontainer/devcontainer.json"))
+        .unwrap()
+        .replace(r#""agent": "codex""#, r#""agent": "claude""#);
+    write(&proj, ".devcontainer/devcontainer.json", &text);
+    let _volume = Volume(format!("cvm-test-cache-{nonce}"));
+    let w = ctx.up(&[proj.to_str().unwrap()]);
+    let _images = Images(vec![w["image"].as_str().unwrap().to_owned()]);
+    let id = w["id"].as_str().unwrap();
+    let reply = ctx
+        .run(&["new-chat", id, "-m", "please read the greeting", "--wait"])
+        .ok();
+    assert!(
+        reply
+            .stdout
+            .contains("The feature says hola, in test mode."),
+        "stdout: {}\nstderr: {}",
+        reply.stdout,
+        reply.stderr
+    );
+}
