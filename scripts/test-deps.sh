@@ -16,7 +16,7 @@
 #   - the local Docker base image (scripts/base-image.sh)
 set -euo pipefail
 
-APT_PACKAGES=(debootstrap git tmux jq openssh-server openssh-client rsync chromium chromium-driver restic)
+APT_PACKAGES=(debootstrap git tmux jq openssh-server openssh-client rsync chromium chromium-driver restic bzip2)
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 

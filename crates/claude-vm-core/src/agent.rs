@@ -42,21 +42,29 @@ const FETCH: &str = r#"fetch() {
 }
 "#;
 
-/// `npm_install PACKAGE`: install an npm package into `~/.local`.
+/// `npm_install PACKAGE [REGISTRY]`: install an npm package into `~/.local`, from REGISTRY
+/// when one is given (else from the registry npm's own configuration names).
 const NPM: &str = r#"npm_install() {
   if ! command -v npm >/dev/null 2>&1; then
     echo "$1 installs with npm, and the workspace image has no Node.js (npm)" >&2; return 127
   fi
-  npm install --global --no-fund --no-audit --prefix "$HOME/.local" "$1"
+  if [ -n "${2:-}" ]; then
+    npm install --global --no-fund --no-audit --prefix "$HOME/.local" --registry "$2" "$1"
+  else
+    npm install --global --no-fund --no-audit --prefix "$HOME/.local" "$1"
+  fi
 }
 "#;
 
 /// The default install of `kind`, fetching the vendor's installer from `installer_url`
-/// (see [`default_installer_url`]); `None` for kinds that have none (`acp`).
+/// (see [`default_installer_url`]); for the kinds published only as npm packages (Gemini
+/// CLI, Qwen Code), `installer_url` names the npm registry to install from. `None` for
+/// kinds that have none (`acp`).
 pub fn default_install(kind: &str, installer_url: Option<&str>) -> Option<Install> {
     let url = installer_url
         .or(default_installer_url(kind))
         .map(crate::posix::sh_quote);
+    let registry = url.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
     let (what, body, program) = match kind {
         // The native installer downloads the binary for this platform, checks it against
         // the release manifest and runs its `install`, which leaves `~/.local/bin/claude`.
@@ -83,12 +91,12 @@ pub fn default_install(kind: &str, installer_url: Option<&str>) -> Option<Instal
         ),
         "gemini" => (
             "Gemini CLI's npm package",
-            format!("{NPM}npm_install @google/gemini-cli\n"),
+            format!("{NPM}npm_install @google/gemini-cli{registry}\n"),
             ".local/bin/gemini",
         ),
         "qwen" => (
             "Qwen Code's npm package",
-            format!("{NPM}npm_install @qwen-code/qwen-code\n"),
+            format!("{NPM}npm_install @qwen-code/qwen-code{registry}\n"),
             ".local/bin/qwen",
         ),
         "goose" => (
@@ -354,11 +362,19 @@ mod tests {
             "{}",
             m.script
         );
+        let gemini = default_install("gemini", None).unwrap().script;
         assert!(
-            default_install("gemini", None)
-                .unwrap()
+            gemini.ends_with("npm_install @google/gemini-cli\n"),
+            "{gemini}"
+        );
+        // For an npm package, the mirror is a registry.
+        let mirrored = default_install("qwen", Some("http://10.0.0.1:4873/")).unwrap();
+        assert!(
+            mirrored
                 .script
-                .contains("@google/gemini-cli")
+                .ends_with("npm_install @qwen-code/qwen-code 'http://10.0.0.1:4873/'\n"),
+            "{}",
+            mirrored.script
         );
     }
 

@@ -76,7 +76,8 @@ pub struct AgentSettings {
     /// the vendor's installer.
     pub install: Option<String>,
     /// Where the default install fetches the vendor's installer (a mirror or a pinned
-    /// copy); default: the vendor's own address.
+    /// copy); for the kinds installed with npm (gemini, qwen), the npm registry to install
+    /// from. Default: the vendor's own address, and npm's own configuration.
     pub installer_url: Option<String>,
     /// Seconds an install may take before it is stopped (default 600).
     pub install_timeout: Option<u64>,

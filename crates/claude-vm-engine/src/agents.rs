@@ -992,11 +992,28 @@ fn version_line(line: &str) -> Option<String> {
     (!line.is_empty()).then_some(line)
 }
 
+/// The last lines of an installer's output that say something: npm's closing lines
+/// (where its log went) say nothing about what failed, and are left out.
 fn shown_tail(tail: &[String]) -> String {
-    if tail.is_empty() {
+    let telling: Vec<&String> = tail
+        .iter()
+        .filter(|l| {
+            let l = l
+                .trim_start_matches("npm ERR! ")
+                .trim_start_matches("npm error ");
+            !(l.starts_with("A complete log of this run can be found in")
+                || l.trim_end().ends_with("-debug-0.log")
+                || l.trim().is_empty())
+        })
+        .collect();
+    if telling.is_empty() {
         String::new()
     } else {
-        format!(": {}", tail[tail.len().saturating_sub(3)..].join(" / "))
+        let shown: Vec<&str> = telling[telling.len().saturating_sub(3)..]
+            .iter()
+            .map(|l| l.as_str())
+            .collect();
+        format!(": {}", shown.join(" / "))
     }
 }
 

@@ -10,7 +10,14 @@
 //! steps (version, manifest, download, sha256 check) except the last: the vendor's ends by
 //! running `claude install`, which downloads again from the vendor's own address, so the
 //! stand-in places the binary where that command does (`~/.local/share/claude/versions/<v>`,
-//! linked from `~/.local/bin/claude`).
+//! linked from `~/.local/bin/claude`). The same site plays Goose's GitHub release downloads
+//! (`download_cli.sh` beside the release archive `goose-<arch>-unknown-linux-gnu.tar.bz2`),
+//! serving a stand-in `goose` (no Goose build is at hand) that says its version.
+//!
+//! The npm-published agents (Gemini CLI, Qwen Code) are installed by the real `npm` of an
+//! image with Debian's Node.js, against a second stand-in: a local HTTP server answering as
+//! the npm registry does for those packages (the package document, then a tarball built
+//! here whose `bin` is a `cli.js` that says its version).
 
 mod common;
 
@@ -25,7 +32,7 @@ use std::time::Duration;
 
 use claude_vm_testkit::{Script, ScriptedModel};
 use common::chat::{claude_binary, git_project};
-use common::{Ctx, Run, test_image};
+use common::{Ctx, Run, dexec, test_image};
 use sha2::Digest;
 
 /// The stand-in for Claude Code's download site (see the module's documentation).
@@ -56,6 +63,65 @@ mv "$bin" "$HOME/.local/share/claude/versions/$version"
 ln -sf "$HOME/.local/share/claude/versions/$version" "$HOME/.local/bin/claude"
 echo "✔ Claude Code successfully installed! Location: ~/.local/bin/claude"
 "#;
+
+/// Goose's installer on the stand-in site, where the vendor's release downloads keep it.
+const GOOSE_INSTALLER: &str = "/goose/releases/download/stable/download_cli.sh";
+const GOOSE_VERSION: &str = "1.13.2";
+
+const STAND_IN_GOOSE_INSTALLER: &str = r#"#!/usr/bin/env bash
+# STAND-IN for Goose's download_cli.sh (no vendor site is reachable in the tests): the
+# vendor's steps on Linux (the release archive for this architecture, unpacked into
+# GOOSE_BIN_DIR, then `goose configure` unless CONFIGURE=false), downloading from here.
+set -eu
+BASE="@BASE@"
+GOOSE_BIN_DIR="${GOOSE_BIN_DIR:-$HOME/.local/bin}"
+CONFIGURE="${CONFIGURE:-true}"
+case "$(uname -m)" in x86_64) arch=x86_64;; aarch64|arm64) arch=aarch64;; *) echo "Error: unsupported architecture $(uname -m)" >&2; exit 1;; esac
+file="goose-$arch-unknown-linux-gnu.tar.bz2"
+echo "Downloading stable release: $file..."
+tmp=$(mktemp -d)
+curl -sLf "$BASE/$file" --output "$tmp/$file" || { echo "Error: Failed to download $BASE/$file" >&2; exit 1; }
+tar -xjf "$tmp/$file" -C "$tmp"
+mkdir -p "$GOOSE_BIN_DIR"
+mv "$tmp/goose" "$GOOSE_BIN_DIR/goose"
+chmod +x "$GOOSE_BIN_DIR/goose"
+rm -rf "$tmp"
+echo "Goose CLI installed to $GOOSE_BIN_DIR/goose"
+if [ "$CONFIGURE" = true ]; then "$GOOSE_BIN_DIR/goose" configure; fi
+"#;
+
+/// STAND-IN for Goose's CLI: its version; any other use is noted in the agent's home (the
+/// real `goose configure` waits for answers on a terminal).
+const STAND_IN_GOOSE: &str = "#!/bin/sh
+case \"$1\" in
+  --version) echo '@VERSION@';;
+  *) echo \"$*\" >> \"$HOME/.goose-stand-in-calls\"; echo 'stand-in goose: only --version' >&2; exit 2;;
+esac
+";
+
+/// The release archive Goose publishes for Linux on this architecture: `goose` at its top.
+fn goose_release_archive() -> (String, Vec<u8>) {
+    let name = format!("goose-{}-unknown-linux-gnu.tar.bz2", std::env::consts::ARCH);
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("goose");
+    std::fs::write(&program, STAND_IN_GOOSE.replace("@VERSION@", GOOSE_VERSION)).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let archive = dir.path().join(&name);
+    let out = Command::new("tar")
+        .arg("-cjf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir.path())
+        .arg("goose")
+        .output()
+        .expect("tar runs");
+    assert!(
+        out.status.success(),
+        "cannot make Goose's release archive (tar with bzip2; scripts/test-deps.sh installs bzip2): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (name, std::fs::read(&archive).unwrap())
+}
 
 impl DownloadSite {
     fn start() -> DownloadSite {
@@ -101,6 +167,20 @@ impl DownloadSite {
             format!("/claude-code-releases/{version}/linux-x64/claude"),
             Arc::new(bytes),
         );
+        let goose_base = format!("http://127.0.0.1:{port}/goose/releases/download/stable");
+        files.insert(
+            GOOSE_INSTALLER.into(),
+            Arc::new(
+                STAND_IN_GOOSE_INSTALLER
+                    .replace("@BASE@", &goose_base)
+                    .into_bytes(),
+            ),
+        );
+        let (archive, archive_bytes) = goose_release_archive();
+        files.insert(
+            format!("/goose/releases/download/stable/{archive}"),
+            Arc::new(archive_bytes),
+        );
         let hits = serve(listener, files);
         DownloadSite {
             port,
@@ -120,6 +200,10 @@ impl DownloadSite {
 
     fn any_hits(&self) -> usize {
         self.hits.lock().unwrap().values().sum()
+    }
+
+    fn hits_of(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 }
 
@@ -1189,4 +1273,492 @@ fn codex_is_installed_from_its_release_binary_and_npm_only_kinds_say_what_they_n
         "{}",
         gemini.stderr
     );
+}
+
+/// The test image with Debian's Node.js and npm (the npm-published agents install with the
+/// image's own npm) and bzip2 (Goose's release archives are bzip2'd tarballs): built once
+/// from the test image, on the host network to reach Debian's mirror, and kept by its tag.
+fn node_image() -> String {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let base = test_image();
+    let tag = format!("{base}-node-1");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built {
+        return tag;
+    }
+    let present = |image: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .expect("docker runs")
+            .status
+            .success()
+    };
+    if !present(&tag) {
+        assert!(
+            present(&base),
+            "test image {base} is missing; build it with scripts/test-deps.sh"
+        );
+        let mut build = Command::new("docker")
+            .args(["build", "--network", "host", "-t", &tag, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker runs");
+        build
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(
+                format!(
+                    "FROM {base}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm bzip2 && rm -rf /var/lib/apt/lists/*\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        let out = build.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stdout);
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        assert!(
+            out.status.success(),
+            "cannot build {tag} (Node.js and npm from Debian's mirror):\n{}\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    *built = true;
+    tag
+}
+
+/// STAND-IN for the npm registry (no registry can be reached in the tests): for each of
+/// its packages, what the registry answers. `GET /<name>` (a scoped name asked for as
+/// `/@scope%2fname`) is the package document naming the latest version and its tarball,
+/// with the tarball's integrity; the tarball is `package/package.json` with the agent's
+/// `bin` and a `cli.js` that, like the real CLI's entry point, prints the version for
+/// `--version`. Anything else is 404, as for a package the registry does not have.
+struct NpmRegistry {
+    port: u16,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// An npm package of an agent: its name, its program's name, its version.
+struct NpmPackage {
+    name: &'static str,
+    bin: &'static str,
+    version: &'static str,
+}
+
+const GEMINI_CLI: NpmPackage = NpmPackage {
+    name: "@google/gemini-cli",
+    bin: "gemini",
+    version: "0.42.1",
+};
+const QWEN_CODE: NpmPackage = NpmPackage {
+    name: "@qwen-code/qwen-code",
+    bin: "qwen",
+    version: "0.13.2",
+};
+
+impl NpmPackage {
+    /// Where npm asks for its package document.
+    fn document_path(&self) -> String {
+        format!("/{}", self.name.replace('/', "%2f"))
+    }
+
+    /// Where the registry keeps its tarball (`/<name>/-/<unscoped name>-<version>.tgz`).
+    fn tarball_path(&self) -> String {
+        let unscoped = self.name.rsplit('/').next().unwrap();
+        format!("/{}/-/{unscoped}-{}.tgz", self.name, self.version)
+    }
+
+    /// The package's tarball, as `npm pack` lays it out.
+    fn tarball(&self) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("package");
+        std::fs::create_dir_all(&pkg).unwrap();
+        std::fs::write(
+            pkg.join("package.json"),
+            serde_json::json!({
+                "name": self.name,
+                "version": self.version,
+                "bin": {self.bin: "cli.js"},
+                "license": "Apache-2.0",
+            })
+            .to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            pkg.join("cli.js"),
+            format!(
+                "#!/usr/bin/env node\n// STAND-IN for {}'s entry point: it says its version.\nif (process.argv.includes('--version')) {{\n  console.log('{}');\n  process.exit(0);\n}}\nconsole.error('stand-in {}: only --version');\nprocess.exit(2);\n",
+                self.name, self.version, self.bin
+            ),
+        )
+        .unwrap();
+        let tgz = dir.path().join("package.tgz");
+        let out = Command::new("tar")
+            .arg("-czf")
+            .arg(&tgz)
+            .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+            .arg(dir.path())
+            .arg("package")
+            .output()
+            .expect("tar runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(tgz).unwrap()
+    }
+}
+
+impl NpmRegistry {
+    fn start(packages: &[&NpmPackage]) -> NpmRegistry {
+        use base64::Engine as _;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut files: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
+        for p in packages {
+            let tarball = p.tarball();
+            let integrity = format!(
+                "sha512-{}",
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(&tarball))
+            );
+            let document = serde_json::json!({
+                "name": p.name,
+                "dist-tags": {"latest": p.version},
+                "versions": {
+                    p.version: {
+                        "name": p.name,
+                        "version": p.version,
+                        "bin": {p.bin: "cli.js"},
+                        "dist": {
+                            "tarball": format!("http://127.0.0.1:{port}{}", p.tarball_path()),
+                            "integrity": integrity,
+                        },
+                    },
+                },
+            });
+            files.insert(
+                p.document_path(),
+                Arc::new(document.to_string().into_bytes()),
+            );
+            files.insert(p.tarball_path(), Arc::new(tarball));
+        }
+        NpmRegistry {
+            port,
+            hits: serve(listener, files),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    fn hits_of(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+const GEMINI_KEY: &str = "AIza-gemini-key-from-the-environment-01";
+const QWEN_KEY: &str = "sk-qwen-key-from-the-environment-0002";
+
+/// The id of the workspace named `name`.
+fn workspace_id(ctx: &Ctx, name: &str) -> String {
+    ctx.list()
+        .iter()
+        .find(|w| w["name"] == name)
+        .unwrap_or_else(|| panic!("no workspace {name}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The version `chat list -l` shows for the newest conversation of `kind`, checked against
+/// `chat list --json`.
+fn shown_version(m: &Machine, ctx: &Ctx, kind: &str) -> String {
+    let listed = m.run(ctx, &["chat", "list", "--json"], "").ok().json();
+    let newest = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["agent"] == kind)
+        .max_by_key(|c| c["created_at"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_else(|| panic!("no {kind} conversation in {listed:#}"))
+        .clone();
+    let version = newest["agent_version"].as_str().unwrap_or("-").to_owned();
+    let long = m.run(ctx, &["chat", "list", "-l"], "").ok();
+    let id = newest["id"].as_str().unwrap();
+    let row = long
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("no row for {id} in\n{}", long.stdout));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(long.stdout.contains("VERSION"), "{}", long.stdout);
+    assert_eq!(cells[2], kind, "{row}");
+    assert_eq!(cells[3], version, "{row}");
+    version
+}
+
+#[test]
+fn gemini_and_qwen_are_installed_by_the_images_npm_as_the_agent_into_its_home_on_the_volume() {
+    let image = node_image();
+    let registry = NpmRegistry::start(&[&GEMINI_CLI, &QWEN_CODE]);
+    let ctx = common::chat::ctx_with_agents(&format!(
+        "  gemini:\n    installer_url: {0}\n  qwen:\n    installer_url: {0}\n",
+        registry.url()
+    ));
+    let mut m = Machine::new();
+    m.set_env("GEMINI_API_KEY", GEMINI_KEY);
+    m.set_env("OPENAI_API_KEY", QWEN_KEY);
+    let p = git_project(&ctx);
+    m.run(
+        &ctx,
+        &[
+            "workspace",
+            "up",
+            p.to_str().unwrap(),
+            "--name",
+            "node",
+            "--image",
+            &image,
+        ],
+        "",
+    )
+    .ok();
+    let id = workspace_id(&ctx, "node");
+    let listed = agents_list_kind(&m, &ctx, "gemini");
+    assert_eq!(listed["ready"], true, "{listed}");
+    assert_eq!(
+        listed["install"],
+        "the workspace's own, this machine's, or installed by Gemini CLI's npm package"
+    );
+
+    for (kind, pkg, what) in [
+        ("gemini", &GEMINI_CLI, "Gemini CLI's npm package"),
+        ("qwen", &QWEN_CODE, "Qwen Code's npm package"),
+    ] {
+        let out = m.run(&ctx, &["new-chat", "node", "--agent", kind], "").ok();
+        // Progress: the install, then npm's own lines as they come.
+        for shown in [
+            format!("installing {kind} in the workspace with {what}"),
+            "added 1 package".to_owned(),
+        ] {
+            assert!(
+                out.stderr.contains(&shown),
+                "{shown:?} not in\n{}",
+                out.stderr
+            );
+        }
+        assert_eq!(registry.hits_of(&pkg.tarball_path()), 1, "{kind}");
+        assert!(registry.hits_of(&pkg.document_path()) >= 1, "{kind}");
+        // npm ran as the agent, into the agent's home on the volume; nothing system-wide.
+        let at = format!("/workspace/.home/.local/lib/node_modules/{}", pkg.name);
+        assert_eq!(
+            dexec(
+                &id,
+                &format!("stat -c '%u:%g' {at}/cli.js {at}/package.json")
+            ),
+            "1000:1000\n1000:1000\n",
+            "{kind}"
+        );
+        assert_eq!(
+            dexec(&id, &format!("readlink /workspace/.home/.local/bin/{kind}")).trim(),
+            format!("../lib/node_modules/{}/cli.js", pkg.name)
+        );
+        assert_eq!(
+            dexec(
+                &id,
+                &format!(
+                    "ls /usr/local/lib/node_modules /usr/lib/node_modules | grep -c '^{}$' || true",
+                    pkg.name.split('/').next().unwrap()
+                )
+            )
+            .trim(),
+            "0",
+            "{kind} landed outside the agent's home"
+        );
+        assert_eq!(shown_version(&m, &ctx, kind), pkg.version);
+    }
+
+    // Installed once: the agent's home is on the volume, so a stopped and started
+    // workspace finds it there and asks the registry nothing.
+    m.run(&ctx, &["workspace", "down", "node"], "").ok();
+    m.run(&ctx, &["workspace", "up", "node"], "").ok();
+    let again = m
+        .run(&ctx, &["new-chat", "node", "--agent", "gemini"], "")
+        .ok();
+    assert!(
+        !again.stderr.contains("installing gemini"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(registry.hits_of(&GEMINI_CLI.tarball_path()), 1);
+    assert_eq!(shown_version(&m, &ctx, "gemini"), GEMINI_CLI.version);
+}
+
+#[test]
+fn an_npm_install_the_registry_refuses_shows_npms_error_and_the_remedy_and_the_workspace_carries_on()
+ {
+    let image = node_image();
+    // A registry without the package: every request is 404.
+    let empty = NpmRegistry::start(&[]);
+    let agents = |url: &str| format!("  gemini:\n    installer_url: {url}\n");
+    let ctx = common::chat::ctx_with_agents(&agents(&empty.url()));
+    let mut m = Machine::new();
+    m.set_env("GEMINI_API_KEY", GEMINI_KEY);
+    let p = git_project(&ctx);
+    m.run(
+        &ctx,
+        &[
+            "workspace",
+            "up",
+            p.to_str().unwrap(),
+            "--name",
+            "refused",
+            "--image",
+            &image,
+        ],
+        "",
+    )
+    .ok();
+    let id = workspace_id(&ctx, "refused");
+
+    let t = std::time::Instant::now();
+    let refused = m
+        .run(&ctx, &["new-chat", "refused", "--agent", "gemini"], "")
+        .fails();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    // npm's own error, in the progress as npm printed it; then the failure with the remedy.
+    let npm_error = format!(
+        "npm ERR! 404 Not Found - GET {}{}",
+        empty.url().trim_end_matches('/'),
+        GEMINI_CLI.document_path()
+    );
+    assert!(
+        refused.stderr.lines().any(|l| l.ends_with(&npm_error)),
+        "{npm_error:?} not in\n{}",
+        refused.stderr
+    );
+    // The one-line failure carries the cause (npm's closing lines about its log are left out).
+    let last = refused.stderr.trim_end().lines().last().unwrap();
+    for shown in [
+        "error: workspace refused: installing gemini with Gemini CLI's npm package failed (exit 1): npm ERR!",
+        "404",
+        "set agents.gemini.binary",
+    ] {
+        assert!(last.contains(shown), "{shown:?} not in\n{}", refused.stderr);
+    }
+    assert!(empty.hits_of(&GEMINI_CLI.document_path()) >= 1);
+    // Nothing half-installed, no conversation, and the workspace works on.
+    assert_eq!(
+        dexec(
+            &id,
+            "test -e /workspace/.home/.local/bin/gemini && echo there || echo none"
+        ),
+        "none\n"
+    );
+    let listed = m.run(&ctx, &["chat", "list", "--json"], "").ok().json();
+    assert_eq!(listed, serde_json::json!([]));
+    assert_eq!(
+        m.run(&ctx, &["exec", "refused", "--", "echo", "still here"], "")
+            .ok()
+            .stdout,
+        "still here\n"
+    );
+    assert_eq!(ctx.list()[0]["status"], "running");
+
+    // The registry that has it: the next attempt installs it.
+    let registry = NpmRegistry::start(&[&GEMINI_CLI]);
+    std::fs::write(
+        ctx.home.path().join("config.yaml"),
+        format!(
+            "default_image: {}\nagents:\n{}",
+            test_image(),
+            agents(&registry.url())
+        ),
+    )
+    .unwrap();
+    let mended = m
+        .run(&ctx, &["new-chat", "refused", "--agent", "gemini"], "")
+        .ok();
+    assert!(
+        mended.stderr.contains("added 1 package"),
+        "{}",
+        mended.stderr
+    );
+    assert_eq!(shown_version(&m, &ctx, "gemini"), GEMINI_CLI.version);
+}
+
+#[test]
+fn goose_is_installed_by_its_vendor_installer_into_the_agents_home_without_configuring() {
+    let image = node_image();
+    let site = DownloadSite::start();
+    let ctx = common::chat::ctx_with_agents(&format!(
+        "  goose:\n    installer_url: {}\n",
+        site.url(GOOSE_INSTALLER)
+    ));
+    let mut m = Machine::new();
+    m.set_env("ANTHROPIC_API_KEY", ENV_KEY);
+    let p = git_project(&ctx);
+    m.run(
+        &ctx,
+        &[
+            "workspace",
+            "up",
+            p.to_str().unwrap(),
+            "--name",
+            "geese",
+            "--image",
+            &image,
+        ],
+        "",
+    )
+    .ok();
+    let id = workspace_id(&ctx, "geese");
+    let listed = agents_list_kind(&m, &ctx, "goose");
+    assert_eq!(listed["ready"], true, "{listed}");
+    assert_eq!(
+        listed["install"],
+        "the workspace's own, this machine's, or installed by Goose's installer"
+    );
+
+    let out = m
+        .run(&ctx, &["new-chat", "geese", "--agent", "goose"], "")
+        .ok();
+    let archive = format!("goose-{}-unknown-linux-gnu.tar.bz2", std::env::consts::ARCH);
+    for shown in [
+        "installing goose in the workspace with Goose's installer".to_owned(),
+        format!("Downloading stable release: {archive}"),
+        "Goose CLI installed to /workspace/.home/.local/bin/goose".to_owned(),
+    ] {
+        assert!(
+            out.stderr.contains(&shown),
+            "{shown:?} not in\n{}",
+            out.stderr
+        );
+    }
+    assert_eq!(site.hits_of(GOOSE_INSTALLER), 1);
+    assert_eq!(
+        site.hits_of(&format!("/goose/releases/download/stable/{archive}")),
+        1
+    );
+    // As the agent, where the installer was told (GOOSE_BIN_DIR); not configured (a real
+    // `goose configure` would wait for answers); the downloaded installer cleaned away.
+    assert_eq!(
+        dexec(&id, "stat -c '%u:%g %a' /workspace/.home/.local/bin/goose"),
+        "1000:1000 755\n"
+    );
+    assert_eq!(
+        dexec(
+            &id,
+            "cat /workspace/.home/.goose-stand-in-calls 2>/dev/null; ls -A /workspace/.home | grep -c claude-vm-install || true"
+        ),
+        "0\n"
+    );
+    assert_eq!(shown_version(&m, &ctx, "goose"), GOOSE_VERSION);
 }
