@@ -187,7 +187,7 @@ fn config_error(e: dc::Error) -> EngineError {
 impl Engine {
     /// Find and read the project's devcontainer.json (`name` picks one of several); `None`
     /// when it has none. Everything is checked here, before `up` creates anything.
-    pub(crate) fn prepare_devcontainer(
+    pub(crate) async fn prepare_devcontainer(
         &self,
         root: &Path,
         req: &crate::UpRequest,
@@ -196,14 +196,15 @@ impl Engine {
         reporter: &dyn Reporter,
     ) -> Result<Option<Prepared>> {
         let name = req.devcontainer.as_deref();
-        let Some(located) = dc::find(root, name).map_err(config_error)? else {
+        let Some(located) = crate::off_worker(|| dc::find(root, name)).map_err(config_error)?
+        else {
             if name.is_some() {
                 return Err(EngineError::InvalidInput(format!(
                     "--devcontainer names a configuration, but {} has none",
                     root.display()
                 )));
             }
-            let starter = dc::starter(root);
+            let starter = crate::off_worker(|| dc::starter(root));
             if let Some(marker) = starter.marker {
                 reporter.step(&format!(
                     "hint: no devcontainer.json, so the default image is used; `claude-vm devcontainer init` writes one for this project ({marker}: {})",
@@ -225,7 +226,7 @@ impl Engine {
             local_workspace_folder: Some(root.display().to_string()),
             default_workspace_folder: Some(project_dir.to_owned()),
         };
-        let config = dc::load(&located, &ctx).map_err(config_error)?;
+        let config = crate::off_worker(|| dc::load(&located, &ctx)).map_err(config_error)?;
         config.ensure_supported().map_err(config_error)?;
         reporter.step(&format!("using {}", located.config.display()));
         if let Some(w) = config.warning() {
@@ -246,7 +247,10 @@ impl Engine {
         if let Source::Build(b) = &config.source {
             check_build(b)?;
         }
-        let features = dc::resolve_features(&config, &BTreeMap::new()).map_err(config_error)?;
+        let cache = self.home.root().join("cache").join("features");
+        let fetched = crate::oci::fetch_features(&config, &cache, reporter).await?;
+        let features =
+            crate::off_worker(|| dc::resolve_features(&config, &fetched)).map_err(config_error)?;
         for r in features.requests() {
             reporter.warn(&format!(
                 "a feature asks for {r}, which claude-vm does not grant"
@@ -260,7 +264,8 @@ impl Engine {
                     _ => None,
                 };
                 let hash =
-                    dc::content_hash(&config, &features, &BTreeMap::new()).map_err(config_error)?;
+                    crate::off_worker(|| dc::content_hash(&config, &features, &BTreeMap::new()))
+                        .map_err(config_error)?;
                 (
                     hash.image_tag(),
                     ImagePlan::Build {
@@ -271,6 +276,15 @@ impl Engine {
                 )
             }
         };
+        if let Some(command) = &config.lifecycle.initialize {
+            if req.source_label.is_some() {
+                reporter.warn(
+                    "initializeCommand is not run: the project was uploaded, and it would run on the server",
+                );
+            } else {
+                crate::off_worker(|| self.initialize(root, &config, command, req.trust, reporter))?;
+            }
+        }
         let customizations = Customizations::read(config.claude_vm.as_ref())?;
         let volumes = volume_mounts(&config)?;
         not_applied(&config, reporter);
@@ -282,6 +296,100 @@ impl Engine {
             image,
             plan,
         }))
+    }
+
+    /// Run `initializeCommand` on this machine in the project folder, once it is trusted:
+    /// by `--trust` (remembered for this file and command) or remembered from before.
+    /// A failure fails `up` (nothing exists yet).
+    fn initialize(
+        &self,
+        root: &Path,
+        config: &DevContainer,
+        command: &Command,
+        trust: bool,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        let shown = match command {
+            Command::Shell(s) => s.clone(),
+            Command::Exec(v) => v.join(" "),
+            Command::Parallel(named) => named
+                .iter()
+                .map(|(k, c)| format!("{k}: {}", argv(c).join(" ")))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        let file = config.file.display().to_string();
+        let digest = {
+            use sha2::{Digest, Sha256};
+            let h = Sha256::digest(format!("{file}\0{shown}").as_bytes());
+            h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let trusted_file = self.home.root().join("trusted-initialize-commands");
+        let known = std::fs::read_to_string(&trusted_file).unwrap_or_default();
+        if !known.lines().any(|l| l == digest) {
+            if !trust {
+                return Err(EngineError::Untrusted {
+                    file,
+                    command: shown,
+                });
+            }
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&trusted_file)
+                .map_err(|e| {
+                    EngineError::InvalidInput(format!(
+                        "cannot write {}: {e}",
+                        trusted_file.display()
+                    ))
+                })?;
+            let _ = writeln!(f, "{digest}");
+        }
+        reporter.step(&format!(
+            "running initializeCommand on this machine: {shown}"
+        ));
+        let runs: Vec<Vec<String>> = match command {
+            Command::Parallel(named) => named.values().map(argv).collect(),
+            one => vec![argv(one)],
+        };
+        for cmd in runs {
+            let out = std::process::Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .current_dir(root)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| {
+                    EngineError::InvalidInput(format!(
+                        "initializeCommand cannot run ({}): {e}",
+                        cmd.join(" ")
+                    ))
+                })?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for line in text.lines() {
+                reporter.step(&format!("  {line}"));
+            }
+            if !out.status.success() {
+                let tail: Vec<&str> = text.lines().rev().take(10).collect();
+                return Err(EngineError::InvalidInput(format!(
+                    "initializeCommand failed ({}){}; fix it in {file}",
+                    out.status,
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ": {}",
+                            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                        )
+                    }
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Make the devcontainer's image exist on the provider: build what needs building

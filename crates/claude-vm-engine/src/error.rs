@@ -42,6 +42,10 @@ pub enum EngineError {
     UnknownProvider(String),
     #[error("{0}")]
     InvalidInput(String),
+    /// A devcontainer.json's initializeCommand would run on this machine, and nobody said
+    /// it may.
+    #[error("{file} has an initializeCommand, which runs on this machine: {command}")]
+    Untrusted { file: String, command: String },
     /// An agent kind has no usable account; the message says what to do.
     #[error("{0}")]
     NoAccount(String),
@@ -89,6 +93,9 @@ impl EngineError {
             EngineError::Backup(b) => b.hint(),
             EngineError::NoBackups(_) => Some(
                 "`claude-vm backup list` shows the workspaces that have backups".to_owned(),
+            ),
+            EngineError::Untrusted { .. } => Some(
+                "read it; if it is fine, run `workspace up` again with --trust (asked once per repository and command)".to_owned(),
             ),
             EngineError::DeletedWithBackups { name, .. } => Some(format!(
                 "bring it back with `claude-vm workspace restore {name}`"

@@ -14,6 +14,7 @@ mod error;
 mod idle;
 mod link;
 mod notify;
+mod oci;
 pub mod pack;
 mod providers;
 mod report;

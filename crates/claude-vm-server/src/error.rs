@@ -106,9 +106,11 @@ impl From<EngineError> for ApiError {
             | E::ProviderInUse { .. }
             | E::HostKeyChanged { .. } => StatusCode::CONFLICT,
             E::Store(claude_vm_store::StoreError::NameTaken(_)) => StatusCode::CONFLICT,
-            E::Workspace { .. } | E::Pack(_) | E::Config(_) | E::NoAccount(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            E::Workspace { .. }
+            | E::Pack(_)
+            | E::Config(_)
+            | E::NoAccount(_)
+            | E::Untrusted { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             E::FinalBackupFailed { .. } => StatusCode::CONFLICT,
             E::Provider(p) => provider_status(p),
             E::Link(l) => link_status(l),

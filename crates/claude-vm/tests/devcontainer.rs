@@ -589,3 +589,84 @@ fn a_claude_code_conversation_works_in_a_devcontainer_workspace_with_what_its_fe
         reply.stderr
     );
 }
+
+#[test]
+fn initialize_command_runs_on_this_machine_only_once_trusted_and_registry_features_say_where_they_failed()
+ {
+    let ctx = Ctx::new();
+    let proj = ctx.path("init");
+    write(&proj, "README.md", "# init\n");
+    let config = |text: &str| write(&proj, ".devcontainer/devcontainer.json", text);
+    config(&format!(
+        r#"{{"image": "{}", "initializeCommand": "echo ran-here >> host-side.txt && echo init-ran"}}"#,
+        test_image()
+    ));
+    // Not trusted, no terminal to ask on: refused, naming the command and --trust.
+    let stderr = refused(
+        &ctx,
+        &proj,
+        &[],
+        &["initializeCommand", "host-side.txt", "--trust"],
+    );
+    assert!(!proj.join("host-side.txt").exists(), "{stderr}");
+    // --trust runs it here, in the project folder, before the workspace is made.
+    let first = ctx
+        .run(&["workspace", "up", "--trust", proj.to_str().unwrap()])
+        .ok();
+    assert!(first.stderr.contains("init-ran"), "{}", first.stderr);
+    assert_eq!(
+        std::fs::read_to_string(proj.join("host-side.txt")).unwrap(),
+        "ran-here\n"
+    );
+    // Trusted from now on: the same command runs without asking; a changed one asks again.
+    ctx.run(&["workspace", "up", "--name", "again", proj.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(proj.join("host-side.txt")).unwrap(),
+        "ran-here\nran-here\n"
+    );
+    config(&format!(
+        r#"{{"image": "{}", "initializeCommand": "echo something-else; exit 7"}}"#,
+        test_image()
+    ));
+    let changed = ctx
+        .run(&["workspace", "up", "--name", "third", proj.to_str().unwrap()])
+        .fails();
+    assert!(changed.stderr.contains("--trust"), "{}", changed.stderr);
+    // A failing one fails `up` before anything is made.
+    let before = ctx.list().len();
+    let failed = ctx
+        .run(&[
+            "workspace",
+            "up",
+            "--trust",
+            "--name",
+            "third",
+            proj.to_str().unwrap(),
+        ])
+        .fails();
+    assert!(
+        failed.stderr.contains("initializeCommand failed")
+            && failed.stderr.contains("something-else"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(ctx.list().len(), before);
+
+    // A feature from a registry this machine cannot reach: the feature and the registry named.
+    config(&format!(
+        r#"{{"image": "{}", "features": {{"ghcr.io/devcontainers/features/node:1": {{}}}}}}"#,
+        test_image()
+    ));
+    let started = std::time::Instant::now();
+    let out = ctx
+        .run(&["workspace", "up", "--name", "oci", proj.to_str().unwrap()])
+        .fails();
+    assert!(
+        out.stderr.contains("ghcr.io") && out.stderr.contains("devcontainers/features/node"),
+        "{}",
+        out.stderr
+    );
+    assert!(started.elapsed().as_secs() < 90, "{:?}", started.elapsed());
+    assert_eq!(ctx.list().len(), before);
+}

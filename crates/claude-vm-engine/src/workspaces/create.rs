@@ -104,9 +104,10 @@ impl Engine {
         let id = WorkspaceId::generate(&mut rand::rng());
         let project = source::project_name(source.location());
         let devcontainer = match (&local_root, req.no_devcontainer) {
-            (Some(root), false) => crate::off_worker(|| {
+            (Some(root), false) => {
                 self.prepare_devcontainer(root, req, id.as_str(), &project_dir(&project), reporter)
-            })?,
+                    .await?
+            }
             _ => {
                 if restore.is_none() && (req.devcontainer.is_some() || req.rebuild) {
                     return Err(EngineError::InvalidInput(

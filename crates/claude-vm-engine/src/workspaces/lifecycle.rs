@@ -141,15 +141,15 @@ impl Engine {
             ..UpRequest::default()
         };
         let dir = project_dir(&w.project);
-        let prepared = crate::off_worker(|| {
-            self.prepare_devcontainer(&root, &again, w.id.as_str(), &dir, reporter)
-        })?
-        .ok_or_else(|| {
-            ws_err(format!(
-                "{} has no devcontainer.json any more",
-                root.display()
-            ))
-        })?;
+        let prepared = self
+            .prepare_devcontainer(&root, &again, w.id.as_str(), &dir, reporter)
+            .await?
+            .ok_or_else(|| {
+                ws_err(format!(
+                    "{} has no devcontainer.json any more",
+                    root.display()
+                ))
+            })?;
         let provider = self.provider_client(&w.provider)?;
         provider.ping().await?;
         tokio::select! {

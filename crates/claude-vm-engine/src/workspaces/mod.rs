@@ -61,6 +61,9 @@ pub struct UpRequest {
     pub no_devcontainer: bool,
     /// `--rebuild`: build the devcontainer's image again even if one was built before.
     pub rebuild: bool,
+    /// `--trust`: run the devcontainer.json's initializeCommand on this machine (and
+    /// remember that this repository's command may run).
+    pub trust: bool,
 }
 
 impl UpRequest {

@@ -403,9 +403,34 @@ async fn up(engine: &Backend, args: &UpArgs, reporter: &CliReporter) -> Result<E
         devcontainer: args.devcontainer.clone(),
         no_devcontainer: args.no_devcontainer,
         rebuild: args.rebuild,
+        trust: args.trust,
     };
     let cancel = cancel_on_signals();
-    let outcome = engine.up(&req, reporter, &cancel).await?;
+    let outcome = match engine.up(&req, reporter, &cancel).await {
+        Err(e)
+            if matches!(
+                e.downcast_ref::<claude_vm_engine::EngineError>(),
+                Some(claude_vm_engine::EngineError::Untrusted { .. })
+            ) =>
+        {
+            // Asked once per repository and command, on a terminal.
+            let q = match e.downcast_ref::<claude_vm_engine::EngineError>() {
+                Some(claude_vm_engine::EngineError::Untrusted { file, command }) => format!(
+                    "{file} wants to run this on this machine before the workspace is made:\n  {command}\nRun it (and trust it from now on)?"
+                ),
+                _ => unreachable!("matched above"),
+            };
+            if output::confirm(&q) != Some(true) {
+                return Err(e);
+            }
+            let trusted = UpRequest {
+                trust: true,
+                ..req.clone()
+            };
+            engine.up(&trusted, reporter, &cancel).await?
+        }
+        other => other?,
+    };
     let w = outcome.workspace();
     // Only a local engine has workspaces this machine's OpenSSH can reach.
     if let Backend::Local(local) = engine
