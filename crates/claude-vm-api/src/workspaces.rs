@@ -38,6 +38,10 @@ pub struct Workspace {
     /// A stopped workspace that stopped itself: since when it had been idle.
     #[serde(default)]
     pub idle_since: Option<Timestamp>,
+    /// The ports its devcontainer.json forwards (`3000`, `db:5432`, `3000 (web)` with a
+    /// label); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 /// What `up` did (`POST /api/v1/workspaces`, `POST .../up`): `201` when it created the

@@ -155,7 +155,9 @@ fn not_applied(config: &DevContainer, reporter: &dyn Reporter) {
         notes.push("runArgs".to_owned());
     }
     if !config.forward_ports.is_empty() {
-        notes.push("forwardPorts (reach them with `ssh -L`)".to_owned());
+        notes.push(
+            "forwardPorts are not forwarded by themselves (`workspace list -l` shows them; reach them with `ssh -L`)".to_owned(),
+        );
     }
     let r = &config.runtime;
     if r.privileged || !r.cap_add.is_empty() || !r.security_opt.is_empty() {
@@ -664,6 +666,16 @@ impl Engine {
         .await;
     }
 
+    /// The ports a workspace's devcontainer.json forwards, as `list` shows them.
+    pub(crate) fn devcontainer_ports(&self, w: &WorkspaceRecord) -> Vec<String> {
+        self.store(|s| s.devcontainer(&w.id))
+            .ok()
+            .flatten()
+            .and_then(|json| serde_json::from_str::<Kept>(&json).ok())
+            .map(|k| k.ports)
+            .unwrap_or_default()
+    }
+
     /// The agent a workspace's devcontainer.json names (`customizations.claude-vm.agent`).
     pub(crate) fn devcontainer_agent(&self, w: &WorkspaceRecord) -> Option<String> {
         let json = self.store(|s| s.devcontainer(&w.id)).ok()??;
@@ -711,6 +723,9 @@ struct Kept {
     /// `customizations.claude-vm.agent`: the agent of its conversations by default.
     #[serde(default)]
     agent: Option<String>,
+    /// `forwardPorts` with their `portsAttributes` labels, as `list` shows them.
+    #[serde(default)]
+    ports: Vec<String>,
 }
 
 /// An append-only log file on the control side; writing it never fails the caller.
@@ -752,6 +767,24 @@ impl Kept {
                 .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
                 .collect(),
             agent: p.customizations.agent.clone(),
+            ports: config
+                .forward_ports
+                .iter()
+                .map(|f| {
+                    let name = match &f.host {
+                        Some(h) => format!("{h}:{}", f.port),
+                        None => f.port.to_string(),
+                    };
+                    match config
+                        .ports_attributes
+                        .get(&name)
+                        .and_then(|a| a.label.as_deref())
+                    {
+                        Some(label) => format!("{name} ({label})"),
+                        None => name,
+                    }
+                })
+                .collect(),
         }
     }
 

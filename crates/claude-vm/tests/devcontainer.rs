@@ -110,7 +110,8 @@ fn project(root: &Path, nonce: &str) {
     "postStartCommand": {{"a": "echo a > start-a.txt", "b": ["sh", "-c", "echo b > start-b.txt"]}},
     "postAttachCommand": "echo attached >> attach.txt && echo attach-ran",
     "mounts": ["source=cvm-test-cache-{nonce},target=/shared-cache,type=volume"],
-    "forwardPorts": [3000],
+    "forwardPorts": [3000, "db:5432"],
+    "portsAttributes": {{"3000": {{"label": "web"}}}},
     "customizations": {{"claude-vm": {{"idleStop": "2h", "agent": "codex"}}, "vscode": {{"extensions": []}}}},
     "frobnicate": true, /* not a devcontainer property */
 }}
@@ -187,6 +188,17 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
             "cd /workspace/app && stat -c %u on-create.txt && cat start-a.txt start-b.txt"
         ),
         "1000\na\nb\n"
+    );
+
+    // The forwarded ports are listed, with their labels.
+    let listed = ctx.list();
+    let me = listed.iter().find(|w| w["id"] == id.as_str()).unwrap();
+    assert_eq!(me["ports"], serde_json::json!(["3000 (web)", "db:5432"]));
+    let long = ctx.run(&["workspace", "list", "-l"]).ok();
+    assert!(
+        long.stdout.contains("3000 (web), db:5432"),
+        "{}",
+        long.stdout
     );
 
     // The commands' output is kept: `workspace logs`.

@@ -122,6 +122,7 @@ impl Engine {
             if observed.status == Status::Stopped {
                 view.idle_since = self.store(|s| s.idle_since(&r.id))?;
             }
+            view.ports = self.devcontainer_ports(r);
             views.push(view);
         }
         Ok((views, unreachable))

@@ -179,6 +179,10 @@ pub struct WorkspaceView {
     pub backup_error: Option<String>,
     /// A stopped workspace that stopped itself: since when it had been idle (RFC 3339).
     pub idle_since: Option<String>,
+    /// The ports its devcontainer.json forwards (`3000`, `db:5432`, with their label as
+    /// `3000 (web)`): reachable with `ssh -L`. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 impl WorkspaceView {
@@ -200,6 +204,7 @@ impl WorkspaceView {
             last_backup: None,
             backup_error: None,
             idle_since: None,
+            ports: Vec::new(),
         }
     }
 }

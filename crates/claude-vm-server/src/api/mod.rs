@@ -225,6 +225,7 @@ mod tests {
             last_backup: Some("2025-01-02T03:04:06Z".into()),
             backup_error: Some("cannot reach the backup repository".into()),
             idle_since: Some("2025-01-02T03:04:07Z".into()),
+            ports: vec!["3000 (web)".into(), "db:5432".into()],
         };
         same::<claude_vm_api::Workspace>(&w);
         same::<claude_vm_api::UpOutcome>(&UpOutcome::AlreadyRunning(w.clone()));

@@ -136,6 +136,7 @@ fn ws_meta(w: &WorkspaceView) -> Markup {
                 (Some(b), None) => { " · " span.backup { "backed up " (ago(b)) } }
                 (None, None) => { " · " span.backup { "not backed up yet" } }
             }
+            @if !w.ports.is_empty() { " · " span.ports { "ports " (w.ports.join(", ")) } }
         }
         @if let Some(e) = &w.backup_error { p.error { "Last backup failed: " (e) } }
         @if let Some(r) = &w.status_reason { p.error { (r) } }

@@ -565,6 +565,11 @@ fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {
                     (None, None) => "-".into(),
                 };
                 row.push(backup);
+                row.push(if v.ports.is_empty() {
+                    "-".into()
+                } else {
+                    v.ports.join(", ")
+                });
                 row.push(v.status_reason.clone().unwrap_or_default());
             } else if let Some(r) = &v.status_reason {
                 row[2] = format!("{} ({r})", row[2]);
@@ -580,6 +585,7 @@ fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {
             "SOURCE",
             "LAST ACTIVITY",
             "LAST BACKUP",
+            "PORTS",
             "REASON",
         ]);
     }
