@@ -24,6 +24,8 @@ pub(crate) struct Prepared {
     pub customizations: Customizations,
     /// `mounts` of type volume: (name, target).
     pub volumes: Vec<(String, String)>,
+    /// What of `runArgs` is applied.
+    pub run_args: RunArgs,
     /// Which of several configurations (`.devcontainer/<name>/`), if one of several.
     pub name: Option<String>,
     /// The image the workspace runs.
@@ -95,6 +97,110 @@ impl Customizations {
     }
 }
 
+/// The safe part of a devcontainer's `runArgs`: resource limits, environment, hosts and
+/// labels. Anything else (privileges, devices, networks, mounts, the user) is left out and
+/// listed, never passed to Docker.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunArgs {
+    pub resources: claude_vm_provider::Resources,
+    pub env: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    /// What was not applied, as written.
+    pub ignored: Vec<String>,
+}
+
+impl RunArgs {
+    fn read(args: &[String]) -> Result<RunArgs> {
+        let bad = |arg: &str, why: &str| {
+            EngineError::InvalidInput(format!("runArgs {arg:?} in devcontainer.json: {why}"))
+        };
+        let mut out = RunArgs::default();
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            // `--flag=value` or `--flag value`.
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            let takes_value = matches!(
+                flag.as_str(),
+                "--cpus"
+                    | "--memory"
+                    | "-m"
+                    | "--shm-size"
+                    | "--env"
+                    | "-e"
+                    | "--add-host"
+                    | "--label"
+                    | "-l"
+            );
+            if !takes_value {
+                out.ignored.push(arg.clone());
+                i += 1;
+                continue;
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => {
+                    i += 1;
+                    args.get(i)
+                        .cloned()
+                        .ok_or_else(|| bad(arg, "needs a value"))?
+                }
+            };
+            match flag.as_str() {
+                "--cpus" => {
+                    let c: f64 = value
+                        .parse()
+                        .map_err(|_| bad(&value, "--cpus takes a number"))?;
+                    if !(c > 0.0 && c <= 1024.0) {
+                        return Err(bad(&value, "--cpus must be above 0"));
+                    }
+                    out.resources.cpus = Some(c);
+                }
+                "--memory" | "-m" | "--shm-size" => {
+                    let n = claude_vm_core::provider::parse_bytes(&value)
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad(&value, "a size like 512m or 4g"))?;
+                    if flag == "--shm-size" {
+                        out.resources.shm_size = Some(n);
+                    } else {
+                        out.resources.memory = Some(n);
+                    }
+                }
+                "--env" | "-e" => match value.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => out.env.push((k.to_owned(), v.to_owned())),
+                    _ => return Err(bad(&value, "--env takes NAME=VALUE")),
+                },
+                "--add-host" => {
+                    if value
+                        .split_once(':')
+                        .is_none_or(|(h, ip)| h.is_empty() || ip.is_empty())
+                        || value.chars().any(char::is_whitespace)
+                    {
+                        return Err(bad(&value, "--add-host takes HOST:IP"));
+                    }
+                    out.resources.hosts.push(value);
+                }
+                _ => match value.split_once('=') {
+                    Some((k, v)) if !k.is_empty() && !k.starts_with("dev.claude-vm.") => {
+                        out.labels.insert(k.to_owned(), v.to_owned());
+                    }
+                    _ => {
+                        return Err(bad(
+                            &value,
+                            "--label takes NAME=VALUE, not a dev.claude-vm. name",
+                        ));
+                    }
+                },
+            }
+            i += 1;
+        }
+        Ok(out)
+    }
+}
+
 /// The named volumes `mounts` asks for; an anonymous volume, a tmpfs or another type is
 /// refused, as is a target that would hide the workspace's own volume.
 fn volume_mounts(config: &DevContainer) -> Result<Vec<(String, String)>> {
@@ -150,9 +256,6 @@ fn not_applied(config: &DevContainer, reporter: &dyn Reporter) {
         notes.push(format!(
             "remoteUser {u} (agents, commands and ssh run as the workspace's agent user, uid {AGENT_UID})"
         ));
-    }
-    if !config.run_args.is_empty() {
-        notes.push("runArgs".to_owned());
     }
     if !config.forward_ports.is_empty() {
         notes.push(
@@ -289,10 +392,18 @@ impl Engine {
         }
         let customizations = Customizations::read(config.claude_vm.as_ref())?;
         let volumes = volume_mounts(&config)?;
+        let run_args = RunArgs::read(&config.run_args)?;
+        if !run_args.ignored.is_empty() {
+            reporter.warn(&format!(
+                "runArgs not applied (only --cpus, --memory, --shm-size, --env, --add-host and --label are): {}",
+                run_args.ignored.join(" ")
+            ));
+        }
         not_applied(&config, reporter);
         Ok(Some(Prepared {
             customizations,
             volumes,
+            run_args,
             config,
             name: located.name.clone(),
             image,

@@ -538,8 +538,14 @@ impl Provider for DockerProvider {
         }));
         let host_config = HostConfig {
             mounts: Some(mounts),
-            nano_cpus: self.settings.nano_cpus,
-            memory: self.settings.memory,
+            nano_cpus: spec
+                .resources
+                .cpus
+                .map(|c| (c * 1e9) as i64)
+                .or(self.settings.nano_cpus),
+            memory: spec.resources.memory.or(self.settings.memory),
+            shm_size: spec.resources.shm_size,
+            extra_hosts: (!spec.resources.hosts.is_empty()).then(|| spec.resources.hosts.clone()),
             network_mode: self.settings.network.clone(),
             restart_policy: Some(restart_policy()),
             ..Default::default()

@@ -61,6 +61,22 @@ pub struct CreateSpec {
     /// Named volumes mounted besides the workspace's own: (volume name, absolute target).
     /// Created when missing and kept when the workspace is removed (they may be shared).
     pub volumes: Vec<(String, String)>,
+    /// Limits and settings asked for by the workspace itself (a devcontainer's `runArgs`),
+    /// over the provider's own.
+    pub resources: Resources,
+}
+
+/// What a workspace asks of its container beyond the provider's defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// CPUs (`1.5`).
+    pub cpus: Option<f64>,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Size of `/dev/shm` in bytes.
+    pub shm_size: Option<i64>,
+    /// `host:ip` entries for `/etc/hosts`.
+    pub hosts: Vec<String>,
 }
 
 /// An image build (a devcontainer's `build`, or the layer adding its features).

@@ -111,6 +111,7 @@ fn project(root: &Path, nonce: &str) {
     "postAttachCommand": "echo attached >> attach.txt && echo attach-ran",
     "mounts": ["source=cvm-test-cache-{nonce},target=/shared-cache,type=volume"],
     "forwardPorts": [3000, "db:5432"],
+    "runArgs": ["--cpus=1.5", "--memory", "1g", "--shm-size=128m", "--env", "FROM_RUNARGS=yes", "--add-host=db.internal:10.9.8.7", "--cap-add=SYS_PTRACE"],
     "portsAttributes": {{"3000": {{"label": "web"}}}},
     "customizations": {{"claude-vm": {{"idleStop": "2h", "agent": "codex"}}, "vscode": {{"extensions": []}}}},
     "frobnicate": true, /* not a devcontainer property */
@@ -151,6 +152,7 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
         "  post-create-ran",
         "idle stop: 2h (customizations.claude-vm.idleStop",
         "not applied: forwardPorts",
+        "runArgs not applied (only --cpus, --memory, --shm-size, --env, --add-host and --label are): --cap-add=SYS_PTRACE",
     ] {
         assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
     }
@@ -166,6 +168,24 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
         format!("built {nonce}\n")
     );
     assert_eq!(dexec(&id, "cat /feature-order"), "greeter\nafter\n");
+    // The safe part of runArgs is applied; the rest is not.
+    assert_eq!(
+        dexec(&id, "echo $FROM_RUNARGS; grep -c 'db.internal' /etc/hosts"),
+        "yes\n1\n"
+    );
+    let host_config = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.ShmSize}} {{.HostConfig.CapAdd}}",
+            &format!("claude-vm-{id}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&host_config.stdout).trim(),
+        "1500000000 1073741824 134217728 <no value>"
+    );
     // Its named volume is mounted, and outlives the container (checked after --rebuild).
     assert!(
         dexec(&id, "grep ' /shared-cache ' /proc/mounts || true").contains("/shared-cache"),
@@ -444,6 +464,16 @@ fn bad_devcontainer_configurations_are_refused_with_the_reason_and_leave_nothing
         test_image()
     ));
     refused(&ctx, &proj, &[], &["named volume"]);
+    // A runArgs value that is not what its flag takes.
+    config(&format!(
+        r#"{{"image": "{}", "runArgs": ["--cpus", "lots"]}}"#,
+        test_image()
+    ));
+    refused(&ctx, &proj, &[], &["--cpus takes a number"]);
+    // A build context that is not there.
+    config(r#"{"build": {"dockerfile": "Dockerfile", "context": "../nowhere"}}"#);
+    write(&proj, ".devcontainer/Dockerfile", "FROM scratch\n");
+    refused(&ctx, &proj, &[], &["context"]);
     // --image and a devcontainer.json both.
     config(&format!(r#"{{"image": "{}"}}"#, test_image()));
     refused(&ctx, &proj, &["--image", "other:1"], &["--no-devcontainer"]);

@@ -240,9 +240,13 @@ impl Engine {
             ("CLAUDE_VM_PROJECT_DIR".into(), dir.clone()),
         ];
         let mut volumes = Vec::new();
+        let mut resources = claude_vm_provider::Resources::default();
         if let Some(p) = devcontainer {
             env.extend(p.config.container_env.clone());
+            env.extend(p.run_args.env.clone());
             volumes = p.volumes.clone();
+            resources = p.run_args.resources.clone();
+            labels.extend(p.run_args.labels.clone());
         }
         CreateSpec {
             id: w.id.clone(),
@@ -253,6 +257,7 @@ impl Engine {
             env,
             labels,
             volumes,
+            resources,
         }
     }
 
