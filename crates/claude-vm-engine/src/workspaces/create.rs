@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use claude_vm_core::source::{self, Source};
-use claude_vm_core::workspace::Observed;
 use claude_vm_core::{Status, WorkspaceId, WorkspaceName};
 use claude_vm_protocol as protocol;
 use claude_vm_provider::{CreateSpec, ExecSpec, Provider};
@@ -178,18 +177,9 @@ impl Engine {
         // Cancellation is honoured between steps and during long waits inside them, never
         // in the middle of a provider call that creates something (its result would leak).
         match steps.await {
-            Ok(note) => {
-                self.store(|s| s.set_status(&record.id, Status::Running, note.as_deref()))?;
-                self.apply_idle_policy(&record, reporter).await;
-                let fresh = self.store(|s| s.workspace(&record.id))?.unwrap_or(record);
-                Ok(UpOutcome::Created(WorkspaceView::new(
-                    &fresh,
-                    &Observed {
-                        status: Status::Running,
-                        reason: None,
-                    },
-                )))
-            }
+            Ok(note) => Ok(UpOutcome::Created(
+                self.now_running(record, note, reporter).await?,
+            )),
             Err(e) if !touched.load(Ordering::SeqCst) => {
                 // Nothing exists on the provider yet: forgetting the record is enough.
                 self.store(|s| s.delete_workspace(&record.id))?;

@@ -68,16 +68,9 @@ impl Engine {
                     .status_reason
                     .clone()
                     .filter(|_| w.status == Status::Running);
-                self.store(|s| s.set_status(&w.id, Status::Running, note.as_deref()))?;
-                self.apply_idle_policy(&w, reporter).await;
-                let fresh = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
-                Ok(UpOutcome::AlreadyRunning(WorkspaceView::new(
-                    &fresh,
-                    &Observed {
-                        status: Status::Running,
-                        reason: None,
-                    },
-                )))
+                Ok(UpOutcome::AlreadyRunning(
+                    self.now_running(w, note, reporter).await?,
+                ))
             }
             Plan::Start => {
                 reporter.step(&format!("starting {}", w.name));
@@ -88,16 +81,9 @@ impl Engine {
                 let note = self
                     .devcontainer_started(provider.as_ref(), &w, reporter)
                     .await;
-                self.store(|s| s.set_status(&w.id, Status::Running, note.as_deref()))?;
-                self.apply_idle_policy(&w, reporter).await;
-                let fresh = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
-                Ok(UpOutcome::Resumed(WorkspaceView::new(
-                    &fresh,
-                    &Observed {
-                        status: Status::Running,
-                        reason: note,
-                    },
-                )))
+                Ok(UpOutcome::Resumed(
+                    self.now_running(w, note, reporter).await?,
+                ))
             }
             Plan::Stop | Plan::Remove => Err(ws_err("unexpected plan for up".to_owned())),
         }
@@ -188,16 +174,29 @@ impl Engine {
         let note = self
             .devcontainer_created(provider.as_ref(), &w, &prepared, &dir, reporter)
             .await?;
+        Ok(UpOutcome::Resumed(
+            self.now_running(w, note, reporter).await?,
+        ))
+    }
+
+    /// A workspace that runs now: recorded so (with `note` as its status reason), given
+    /// its idle-stop policy, and shown.
+    pub(super) async fn now_running(
+        &self,
+        w: WorkspaceRecord,
+        note: Option<String>,
+        reporter: &dyn Reporter,
+    ) -> Result<WorkspaceView> {
         self.store(|s| s.set_status(&w.id, Status::Running, note.as_deref()))?;
         self.apply_idle_policy(&w, reporter).await;
         let fresh = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
-        Ok(UpOutcome::Resumed(WorkspaceView::new(
+        Ok(WorkspaceView::new(
             &fresh,
             &Observed {
                 status: Status::Running,
                 reason: note,
             },
-        )))
+        ))
     }
 
     /// `workspace down`: a final backup (a failure is reported, never stops the stop),
