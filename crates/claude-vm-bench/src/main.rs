@@ -19,12 +19,17 @@
 //! - `backup`: workspace backups of real code (Cargo's registry sources as a git
 //!   repository): first, unchanged and one-file-changed backups and a full restore against
 //!   the `restic` CLI on the same tree and a local repository.
+//! - `devcontainer`: `workspace up` of a project with a devcontainer.json (a Dockerfile and
+//!   one local feature): with its image built before, against `docker run` of that image +
+//!   `docker cp`; with `--rebuild`, against a classic `docker build` of one equivalent
+//!   Dockerfile (layers cached on both sides) + `docker run` + `docker cp`.
 //!
 //! Ours and the baseline alternate within each iteration (and swap order every iteration)
 //! so that drift in the machine's load hits both alike.
 
 mod backups;
 mod chat;
+mod devcontainers;
 mod exec;
 mod execs;
 mod files;
@@ -79,6 +84,9 @@ enum Group {
     /// Waking a workspace that stopped itself vs docker start + the same send; the
     /// server's notification latency
     Wake,
+    /// `workspace up` of a devcontainer.json project (image built before, and `--rebuild`)
+    /// vs docker run + cp of the same image, and docker build + run + cp
+    Devcontainer,
 }
 
 impl Group {
@@ -111,7 +119,12 @@ impl Group {
         "             vs restic backup / restore of the same tree (Cargo's registry sources)\n",
         "  wake       chat send --wait to a workspace that stopped itself vs docker start of a\n",
         "             stopped container + the same send to the running workspace; turn end\n",
-        "             -> webhook receiver under claude-vm server (p99)\n\n",
+        "             -> webhook receiver under claude-vm server (p99)\n",
+        "  devcontainer\n",
+        "             workspace up of a project with a devcontainer.json (Dockerfile + one\n",
+        "             local feature), image built before, vs docker run -d IMG + docker cp;\n",
+        "             workspace up --rebuild vs docker build (classic, cached) of one\n",
+        "             equivalent Dockerfile + docker run -d + docker cp\n\n",
         "Build the binaries under test first:\n",
         "  cargo build --release -p claude-vm -p claude-vm-bench\n",
         "Everything created is removed at the end, also after a failure or Ctrl-C."
@@ -172,6 +185,9 @@ struct Args {
     /// Turns whose notification latency is measured
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     notify_turns: u32,
+    /// Measured `workspace up`s of the devcontainer project, and as many with `--rebuild`
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    devcontainer_repetitions: u32,
     /// Measured repetitions of each backup operation
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     backup_repetitions: u32,
@@ -762,6 +778,44 @@ fn bench(args: &Args) -> Result<Report> {
             Summary::of_ms(w.notify_ms),
             None,
             Target::MaxP99Ms { ms: 1000.0 },
+        ));
+    }
+    if args.runs(Group::Devcontainer) {
+        let d = devcontainers::devcontainer(
+            &tools,
+            repo_dir.path(),
+            &args.image,
+            &run_id,
+            args.devcontainer_repetitions as usize,
+            warmup,
+        )?;
+        let files = devcontainers::FILES;
+        results.push(OpResult::new(
+            "devcontainer_up",
+            format!("up, devcontainer image built before ({files} files + .devcontainer)"),
+            format!(
+                "claude-vm workspace up --json --name NAME FOLDER (FOLDER/.devcontainer: a Dockerfile FROM {} and one local feature; its image {} built by an untimed first up)",
+                args.image, d.image
+            ),
+            format!(
+                "docker run -d --init {} sleep infinity + docker cp FOLDER/. CTR:/workspace/ (sum of both)",
+                d.image
+            ),
+            Summary::of(&d.up.ours),
+            Summary::of(&d.up.baseline),
+            Target::MaxRatio { ratio: 1.5 },
+        ));
+        results.push(OpResult::new(
+            "devcontainer_rebuild",
+            format!("up --rebuild, Dockerfile + 1 local feature, layers cached ({files} files)"),
+            "claude-vm workspace up --json --rebuild --name NAME FOLDER (docker build of the Dockerfile, then of the generated features Dockerfile, both classic and with every layer cached; then the workspace is created)",
+            format!(
+                "DOCKER_BUILDKIT=0 docker build -q -t IMG CTX (FROM {}, the same RUN, COPY of the feature's folder, RUN its install.sh; every layer cached) + docker run -d --init IMG sleep infinity + docker cp FOLDER/. CTR:/workspace/ (sum of the three)",
+                args.image
+            ),
+            Summary::of(&d.rebuild.ours),
+            Summary::of(&d.rebuild.baseline),
+            Target::MaxRatio { ratio: 1.2 },
         ));
     }
     if args.runs(Group::Backup) {
