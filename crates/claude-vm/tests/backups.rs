@@ -20,7 +20,11 @@ fn last_backup_cell(ctx: &Ctx, name: &str) -> String {
     let mut lines = out.lines();
     let header = lines.next().unwrap();
     let start = header.find("LAST BACKUP").expect("a LAST BACKUP column");
-    let end = header.find("REASON").expect("a REASON column");
+    // It ends where the next column starts.
+    let after = start + "LAST BACKUP".len();
+    let end = header[after..]
+        .find(|c: char| c != ' ')
+        .map_or(header.len(), |i| after + i);
     let row = lines
         .find(|l| l.starts_with(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no row for {name} in {out}"));
