@@ -22,8 +22,8 @@ pub(crate) struct Prepared {
     pub config: DevContainer,
     /// What `customizations.claude-vm` sets.
     pub customizations: Customizations,
-    /// `mounts` of type volume: (name, target).
-    pub volumes: Vec<(String, String)>,
+    /// `mounts`: named volumes, and host folders when allowed.
+    pub mounts: Vec<claude_vm_provider::ExtraMount>,
     /// What of `runArgs` is applied.
     pub run_args: RunArgs,
     /// Which of several configurations (`.devcontainer/<name>/`), if one of several.
@@ -201,14 +201,19 @@ impl RunArgs {
     }
 }
 
-/// The named volumes `mounts` asks for; an anonymous volume, a tmpfs or another type is
-/// refused, as is a target that would hide the workspace's own volume.
-fn volume_mounts(config: &DevContainer) -> Result<Vec<(String, String)>> {
+/// The mounts `mounts` asks for: named volumes, and host folders (absolute paths) when
+/// `allow_host` says so; an anonymous volume, a tmpfs or another type is refused, as is a
+/// target that would hide the workspace's own volume.
+fn extra_mounts(
+    config: &DevContainer,
+    allow_host: bool,
+) -> Result<Vec<claude_vm_provider::ExtraMount>> {
     let bad =
         |why: String| EngineError::InvalidInput(format!("a mount of devcontainer.json {why}"));
     let mut out = Vec::new();
     for m in &config.mounts {
-        if m.kind != dc::MountKind::Volume {
+        let bind = m.kind == dc::MountKind::Bind && allow_host;
+        if m.kind != dc::MountKind::Volume && !bind {
             return Err(bad(format!(
                 "for {} is not a named volume; only `type=volume` mounts are supported",
                 m.target
@@ -228,7 +233,12 @@ fn volume_mounts(config: &DevContainer) -> Result<Vec<(String, String)>> {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-        if !name_ok {
+        if bind && !name.starts_with('/') {
+            return Err(bad(format!(
+                "binds {name:?}, which is not an absolute path of the host"
+            )));
+        }
+        if !bind && !name_ok {
             return Err(bad(format!(
                 "names the volume {name:?}, which is not a valid volume name"
             )));
@@ -241,7 +251,12 @@ fn volume_mounts(config: &DevContainer) -> Result<Vec<(String, String)>> {
                 m.target
             )));
         }
-        out.push((name.clone(), m.target.clone()));
+        out.push(claude_vm_provider::ExtraMount {
+            source: name.clone(),
+            target: m.target.clone(),
+            read_only: m.read_only,
+            bind,
+        });
     }
     Ok(out)
 }
@@ -343,9 +358,11 @@ impl Engine {
                 config.container_workspace_folder
             ));
         }
-        if let Some(m) = config.bind_mounts().next() {
+        if !req.allow_host_mounts
+            && let Some(m) = config.bind_mounts().next()
+        {
             return Err(EngineError::InvalidInput(format!(
-                "devcontainer.json mounts a folder of this machine ({}); host folders are not mounted into workspaces",
+                "devcontainer.json mounts a folder of the Docker host ({}), which the agent could then read and change; pass --allow-host-mounts if that is meant",
                 m.source.as_deref().unwrap_or(&m.target)
             )));
         }
@@ -391,7 +408,7 @@ impl Engine {
             }
         }
         let customizations = Customizations::read(config.claude_vm.as_ref())?;
-        let volumes = volume_mounts(&config)?;
+        let mounts = extra_mounts(&config, req.allow_host_mounts)?;
         let run_args = RunArgs::read(&config.run_args)?;
         if !run_args.ignored.is_empty() {
             reporter.warn(&format!(
@@ -402,7 +419,7 @@ impl Engine {
         not_applied(&config, reporter);
         Ok(Some(Prepared {
             customizations,
-            volumes,
+            mounts,
             run_args,
             config,
             name: located.name.clone(),

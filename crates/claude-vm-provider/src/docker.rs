@@ -530,10 +530,15 @@ impl Provider for DockerProvider {
             typ: Some(MountType::VOLUME),
             ..Default::default()
         }];
-        mounts.extend(spec.volumes.iter().map(|(source, target)| Mount {
-            target: Some(target.clone()),
-            source: Some(source.clone()),
-            typ: Some(MountType::VOLUME),
+        mounts.extend(spec.mounts.iter().map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: Some(m.source.clone()),
+            typ: Some(if m.bind {
+                MountType::BIND
+            } else {
+                MountType::VOLUME
+            }),
+            read_only: Some(m.read_only),
             ..Default::default()
         }));
         let host_config = HostConfig {

@@ -58,12 +58,25 @@ pub struct CreateSpec {
     pub env: Vec<(String, String)>,
     /// Extra labels besides the ones identifying the workspace.
     pub labels: BTreeMap<String, String>,
-    /// Named volumes mounted besides the workspace's own: (volume name, absolute target).
-    /// Created when missing and kept when the workspace is removed (they may be shared).
-    pub volumes: Vec<(String, String)>,
+    /// Mounts besides the workspace's own volume: named volumes (created when missing,
+    /// kept when the workspace is removed: they may be shared) and, when the user allowed
+    /// it, folders of the engine's host.
+    pub mounts: Vec<ExtraMount>,
     /// Limits and settings asked for by the workspace itself (a devcontainer's `runArgs`),
     /// over the provider's own.
     pub resources: Resources,
+}
+
+/// One mount of [`CreateSpec::mounts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraMount {
+    /// A volume name, or an absolute path of the host for a bind mount.
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    pub read_only: bool,
+    /// A folder of the host rather than a volume.
+    pub bind: bool,
 }
 
 /// What a workspace asks of its container beyond the provider's defaults.

@@ -405,9 +405,14 @@ fn pathish(arg: &str) -> bool {
 /// a workspace's exact id or name, a git URL, a folder (uploaded), a unique id prefix.
 async fn remote_up(r: &Remote, req: &UpRequest, reporter: &dyn Reporter) -> Result<UpOutcome> {
     let target = req.target.clone().unwrap_or_else(|| ".".to_owned());
-    if req.devcontainer.is_some() || req.no_devcontainer || req.rebuild || req.trust {
+    if req.devcontainer.is_some()
+        || req.no_devcontainer
+        || req.rebuild
+        || req.trust
+        || req.allow_host_mounts
+    {
         bail!(
-            "--devcontainer, --no-devcontainer, --rebuild and --trust work on this machine's workspaces only for now (the server uses the project's devcontainer.json as it finds it); `claude-vm logout` to work locally"
+            "--devcontainer, --no-devcontainer, --rebuild, --trust and --allow-host-mounts work on this machine's workspaces only for now (the server uses the project's devcontainer.json as it finds it); `claude-vm logout` to work locally"
         );
     }
     let create = |target: String| CreateWorkspace {

@@ -603,6 +603,10 @@ pub struct UpArgs {
     /// Build the devcontainer's image again, even if it was built before
     #[arg(long, conflicts_with = "no_devcontainer")]
     pub rebuild: bool,
+    /// Let the devcontainer.json mount folders of the Docker host (the agent can read and
+    /// change them)
+    #[arg(long, conflicts_with = "no_devcontainer")]
+    pub allow_host_mounts: bool,
     /// Let the devcontainer.json's initializeCommand run on this machine (remembered for
     /// that file and command; without it you are asked on a terminal)
     #[arg(long, conflicts_with = "no_devcontainer")]

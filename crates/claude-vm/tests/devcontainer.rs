@@ -452,7 +452,7 @@ fn bad_devcontainer_configurations_are_refused_with_the_reason_and_leave_nothing
         r#"{{"image": "{}", "mounts": ["source=/etc,target=/host-etc,type=bind"]}}"#,
         test_image()
     ));
-    refused(&ctx, &proj, &[], &["/etc"]);
+    refused(&ctx, &proj, &[], &["/etc", "--allow-host-mounts"]);
     // A volume over the workspace's own, and a tmpfs.
     config(&format!(
         r#"{{"image": "{}", "mounts": ["source=x,target=/workspace,type=volume"]}}"#,
@@ -549,6 +549,38 @@ fn bad_devcontainer_configurations_are_refused_with_the_reason_and_leave_nothing
             "test -e /workspace/bad/never && echo ran || echo skipped"
         ),
         "skipped\n"
+    );
+
+    // --allow-host-mounts: the host folder is mounted, read-only when it says so.
+    let shared = ctx.path("host-folder");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("on-the-host.txt"), "from the host\n").unwrap();
+    config(&format!(
+        r#"{{"image": "{}", "mounts": ["source={},target=/host-folder,type=bind,readonly"]}}"#,
+        test_image(),
+        shared.display()
+    ));
+    let mounted = ctx
+        .run(&[
+            "workspace",
+            "up",
+            "--json",
+            "--allow-host-mounts",
+            "--name",
+            "mounted",
+            proj.to_str().unwrap(),
+        ])
+        .ok();
+    let mid = mounted.json()["workspace"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        dexec(
+            &mid,
+            "cat /host-folder/on-the-host.txt; touch /host-folder/x 2>/dev/null && echo writable || echo read-only"
+        ),
+        "from the host\nread-only\n"
     );
 }
 

@@ -229,12 +229,12 @@ impl Engine {
             ("CLAUDE_VM_WORKSPACE_NAME".into(), w.name.to_string()),
             ("CLAUDE_VM_PROJECT_DIR".into(), dir.clone()),
         ];
-        let mut volumes = Vec::new();
+        let mut mounts = Vec::new();
         let mut resources = claude_vm_provider::Resources::default();
         if let Some(p) = devcontainer {
             env.extend(p.config.container_env.clone());
             env.extend(p.run_args.env.clone());
-            volumes = p.volumes.clone();
+            mounts = p.mounts.clone();
             resources = p.run_args.resources.clone();
             labels.extend(p.run_args.labels.clone());
         }
@@ -246,7 +246,7 @@ impl Engine {
             entrypoint: vec![protocol::BINARY_PATH.into(), "agent".into(), "init".into()],
             env,
             labels,
-            volumes,
+            mounts,
             resources,
         }
     }

@@ -61,6 +61,8 @@ pub struct UpRequest {
     pub no_devcontainer: bool,
     /// `--rebuild`: build the devcontainer's image again even if one was built before.
     pub rebuild: bool,
+    /// `--allow-host-mounts`: let the devcontainer.json mount folders of the Docker host.
+    pub allow_host_mounts: bool,
     /// `--trust`: run the devcontainer.json's initializeCommand on this machine (and
     /// remember that this repository's command may run).
     pub trust: bool,

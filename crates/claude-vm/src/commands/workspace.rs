@@ -404,6 +404,7 @@ async fn up(engine: &Backend, args: &UpArgs, reporter: &CliReporter) -> Result<E
         no_devcontainer: args.no_devcontainer,
         rebuild: args.rebuild,
         trust: args.trust,
+        allow_host_mounts: args.allow_host_mounts,
     };
     let cancel = cancel_on_signals();
     let outcome = match engine.up(&req, reporter, &cancel).await {
