@@ -75,7 +75,7 @@ pub(crate) fn fingerprint(env: &BTreeMap<String, String>, account: &Account) -> 
             h.update(part);
         }
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&h.finalize())
 }
 
 pub(crate) enum AccountState {

@@ -452,7 +452,7 @@ impl Engine {
         let digest = {
             use sha2::{Digest, Sha256};
             let h = Sha256::digest(format!("{file}\0{shown}").as_bytes());
-            h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            crate::hex(&h)
         };
         let trusted_file = self.home.root().join("trusted-initialize-commands");
         let known = std::fs::read_to_string(&trusted_file).unwrap_or_default();
@@ -645,12 +645,10 @@ impl Engine {
         reporter: &dyn Reporter,
     ) -> Option<String> {
         let log = self.devcontainer_log(&w.id);
-        let say = |line: &str| {
-            reporter.step(line);
-            log.append(line);
-        };
         for (step, command) in steps {
-            say(&format!("running {}", step.property()));
+            // Shown as they come; written to the log once per step.
+            let mut logged = vec![format!("running {}", step.property())];
+            reporter.step(&logged[0]);
             let runs: Vec<(Option<&str>, Vec<String>)> = match command {
                 Command::Parallel(named) => named
                     .iter()
@@ -681,7 +679,9 @@ impl Engine {
                             .lines()
                             .chain(String::from_utf8_lossy(&out.stderr).lines())
                         {
-                            say(&format!("  {line}"));
+                            let line = format!("  {line}");
+                            reporter.step(&line);
+                            logged.push(line);
                         }
                         if out.exit_code != 0 && failed.is_none() {
                             failed = Some(format!("{what} failed with status {}", out.exit_code));
@@ -694,8 +694,11 @@ impl Engine {
                     }
                 }
             }
+            if let Some(f) = &failed {
+                logged.push(format!("{f}; the steps after it were not run"));
+            }
+            log.append(&logged);
             if let Some(f) = failed {
-                log.append(&format!("{f}; the steps after it were not run"));
                 reporter.warn(&format!(
                     "{f}; the workspace runs without the steps after it"
                 ));
@@ -733,10 +736,38 @@ impl Engine {
     /// For a workspace made from a devcontainer.json, which configuration it was (`Some`,
     /// holding its name when it was one of several); `None` for any other workspace.
     pub(crate) fn devcontainer_of(&self, w: &WorkspaceRecord) -> Result<Option<Option<String>>> {
+        Ok(self.kept(w)?.map(|k| k.name))
+    }
+
+    /// What the index keeps of a workspace's devcontainer.json (`None`: not made from one,
+    /// or what was kept cannot be read).
+    fn kept(&self, w: &WorkspaceRecord) -> Result<Option<Kept>> {
         Ok(self
             .store(|s| s.devcontainer(&w.id))?
-            .and_then(|json| serde_json::from_str::<Kept>(&json).ok())
-            .map(|k| k.name))
+            .and_then(|json| serde_json::from_str::<Kept>(&json).ok()))
+    }
+
+    /// Run the kept command `pick` chooses (`postStartCommand`, `postAttachCommand`) as
+    /// `step`; its failure, if any.
+    async fn run_kept(
+        &self,
+        provider: &dyn Provider,
+        w: &WorkspaceRecord,
+        step: Step,
+        pick: fn(&Kept) -> Option<&serde_json::Value>,
+        reporter: &dyn Reporter,
+    ) -> Option<String> {
+        let kept = self.kept(w).ok()??;
+        let command = pick(&kept).and_then(command_of)?;
+        self.run_lifecycle(
+            provider,
+            w,
+            &[(step, command)],
+            &kept.env(),
+            &crate::workspaces::project_dir(&w.project),
+            reporter,
+        )
+        .await
     }
 
     /// Where the output of a workspace's lifecycle commands is kept (`workspace logs`).
@@ -769,26 +800,14 @@ impl Engine {
         let Ok(w) = self.find_workspace(workspace) else {
             return;
         };
-        let kept: Kept = match self.store(|s| s.devcontainer(&w.id)) {
-            Ok(Some(json)) => match serde_json::from_str(&json) {
-                Ok(k) => k,
-                Err(_) => return,
-            },
-            _ => return,
-        };
-        let Some(command) = kept.post_attach.as_ref().and_then(command_of) else {
-            return;
-        };
         let Ok(provider) = self.provider_client(&w.provider) else {
             return;
         };
-        let dir = format!("{}/{}", claude_vm_protocol::WORKSPACE_ROOT, w.project);
-        self.run_lifecycle(
+        self.run_kept(
             provider.as_ref(),
             &w,
-            &[(Step::PostAttach, command)],
-            &kept.env(),
-            &dir,
+            Step::PostAttach,
+            |k| k.post_attach.as_ref(),
             reporter,
         )
         .await;
@@ -796,18 +815,16 @@ impl Engine {
 
     /// The ports a workspace's devcontainer.json forwards, as `list` shows them.
     pub(crate) fn devcontainer_ports(&self, w: &WorkspaceRecord) -> Vec<String> {
-        self.store(|s| s.devcontainer(&w.id))
+        self.kept(w)
             .ok()
             .flatten()
-            .and_then(|json| serde_json::from_str::<Kept>(&json).ok())
             .map(|k| k.ports)
             .unwrap_or_default()
     }
 
     /// The agent a workspace's devcontainer.json names (`customizations.claude-vm.agent`).
     pub(crate) fn devcontainer_agent(&self, w: &WorkspaceRecord) -> Option<String> {
-        let json = self.store(|s| s.devcontainer(&w.id)).ok()??;
-        serde_json::from_str::<Kept>(&json).ok()?.agent
+        self.kept(w).ok()??.agent
     }
 
     /// After a workspace made from a devcontainer.json started again: its
@@ -818,18 +835,11 @@ impl Engine {
         w: &WorkspaceRecord,
         reporter: &dyn Reporter,
     ) -> Option<String> {
-        let kept: Kept = match self.store(|s| s.devcontainer(&w.id)) {
-            Ok(Some(json)) => serde_json::from_str(&json).ok()?,
-            _ => return None,
-        };
-        let command = kept.post_start.as_ref().and_then(command_of)?;
-        let dir = format!("{}/{}", claude_vm_protocol::WORKSPACE_ROOT, w.project);
-        self.run_lifecycle(
+        self.run_kept(
             provider,
             w,
-            &[(Step::PostStart, command)],
-            &kept.env(),
-            &dir,
+            Step::PostStart,
+            |k| k.post_start.as_ref(),
             reporter,
         )
         .await
@@ -860,7 +870,7 @@ struct Kept {
 pub(crate) struct Log(std::path::PathBuf);
 
 impl Log {
-    pub(crate) fn append(&self, line: &str) {
+    pub(crate) fn append(&self, lines: &[String]) {
         use std::io::Write as _;
         let write = || -> std::io::Result<()> {
             if let Some(dir) = self.0.parent() {
@@ -873,7 +883,8 @@ impl Log {
             let ts = jiff::Timestamp::now()
                 .round(jiff::Unit::Second)
                 .map_err(std::io::Error::other)?;
-            writeln!(f, "{ts} {line}")
+            let text: String = lines.iter().map(|l| format!("{ts} {l}\n")).collect();
+            f.write_all(text.as_bytes())
         };
         if let Err(e) = crate::off_worker(write) {
             tracing::debug!("cannot write {}: {e}", self.0.display());

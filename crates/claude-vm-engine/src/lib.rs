@@ -174,6 +174,11 @@ impl Engine {
     }
 }
 
+/// Bytes (a digest) as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Run a call that may block (SQLite, file locks) without stalling the async worker it is
 /// called from: on a multi-threaded runtime the worker hands its other tasks to the rest of
 /// the pool for the duration ([`tokio::task::block_in_place`]); elsewhere it simply runs.

@@ -211,7 +211,7 @@ impl WorkspaceView {
     }
 }
 
-fn project_dir(project: &str) -> String {
+pub(crate) fn project_dir(project: &str) -> String {
     format!("{}/{project}", protocol::WORKSPACE_ROOT)
 }
 
