@@ -86,7 +86,8 @@ pub fn identity(user: Option<&str>) -> Result<Identity, ExecError> {
         }
     };
     match user {
-        None => Ok(numeric(claude_vm_protocol::AGENT_UID, None)),
+        // The agent user with its groups from the account files.
+        None => Ok(numeric(crate::agent_user::get().uid, None)),
         Some(spec) => {
             if let Some((u, g)) = spec.split_once(':') {
                 let uid = u

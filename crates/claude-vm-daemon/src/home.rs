@@ -11,7 +11,7 @@
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use claude_vm_protocol::{AGENT_HOME, AGENT_UID};
+use claude_vm_protocol::AGENT_HOME;
 
 /// Put the agent user's home on the volume (see the module's documentation). Problems are
 /// logged, never fatal: an agent with its home in the container still runs.
@@ -20,13 +20,19 @@ pub fn keep_on_volume() {
     if std::env::var_os("CLAUDE_VM_WORKSPACE_ID").is_none() {
         return;
     }
-    let Some(user) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(AGENT_UID))
-        .ok()
-        .flatten()
+    let Some(user) =
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(crate::agent_user::get().uid))
+            .ok()
+            .flatten()
     else {
         return;
     };
-    if let Err(e) = link_home(&user.dir, Path::new(AGENT_HOME), user.gid.as_raw()) {
+    if let Err(e) = link_home(
+        &user.dir,
+        Path::new(AGENT_HOME),
+        user.uid.as_raw(),
+        user.gid.as_raw(),
+    ) {
         tracing::warn!(
             home = %user.dir.display(),
             "cannot keep the agent's home on the volume: {e}"
@@ -34,7 +40,7 @@ pub fn keep_on_volume() {
     }
 }
 
-fn link_home(image_home: &Path, on_volume: &Path, gid: u32) -> std::io::Result<()> {
+fn link_home(image_home: &Path, on_volume: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     if image_home == on_volume {
         return Ok(());
     }
@@ -49,12 +55,12 @@ fn link_home(image_home: &Path, on_volume: &Path, gid: u32) -> std::io::Result<(
         // Made by root where agents cannot interfere (the volume's root is sticky), then
         // given away, before anything is copied in.
         std::fs::DirBuilder::new().mode(0o700).create(on_volume)?;
-        std::os::unix::fs::lchown(on_volume, Some(AGENT_UID), Some(gid))?;
+        std::os::unix::fs::lchown(on_volume, Some(uid), Some(gid))?;
         if let Some(m) = &image
             && m.is_dir()
-            && m.uid() == AGENT_UID
+            && m.uid() == uid
         {
-            copy_as_agent(image_home, on_volume, gid)?;
+            copy_as_agent(image_home, on_volume, uid, gid)?;
         }
     }
     // The image's home (in the container's own layer) is set aside and replaced.
@@ -87,7 +93,7 @@ fn aside_name(home: &Path) -> PathBuf {
 }
 
 /// `cp -a image_home/. on_volume/` as the agent user.
-fn copy_as_agent(from: &Path, to: &Path, gid: u32) -> std::io::Result<()> {
+fn copy_as_agent(from: &Path, to: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
     let mut src = from.as_os_str().to_owned();
     src.push("/.");
@@ -96,7 +102,7 @@ fn copy_as_agent(from: &Path, to: &Path, gid: u32) -> std::io::Result<()> {
         .arg("--")
         .arg(src)
         .arg(to)
-        .uid(AGENT_UID)
+        .uid(uid)
         .gid(gid)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")

@@ -9,6 +9,7 @@
 //! - [`client`]: talks to the daemon over its socket (`claude-vm agent health`).
 
 pub mod activity;
+pub mod agent_user;
 pub mod agents;
 pub mod api;
 pub mod backup;

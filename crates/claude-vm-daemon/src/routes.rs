@@ -33,9 +33,10 @@ fn file_error(e: FileError) -> Response<Body> {
 
 /// Owner of files the API creates: the agent user, when the daemon can give files away.
 fn owner() -> Option<(u32, u32)> {
-    nix::unistd::geteuid()
-        .is_root()
-        .then_some((claude_vm_protocol::AGENT_UID, claude_vm_protocol::AGENT_UID))
+    nix::unistd::geteuid().is_root().then(|| {
+        let agent = crate::agent_user::get();
+        (agent.uid, agent.gid)
+    })
 }
 
 /// Bytes written on the blocking pool, sent as a response body.

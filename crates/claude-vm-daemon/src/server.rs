@@ -48,7 +48,7 @@ pub fn prepare_dirs(paths: &Paths) -> std::io::Result<()> {
         std::fs::create_dir_all(root)?;
         crate::state::secure_root(
             root,
-            nix::unistd::Gid::from_raw(claude_vm_protocol::AGENT_UID),
+            nix::unistd::Gid::from_raw(crate::agent_user::get().gid),
         )?;
     }
     for aside in crate::state::ensure_state_dir(&paths.state_dir)? {
@@ -62,10 +62,14 @@ pub fn prepare_dirs(paths: &Paths) -> std::io::Result<()> {
     if let Some(root) = &root
         && is_root
     {
-        let uid = nix::unistd::Uid::from_raw(claude_vm_protocol::AGENT_UID);
-        let gid = nix::unistd::Gid::from_raw(claude_vm_protocol::AGENT_UID);
-        ensure_agent_user();
+        let agent = crate::agent_user::get();
+        let uid = nix::unistd::Uid::from_raw(agent.uid);
+        let gid = nix::unistd::Gid::from_raw(agent.gid);
+        if agent == crate::agent_user::AgentUser::DEFAULT {
+            ensure_agent_user();
+        }
         hand_over_trees(root, &paths.state_dir, uid, gid);
+        adopt_earlier_agent_files(root, uid, gid);
         crate::home::keep_on_volume();
     }
     Ok(())
@@ -111,6 +115,48 @@ fn ensure_agent_user() {
     }
     if std::fs::create_dir_all(home).is_ok() {
         let _ = std::os::unix::fs::lchown(home, Some(uid), Some(uid));
+    }
+}
+
+/// A workspace whose agent user changed (rebuilt with another devcontainer `remoteUser`):
+/// the project and the agent's home on the volume, still the earlier agent user's, become
+/// this one's (without following any symlink in them). Root's folders are left alone.
+fn adopt_earlier_agent_files(root: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
+    use std::os::unix::fs::MetadataExt as _;
+    if std::env::var_os("CLAUDE_VM_WORKSPACE_ID").is_none() {
+        return;
+    }
+    let project = std::env::var("CLAUDE_VM_PROJECT_DIR").ok();
+    let names = [
+        project
+            .as_deref()
+            .and_then(|p| Path::new(p).strip_prefix(root).ok()),
+        Path::new(claude_vm_protocol::AGENT_HOME)
+            .strip_prefix(root)
+            .ok(),
+    ];
+    for name in names.into_iter().flatten() {
+        let Some(name) = name.to_str().filter(|n| !n.is_empty() && !n.contains('/')) else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(root.join(name)) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() == uid.as_raw() || meta.uid() == 0 {
+            continue;
+        }
+        tracing::info!(
+            folder = name,
+            from = meta.uid(),
+            to = uid.as_raw(),
+            "the agent user changed; giving it the folder"
+        );
+        if let Err(e) = crate::state::hand_over(root, name, uid, gid) {
+            tracing::warn!(
+                folder = name,
+                "cannot give the folder to the agent user: {e}"
+            );
+        }
     }
 }
 

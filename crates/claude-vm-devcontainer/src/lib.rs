@@ -17,6 +17,9 @@
 //! 6. once the container runs, [`DevContainer::with_container_env`] substitutes
 //!    `${containerEnv:...}` and [`Lifecycle::in_container`] lists the commands to run.
 //!
+//! With `updateRemoteUserUID`, [`update_uid_dockerfile`] layers the id change of the
+//! devcontainer's user on the image.
+//!
 //! [`starter`] writes a first configuration for a project that has none.
 
 mod command;
@@ -29,6 +32,7 @@ mod jsonc;
 mod mount;
 mod ports;
 mod starter;
+mod user;
 mod vars;
 
 pub use command::{Command, Lifecycle, Step};
@@ -49,4 +53,5 @@ pub use hash::{ContentHash, IMAGE_PREFIX, content_hash};
 pub use mount::{Mount, MountKind};
 pub use ports::{ForwardPort, PortAttributes};
 pub use starter::{Stack, Starter, starter};
+pub use user::update_uid_dockerfile;
 pub use vars::{Context, devcontainer_id};

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use claude_vm_core::agent::{self, AccountKind, BinaryKind, LocalLogin};
 use claude_vm_core::config::AgentSettings;
-use claude_vm_protocol::{AGENT_HOME, AGENT_UID};
+use claude_vm_protocol::AGENT_HOME;
 use claude_vm_provider::{ExecSpec, Provider};
 use claude_vm_store::{SavedAccount, WorkspaceRecord};
 use serde::Serialize;
@@ -605,7 +605,7 @@ impl Engine {
                         "sh".into(),
                         rel.to_owned(),
                     ],
-                    user: Some(format!("{AGENT_UID}:{AGENT_UID}")),
+                    user: Some(self.agent_exec_user(ws)),
                     env: vec![
                         ("HOME".into(), AGENT_HOME.into()),
                         (
@@ -685,7 +685,7 @@ impl Engine {
             (None, Some(i)) => (
                 i.what.to_owned(),
                 i.script.clone(),
-                Some(format!("{AGENT_UID}:{AGENT_UID}")),
+                Some(self.agent_exec_user(ws)),
             ),
             (None, None) => {
                 return Err(ws_err(format!(
@@ -743,7 +743,7 @@ printf '%s\n' "$p"; timeout 20 "$p" --version 2>/dev/null | head -n 1; exit 0"#
                 command.to_owned(),
                 installed_at.unwrap_or_default().to_owned(),
             ],
-            user: Some(format!("{AGENT_UID}:{AGENT_UID}")),
+            user: Some(self.agent_exec_user(ws)),
             env: vec![("HOME".into(), AGENT_HOME.into())],
             ..Default::default()
         };
@@ -774,7 +774,7 @@ printf '%s\n' "$p"; timeout 20 "$p" --version 2>/dev/null | head -n 1; exit 0"#
                 program.to_owned(),
                 "--version".into(),
             ],
-            user: Some(format!("{AGENT_UID}:{AGENT_UID}")),
+            user: Some(self.agent_exec_user(ws)),
             env: vec![("HOME".into(), AGENT_HOME.into())],
             ..Default::default()
         };

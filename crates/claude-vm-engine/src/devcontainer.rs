@@ -10,7 +10,6 @@ use std::path::Path;
 
 use bytes::Bytes;
 use claude_vm_devcontainer::{self as dc, Command, DevContainer, ResolvedFeatures, Source, Step};
-use claude_vm_protocol::AGENT_UID;
 use claude_vm_provider::{BuildSpec, ExecSpec, Provider};
 use claude_vm_store::WorkspaceRecord;
 
@@ -28,10 +27,52 @@ pub(crate) struct Prepared {
     pub run_args: RunArgs,
     /// Which of several configurations (`.devcontainer/<name>/`), if one of several.
     pub name: Option<String>,
+    /// The user agents, commands and `ssh` run as (`remoteUser`, else `containerUser`),
+    /// when it is one other than root.
+    pub agent_user: Option<String>,
     /// The image the workspace runs.
     pub image: String,
     /// How that image comes to be.
     pub plan: ImagePlan,
+    /// `updateRemoteUserUID`: the layer giving the user new ids, on top of the plan's image.
+    pub uid_update: Option<UidUpdate>,
+}
+
+/// The agent user's ids changed in a layer of its own (`updateRemoteUserUID`).
+#[derive(Debug, Clone)]
+pub(crate) struct UidUpdate {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// The image the layer is built on (what the plan makes).
+    pub base: String,
+    pub rebuild: bool,
+}
+
+/// The ids `updateRemoteUserUID` (true unless the file says false, as in the spec, on
+/// Linux) gives the devcontainer's user: those of the person running claude-vm (of the one
+/// who ran it with `sudo`, when it runs as root), so that files of host folders mounted in
+/// belong to the same person on both sides. `None` when the ids stay: the option is false,
+/// the configuration names no user, the Docker engine is not this machine's (a remote
+/// host's files are not this user's), or that person is root.
+fn uid_update_ids(config: &DevContainer, has_user: bool, local_docker: bool) -> Option<(u32, u32)> {
+    if !cfg!(target_os = "linux")
+        || !local_docker
+        || !has_user
+        || config.update_remote_user_uid == Some(false)
+    {
+        return None;
+    }
+    let (uid, gid) = if nix::unistd::geteuid().is_root() {
+        let id = |k: &str| std::env::var(k).ok()?.parse::<u32>().ok();
+        (id("SUDO_UID")?, id("SUDO_GID")?)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    };
+    (uid != 0).then_some((uid, gid))
 }
 
 #[derive(Debug, Clone)]
@@ -263,15 +304,7 @@ fn extra_mounts(
 
 /// Say what of the configuration is read but not acted on (yet).
 fn not_applied(config: &DevContainer, reporter: &dyn Reporter) {
-    let agent_user = ["vscode", "node", "codespace"];
     let mut notes = Vec::new();
-    if let Some(u) = &config.remote_user
-        && !agent_user.contains(&u.as_str())
-    {
-        notes.push(format!(
-            "remoteUser {u} (agents, commands and ssh run as the workspace's agent user, uid {AGENT_UID})"
-        ));
-    }
     if !config.forward_ports.is_empty() {
         notes.push(
             "forwardPorts are not forwarded by themselves (`workspace list -l` shows them; reach them with `ssh -L`)".to_owned(),
@@ -286,6 +319,51 @@ fn not_applied(config: &DevContainer, reporter: &dyn Reporter) {
     if !notes.is_empty() {
         reporter.warn(&format!("not applied: {}", notes.join("; ")));
     }
+}
+
+/// The user agents run as, from `remoteUser` (else `containerUser`): `None` when neither is
+/// set, or when it is root (agents never run as root; they run as uid
+/// [`claude_vm_protocol::AGENT_UID`] then, which is said).
+fn agent_user(config: &DevContainer, reporter: &dyn Reporter) -> Result<Option<String>> {
+    let (property, user) = match (&config.remote_user, &config.container_user) {
+        (Some(u), _) => ("remoteUser", u),
+        (None, Some(u)) => ("containerUser", u),
+        (None, None) => return Ok(None),
+    };
+    let name_ok = user.len() <= 32
+        && user
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !name_ok {
+        return Err(EngineError::InvalidInput(format!(
+            "{property} {user:?} in devcontainer.json is not a user name"
+        )));
+    }
+    if user == "root" || user == "0" {
+        reporter.warn(&format!(
+            "{property} is root, but agents never run as root: they, lifecycle commands and `ssh` run as the workspace's agent user (uid {})",
+            claude_vm_protocol::AGENT_UID
+        ));
+        return Ok(None);
+    }
+    Ok(Some(user.clone()))
+}
+
+/// The ids of `user` in an image's `/etc/passwd` text (a name or a uid); `None` when it
+/// has no such user, or it is root's.
+fn passwd_ids(passwd: &str, user: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 || (f[0] != user && f[2] != user) {
+            return None;
+        }
+        let (uid, gid) = (f[2].parse().ok()?, f[3].parse().ok()?);
+        (uid != 0).then_some((uid, gid))
+    })
 }
 
 /// Refusal for `--image` together with a devcontainer.json.
@@ -417,7 +495,51 @@ impl Engine {
             ));
         }
         not_applied(&config, reporter);
+        let agent_user = agent_user(&config, reporter)?;
+        let local_docker = self
+            .store(|s| {
+                s.provider(
+                    req.provider
+                        .as_deref()
+                        .unwrap_or(&self.config.default_provider),
+                )
+            })?
+            .is_some_and(|r| r.kind == claude_vm_core::provider::ProviderKind::Docker);
+        let (image, uid_update) = match uid_update_ids(&config, agent_user.is_some(), local_docker)
+        {
+            None => (image, None),
+            Some((uid, gid)) => {
+                // Named after what it is made of: the plan's image (for an image used
+                // as it is, one of ours named by that image and the file) and the ids.
+                let own = match &plan {
+                    ImagePlan::Build { .. } => image.clone(),
+                    ImagePlan::Use => {
+                        use sha2::{Digest, Sha256};
+                        let h = Sha256::digest(
+                            format!("{}\0{image}", config.file.display()).as_bytes(),
+                        );
+                        format!("{}{}", dc::IMAGE_PREFIX, &crate::hex(&h)[..16])
+                    }
+                };
+                let user = agent_user.clone().expect("a user is named");
+                reporter.step(&format!(
+                        "updateRemoteUserUID: {user} gets uid {uid} and gid {gid} (yours), in a layer of its own"
+                    ));
+                (
+                    format!("{own}-uid{uid}-{gid}"),
+                    Some(UidUpdate {
+                        user,
+                        uid,
+                        gid,
+                        base: image,
+                        rebuild: req.rebuild,
+                    }),
+                )
+            }
+        };
         Ok(Some(Prepared {
+            agent_user,
+            uid_update,
             customizations,
             mounts,
             run_args,
@@ -530,6 +652,68 @@ impl Engine {
         p: &Prepared,
         reporter: &dyn Reporter,
     ) -> Result<()> {
+        let Some(u) = &p.uid_update else {
+            return self
+                .devcontainer_plan_image(provider, p, &p.image, reporter)
+                .await;
+        };
+        if !u.rebuild && provider.has_image(&p.image).await? == Some(true) {
+            reporter.step(&format!("using the image built before ({})", p.image));
+            return Ok(());
+        }
+        match &p.plan {
+            ImagePlan::Use => {
+                let progress = |pr: claude_vm_provider::Progress| {
+                    if pr.total > 0 {
+                        reporter.progress(pr.current, pr.total);
+                    } else {
+                        reporter.step(&pr.message);
+                    }
+                };
+                provider.ensure_image(&u.base, &progress).await?;
+            }
+            ImagePlan::Build { .. } => {
+                self.devcontainer_plan_image(provider, p, &u.base, reporter)
+                    .await?;
+            }
+        }
+        let dockerfile =
+            dc::update_uid_dockerfile(&u.base, &u.user, u.uid, u.gid).map_err(config_error)?;
+        let mut tar = tar::Builder::new(Vec::new());
+        append_bytes(&mut tar, "Dockerfile", dockerfile.as_bytes())?;
+        let context = Bytes::from(tar.into_inner().map_err(|e| {
+            EngineError::InvalidInput(format!("cannot pack the user's layer: {e}"))
+        })?);
+        let output = |line: &str| reporter.step(line);
+        provider
+            .build_image(
+                &BuildSpec {
+                    tag: p.image.clone(),
+                    context,
+                    dockerfile: "Dockerfile".to_owned(),
+                    labels: BTreeMap::from([
+                        (
+                            "dev.claude-vm.devcontainer".to_owned(),
+                            p.config.file.display().to_string(),
+                        ),
+                        ("dev.claude-vm.base".to_owned(), u.base.clone()),
+                    ]),
+                    ..BuildSpec::default()
+                },
+                &output,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The image the plan of `p` makes, tagged `image`: built (or reused when built before).
+    async fn devcontainer_plan_image(
+        &self,
+        provider: &dyn Provider,
+        p: &Prepared,
+        image: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
         let ImagePlan::Build {
             rebuild,
             base_image,
@@ -538,8 +722,8 @@ impl Engine {
         else {
             return Ok(());
         };
-        if !rebuild && provider.has_image(&p.image).await? == Some(true) {
-            reporter.step(&format!("using the image built before ({})", p.image));
+        if !rebuild && provider.has_image(image).await? == Some(true) {
+            reporter.step(&format!("using the image built before ({image})"));
             return Ok(());
         }
         let output = |line: &str| reporter.step(line);
@@ -550,9 +734,9 @@ impl Engine {
         let base = match (&p.config.source, base_image) {
             (Source::Build(build), _) => {
                 let tag = if features.is_empty() {
-                    p.image.clone()
+                    image.to_owned()
                 } else {
-                    format!("{}-base", p.image)
+                    format!("{image}-base")
                 };
                 reporter.step(&format!(
                     "building {} (docker build)",
@@ -619,7 +803,7 @@ impl Engine {
         provider
             .build_image(
                 &BuildSpec {
-                    tag: p.image.clone(),
+                    tag: image.to_owned(),
                     context,
                     dockerfile: "Dockerfile".to_owned(),
                     labels,
@@ -645,6 +829,7 @@ impl Engine {
         reporter: &dyn Reporter,
     ) -> Option<String> {
         let log = self.devcontainer_log(&w.id);
+        let user = self.agent_exec_user(w);
         for (step, command) in steps {
             // Shown as they come; written to the log once per step.
             let mut logged = vec![format!("running {}", step.property())];
@@ -660,7 +845,7 @@ impl Engine {
                 .iter()
                 .map(|(_, cmd)| ExecSpec {
                     cmd: cmd.clone(),
-                    user: Some(format!("{AGENT_UID}:{AGENT_UID}")),
+                    user: Some(user.clone()),
                     workdir: Some(project_dir.to_owned()),
                     env: env.to_vec(),
                 })
@@ -719,8 +904,7 @@ impl Engine {
         project_dir: &str,
         reporter: &dyn Reporter,
     ) -> Result<Option<String>> {
-        let kept = Kept::of(p);
-        self.store(|s| s.set_devcontainer(&w.id, &serde_json::to_string(&kept).expect("json")))?;
+        let kept = Kept::of(p, None);
         let steps: Vec<(Step, Command)> = p
             .config
             .lifecycle
@@ -731,6 +915,55 @@ impl Engine {
         Ok(self
             .run_lifecycle(provider, w, &steps, &kept.env(), project_dir, reporter)
             .await)
+    }
+
+    /// Once the container of a workspace made from `p` runs, before anything runs in it as
+    /// the agent: what later steps and starts need kept in the index, the agent user's ids
+    /// among it (read from the image's `/etc/passwd`).
+    pub(crate) async fn devcontainer_keep(
+        &self,
+        provider: &dyn Provider,
+        w: &WorkspaceRecord,
+        p: &Prepared,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        let mut ids = None;
+        if let Some(user) = &p.agent_user {
+            let out = provider
+                .exec(
+                    &w.id,
+                    &ExecSpec {
+                        cmd: vec!["cat".into(), "/etc/passwd".into()],
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            ids = passwd_ids(&String::from_utf8_lossy(&out.stdout), user);
+            match ids {
+                Some((uid, gid)) => reporter.step(&format!(
+                    "agents, lifecycle commands and ssh run as {user} (uid {uid}, gid {gid})"
+                )),
+                None => reporter.warn(&format!(
+                    "the image has no user {user}: agents, lifecycle commands and ssh run as the workspace's agent user (uid {})",
+                    claude_vm_protocol::AGENT_UID
+                )),
+            }
+        }
+        let kept = Kept::of(p, ids);
+        self.store(|s| s.set_devcontainer(&w.id, &serde_json::to_string(&kept).expect("json")))?;
+        Ok(())
+    }
+
+    /// Who runs as the agent in `w`, as an exec's user (`uid:gid`): the devcontainer's
+    /// user when it has one, else uid [`claude_vm_protocol::AGENT_UID`].
+    pub(crate) fn agent_exec_user(&self, w: &WorkspaceRecord) -> String {
+        let (uid, gid) = self
+            .kept(w)
+            .ok()
+            .flatten()
+            .and_then(|k| k.agent_ids)
+            .unwrap_or((claude_vm_protocol::AGENT_UID, claude_vm_protocol::AGENT_UID));
+        format!("{uid}:{gid}")
     }
 
     /// For a workspace made from a devcontainer.json, which configuration it was (`Some`,
@@ -864,6 +1097,9 @@ struct Kept {
     /// `forwardPorts` with their `portsAttributes` labels, as `list` shows them.
     #[serde(default)]
     ports: Vec<String>,
+    /// The agent user's uid and gid, when it is the devcontainer's user.
+    #[serde(default)]
+    agent_ids: Option<(u32, u32)>,
 }
 
 /// An append-only log file on the control side; writing it never fails the caller.
@@ -893,9 +1129,10 @@ impl Log {
 }
 
 impl Kept {
-    fn of(p: &Prepared) -> Kept {
+    fn of(p: &Prepared, agent_ids: Option<(u32, u32)>) -> Kept {
         let config = &p.config;
         Kept {
+            agent_ids,
             file: config.file.display().to_string(),
             name: p.name.clone(),
             post_start: config.lifecycle.post_start.as_ref().map(value_of),

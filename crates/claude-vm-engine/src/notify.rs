@@ -227,6 +227,8 @@ impl Engine {
             .unwrap_or(Duration::from_secs(10));
         let mut window: Option<Instant> = None;
         let mut gathered: Vec<(String, Event)> = Vec::new();
+        // The last event read of each conversation.
+        let mut latest: HashMap<String, u64> = HashMap::new();
         let mut discover = tokio::time::interval(DISCOVER_EVERY);
         let started = jiff::Timestamp::now();
         let (ws, _) = self
@@ -279,6 +281,7 @@ impl Engine {
                     }
                 }
                 Some((conv, e)) = rx.recv() => {
+                    latest.insert(conv.clone(), e.seq);
                     if matches!(e.body, EventBody::TurnEnd { .. }) {
                         if window.is_some() {
                             gathered.push((conv, e));
@@ -289,7 +292,12 @@ impl Engine {
                     if let Some(n) = self.event_notification(&ws, &conv, &e) {
                         self.notify(&n);
                     }
-                    let _ = self.store(|s| s.set_notify_cursor(&conv, e.seq));
+                    // A turn end still gathered keeps its conversation's cursor before it,
+                    // so that after a restart it is read (and told) again; what was told
+                    // already is not told twice (the outbox knows its id).
+                    if !gathered.iter().any(|(c, _)| *c == conv) {
+                        let _ = self.store(|s| s.set_notify_cursor(&conv, e.seq));
+                    }
                 }
                 _ = async { tokio::time::sleep_until(window_end.expect("set")).await }, if window_end.is_some() => {
                     if gathered.is_empty() {
@@ -299,7 +307,8 @@ impl Engine {
                     let turns = std::mem::take(&mut gathered);
                     self.notify(&self.turns_notification(&ws, &turns));
                     for (conv, e) in &turns {
-                        let _ = self.store(|s| s.set_notify_cursor(conv, e.seq));
+                        let seq = latest.get(conv).copied().unwrap_or(e.seq).max(e.seq);
+                        let _ = self.store(|s| s.set_notify_cursor(conv, seq));
                     }
                     window = Some(Instant::now() + coalesce);
                 }

@@ -31,8 +31,15 @@ pub const AGENT_HOME: &str = "/workspace/.home";
 pub const SOCKET_PATH: &str = "/run/claude-vm/daemon.sock";
 
 /// uid/gid that owns the project files and runs agents: the first non-root user of most
-/// images (and of devcontainer images).
+/// images (and of devcontainer images). A devcontainer.json's `remoteUser` takes its place
+/// (see [`AGENT_USER_ENV`]).
 pub const AGENT_UID: u32 = 1000;
+
+/// The container variable naming the agent user when it is not uid [`AGENT_UID`]: a
+/// devcontainer.json's `remoteUser` (or `containerUser`), set by the control side at create.
+/// Never root: the daemon runs agents as uid [`AGENT_UID`] when the name is root's or
+/// unknown to the image.
+pub const AGENT_USER_ENV: &str = "CLAUDE_VM_AGENT_USER";
 
 /// The daemon's exit status when the workspace stopped itself for idleness: PID 1 then
 /// exits with 0, the one status Docker's `on-failure` restart policy leaves stopped (a

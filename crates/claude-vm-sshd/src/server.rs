@@ -183,17 +183,19 @@ impl Server {
 }
 
 /// Who an SSH login name runs as: `None` is the agent user (exec's default).
-fn login_user(name: &str) -> Option<Option<String>> {
+fn login_user(name: &str, exec: &dyn Exec) -> Option<Option<String>> {
     if name == "root" {
         return Some(Some("root".to_owned()));
     }
     if name == AGENT_LOGIN {
         return Some(None);
     }
-    let agent =
-        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(claude_vm_protocol::AGENT_UID))
-            .ok()
-            .flatten();
+    // The agent user's own name (a devcontainer's remoteUser, `node`, `vscode`...).
+    let agent = exec
+        .user(None)
+        .ok()
+        .and_then(|u| nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(u.uid)).ok())
+        .flatten();
     match agent {
         Some(u) if u.name == name => Some(None),
         _ => None,
@@ -295,7 +297,9 @@ impl russh::server::Handler for Conn {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if login_user(user).is_some() && self.server.is_authorized(offer.public_key) {
+        if login_user(user, self.server.exec.as_ref()).is_some()
+            && self.server.is_authorized(offer.public_key)
+        {
             Ok(Auth::Accept)
         } else {
             Ok(Auth::reject())
@@ -307,7 +311,7 @@ impl russh::server::Handler for Conn {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        match login_user(user) {
+        match login_user(user, self.server.exec.as_ref()) {
             Some(exec_user) if self.server.is_authorized(key.public_key) => {
                 tracing::info!(user, "ssh login");
                 self.login = Some(Login { user: exec_user });

@@ -665,7 +665,7 @@ pub struct ExecArgs {
 pub struct SshArgs {
     /// Workspace: name, id, unique id prefix, or any of them followed by .claude-vm
     pub workspace: String,
-    /// Log in as this user: agent (the agent user) or root [default: ssh.user in config.yaml]
+    /// Log in as this user: agent (the agent user, also by its own name) or root [default: ssh.user in config.yaml]
     #[arg(short, long)]
     pub user: Option<String>,
     /// Allocate a terminal even for a command

@@ -631,8 +631,8 @@ fn a_claude_code_conversation_works_in_a_devcontainer_workspace_with_what_its_fe
         Script::from_json(
             r#"[
               {"match": {"last_user_contains": "read the greeting"},
-               "response": [{"tool_use": {"name": "Bash", "input": {"command": "cat /greeting && echo $DC_MODE", "description": "read it"}}}]},
-              {"match": {"after_tool_result_contains": "hola loud=true"}, "response": [{"text": "The feature says hola, in test mode."}]}
+               "response": [{"tool_use": {"name": "Bash", "input": {"command": "cat /greeting && echo $DC_MODE as $(id -un) $(id -u)", "description": "read it"}}}]},
+              {"match": {"after_tool_result_contains": "test as dev 1001"}, "response": [{"text": "The feature says hola, in test mode."}]}
             ]"#,
         )
         .unwrap(),
@@ -642,11 +642,22 @@ fn a_claude_code_conversation_works_in_a_devcontainer_workspace_with_what_its_fe
     let nonce = format!("{:016x}", rand::random::<u64>());
     let proj = ctx.path("app");
     project(&proj, &nonce);
-    // This test's agent is claude (the project's file would pick codex).
+    // This test's agent is claude (the project's file would pick codex), and it runs as
+    // the image's own non-root user `dev` (uid 1001, kept as it is).
     let text = std::fs::read_to_string(proj.join(".devcontainer/devcontainer.json"))
         .unwrap()
-        .replace(r#""agent": "codex""#, r#""agent": "claude""#);
+        .replace(r#""agent": "codex""#, r#""agent": "claude""#)
+        .replace(
+            r#""name": "app","#,
+            r#""name": "app", "remoteUser": "dev", "updateRemoteUserUID": false,"#,
+        );
     write(&proj, ".devcontainer/devcontainer.json", &text);
+    let dockerfile = std::fs::read_to_string(proj.join(".devcontainer/Dockerfile")).unwrap();
+    write(
+        &proj,
+        ".devcontainer/Dockerfile",
+        &format!("{dockerfile}RUN useradd -m -u 1001 -s /bin/sh dev\n"),
+    );
     let _volume = Volume(format!("cvm-test-cache-{nonce}"));
     let w = ctx.up(&[proj.to_str().unwrap()]);
     let _images = Images(vec![w["image"].as_str().unwrap().to_owned()]);
@@ -743,4 +754,134 @@ fn initialize_command_runs_on_this_machine_only_once_trusted_and_registry_featur
     );
     assert!(started.elapsed().as_secs() < 90, "{:?}", started.elapsed());
     assert_eq!(ctx.list().len(), before);
+}
+
+#[test]
+fn the_remote_user_runs_agents_commands_and_ssh_and_update_remote_user_uid_gives_it_your_ids() {
+    let ctx = Ctx::new();
+    let proj = ctx.path("users");
+    write(&proj, "README.md", "# users\n");
+    write(
+        &proj,
+        ".devcontainer/Dockerfile",
+        &format!(
+            "FROM {}\nRUN useradd -m -u 1001 -s /bin/sh dev && echo dev-home > /home/dev/from-image && chown dev /home/dev/from-image\n",
+            test_image()
+        ),
+    );
+    let config = |update: &str| {
+        format!(
+            r#"{{
+    "build": {{"dockerfile": "Dockerfile"}},
+    "remoteUser": "dev",{update}
+    "postCreateCommand": "id -un > made-by.txt && id -u >> made-by.txt",
+}}"#
+        )
+    };
+    write(&proj, ".devcontainer/devcontainer.json", &config(""));
+    // claude-vm run as root through sudo by uid 4321: the user gets that person's ids
+    // (updateRemoteUserUID is true unless the file says otherwise).
+    let up = common::Run::from(
+        ctx.command(&["workspace", "up", "--json", proj.to_str().unwrap()])
+            .env("SUDO_UID", "4321")
+            .env("SUDO_GID", "4322")
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert!(
+        up.stderr
+            .contains("updateRemoteUserUID: dev gets uid 4321 and gid 4322"),
+        "{}",
+        up.stderr
+    );
+    assert!(
+        up.stderr
+            .contains("agents, lifecycle commands and ssh run as dev (uid 4321, gid 4322)"),
+        "{}",
+        up.stderr
+    );
+    let w = up.json()["workspace"].clone();
+    let image = w["image"].as_str().unwrap().to_owned();
+    assert!(image.ends_with("-uid4321-4322"), "{image}");
+    let base = image.trim_end_matches("-uid4321-4322").to_owned();
+    let _images = Images(vec![image.clone(), base]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    // The lifecycle command, `exec` and the project's files: all the remote user's.
+    assert_eq!(
+        dexec(&id, "cat /workspace/users/made-by.txt"),
+        "dev\n4321\n"
+    );
+    let who = "id -un; id -u; id -g; echo $HOME; cat ~/from-image";
+    assert_eq!(
+        ctx.run(&["exec", &id, "--", "sh", "-c", who]).ok().stdout,
+        "dev\n4321\n4322\n/home/dev\ndev-home\n"
+    );
+    assert_eq!(
+        dexec(&id, "stat -c %u:%g /workspace/users/README.md"),
+        "4321:4322\n"
+    );
+    // `ssh` as the agent (no user given) and by the user's own name.
+    let user_home = tempfile::tempdir().unwrap();
+    let ssh = |args: &[&str]| {
+        common::Run::from(
+            ctx.command(args)
+                .env("HOME", user_home.path())
+                .output()
+                .unwrap(),
+        )
+        .ok()
+        .stdout
+    };
+    assert_eq!(ssh(&["ssh", &id, "--", "id", "-un"]).trim(), "dev");
+    assert_eq!(
+        ssh(&["ssh", "--user", "dev", &id, "--", "id", "-u"]).trim(),
+        "4321"
+    );
+
+    // updateRemoteUserUID false, rebuilt: the user keeps the image's ids, and the files the
+    // earlier ids owned are given to it.
+    write(
+        &proj,
+        ".devcontainer/devcontainer.json",
+        &config("\n    \"updateRemoteUserUID\": false,"),
+    );
+    let again = ctx
+        .run(&["workspace", "up", "--json", "--rebuild", &id])
+        .ok();
+    assert!(
+        !again.stderr.contains("updateRemoteUserUID:"),
+        "{}",
+        again.stderr
+    );
+    let _more = Images(vec![
+        again.json()["workspace"]["image"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    ]);
+    assert_eq!(
+        ctx.run(&["exec", &id, "--", "sh", "-c", who]).ok().stdout,
+        "dev\n1001\n1001\n/home/dev\ndev-home\n"
+    );
+    assert_eq!(
+        dexec(
+            &id,
+            "stat -c %u:%g /workspace/users/README.md /workspace/.home"
+        ),
+        "1001:1001\n1001:1001\n"
+    );
+    assert_eq!(
+        ctx.run(&[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "echo more >> made-by.txt && tail -1 made-by.txt"
+        ])
+        .ok()
+        .stdout,
+        "more\n"
+    );
 }

@@ -234,6 +234,9 @@ impl Engine {
         if let Some(p) = devcontainer {
             env.extend(p.config.container_env.clone());
             env.extend(p.run_args.env.clone());
+            if let Some(user) = &p.agent_user {
+                env.push((protocol::AGENT_USER_ENV.into(), user.clone()));
+            }
             mounts = p.mounts.clone();
             resources = p.run_args.resources.clone();
             labels.extend(p.run_args.labels.clone());
@@ -434,6 +437,9 @@ impl Engine {
         reporter.step("starting the workspace");
         self.start_verified(provider, w, bin, reporter, cancel)
             .await?;
+        if let Some(p) = devcontainer {
+            self.devcontainer_keep(provider, w, p, reporter).await?;
+        }
 
         check()?;
         if let Source::Git(url) = &w.source {
@@ -444,7 +450,7 @@ impl Engine {
                 self.run_checked(
                     provider,
                     w,
-                    &["chown", "-R", "1000:1000", CLONE_SCRATCH],
+                    &["chown", "-R", &self.agent_exec_user(w), CLONE_SCRATCH],
                     None,
                     "preparing the clone",
                 )
@@ -529,11 +535,10 @@ else git checkout --quiet -b "$b"; fi"#;
         agent_dir: Option<&str>,
         what: &str,
     ) -> Result<()> {
-        let uid = protocol::AGENT_UID;
         let spec = match agent_dir {
             Some(dir) => ExecSpec {
                 cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
-                user: Some(format!("{uid}:{uid}")),
+                user: Some(self.agent_exec_user(w)),
                 workdir: Some(dir.to_owned()),
                 env: vec![
                     ("GIT_TERMINAL_PROMPT".into(), "0".into()),

@@ -123,6 +123,7 @@ impl Engine {
         };
         let again = UpRequest {
             devcontainer: name,
+            provider: Some(w.provider.clone()),
             rebuild: true,
             ..UpRequest::default()
         };
@@ -171,6 +172,8 @@ impl Engine {
             return Err(e);
         }
         let w = self.store(|s| s.workspace(&w.id))?.unwrap_or(w);
+        self.devcontainer_keep(provider.as_ref(), &w, &prepared, reporter)
+            .await?;
         let note = self
             .devcontainer_created(provider.as_ref(), &w, &prepared, &dir, reporter)
             .await?;

@@ -33,7 +33,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(o: Output) -> Run {
+    pub fn from(o: Output) -> Run {
         Run {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -108,6 +108,9 @@ impl Ctx {
             .env("CLAUDE_VM_HOME", self.home.path())
             .env_remove("CLAUDE_VM_CONFIG")
             .env_remove("DOCKER_HOST")
+            // Whoever ran the tests through sudo is no one the workspaces should know of.
+            .env_remove("SUDO_UID")
+            .env_remove("SUDO_GID")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         c
