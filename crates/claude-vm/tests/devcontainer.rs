@@ -36,6 +36,16 @@ impl Drop for Images {
     }
 }
 
+/// The web UI's workspaces page, as `claude-vm server` serves it for this home.
+fn web_page(ctx: &Ctx) -> String {
+    let server = common::http::Server::start(ctx);
+    let token = ctx.run(&["token", "create", "web", "--json"]).ok().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.client().bearer(&token).get("/").text()
+}
+
 fn write(root: &Path, rel: &str, text: &str) {
     let path = root.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -220,6 +230,9 @@ fn a_devcontainer_is_built_with_its_features_once_its_commands_run_and_rebuild_b
         "{}",
         long.stdout
     );
+    // And listed for the web UI.
+    let page = web_page(&ctx);
+    assert!(page.contains("ports 3000 (web), db:5432"), "{page}");
 
     // The commands' output is kept: `workspace logs`.
     let logs = ctx.run(&["workspace", "logs", &id]).ok();
@@ -541,6 +554,11 @@ fn bad_devcontainer_configurations_are_refused_with_the_reason_and_leave_nothing
             .unwrap_or("")
             .contains("postCreateCommand failed"),
         "{listed:#?}"
+    );
+    let page = web_page(&ctx);
+    assert!(
+        page.contains("postCreateCommand failed with status 5"),
+        "{page}"
     );
     let id = w["id"].as_str().unwrap();
     assert_eq!(

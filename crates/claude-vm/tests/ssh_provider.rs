@@ -743,3 +743,97 @@ fn a_host_of_another_architecture_is_refused() {
     );
     assert!(sshd.installed().is_empty(), "{:?}", sshd.installed());
 }
+
+#[test]
+fn a_devcontainer_is_built_on_the_ssh_host_with_its_feature_and_commands() {
+    let sshd = Sshd::start();
+    let ctx = Ctx::new();
+    add_provider(&ctx, &sshd, "box", &[]).ok();
+    let nonce = format!("{:016x}", rand::random::<u64>());
+    let proj = ctx.path("remote-dc");
+    let write = |rel: &str, text: &str| {
+        let p = proj.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write("README.md", "# remote\n");
+    write(
+        ".devcontainer/Dockerfile",
+        &format!(
+            "FROM {}\nARG NONCE\nRUN echo \"built on the host $NONCE\" > /built\n",
+            common::test_image()
+        ),
+    );
+    write(
+        ".devcontainer/tool/devcontainer-feature.json",
+        r#"{"id": "tool", "version": "1.0.0", "options": {"flavour": {"type": "string", "default": "plain"}}}"#,
+    );
+    write(
+        ".devcontainer/tool/install.sh",
+        "#!/bin/sh\nset -e\necho \"tool $FLAVOUR\" > /tool\n",
+    );
+    write(
+        ".devcontainer/devcontainer.json",
+        &format!(
+            r#"{{
+    "build": {{"dockerfile": "Dockerfile", "args": {{"NONCE": "{nonce}"}}}},
+    "features": {{"./tool": {{"flavour": "spicy"}}}},
+    "postCreateCommand": "cat /built /tool > made.txt"
+}}"#
+        ),
+    );
+    let up = ctx
+        .run(&[
+            "workspace",
+            "up",
+            "--json",
+            proj.to_str().unwrap(),
+            "--provider",
+            "box",
+        ])
+        .ok();
+    let image = up.json()["workspace"]["image"].as_str().unwrap().to_owned();
+    // The images are the host's (the same engine here): removed when the test ends.
+    let _cleanup = scopeguard(&image);
+    // The build's own output, streamed back over ssh.
+    assert!(up.stderr.contains("RUN echo"), "{}", up.stderr);
+    assert!(
+        sshd.log().contains("Accepted publickey for root"),
+        "{}",
+        sshd.log()
+    );
+    let id = up.json()["workspace"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        dexec(&id, "cat /workspace/remote-dc/made.txt"),
+        format!("built on the host {nonce}\ntool spicy\n")
+    );
+    // Up again: the image built before is reused.
+    ctx.run(&["workspace", "delete", &id, "-y"]).ok();
+    let again = ctx
+        .run(&[
+            "workspace",
+            "up",
+            proj.to_str().unwrap(),
+            "--provider",
+            "box",
+        ])
+        .ok();
+    assert!(
+        again.stderr.contains("using the image built before"),
+        "{}",
+        again.stderr
+    );
+}
+
+/// Removes the image `tag` and its `-base` when dropped.
+fn scopeguard(tag: &str) -> impl Drop {
+    struct Rm(String);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            for t in [self.0.clone(), format!("{}-base", self.0)] {
+                let _ = Command::new("docker").args(["rmi", "-f", &t]).output();
+            }
+        }
+    }
+    Rm(tag.to_owned())
+}
