@@ -15,6 +15,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Where the binary lives inside a workspace container.
 pub const BINARY_PATH: &str = "/opt/claude-vm/bin/claude-vm";
+/// The folder of [`BINARY_PATH`]: nothing else is in it (it may be a read-only mount of the
+/// control side's copy).
+pub const BINARY_DIR: &str = "/opt/claude-vm/bin";
 
 /// Mount point of the workspace's persistent volume.
 pub const WORKSPACE_ROOT: &str = "/workspace";

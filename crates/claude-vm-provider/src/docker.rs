@@ -107,6 +107,8 @@ pub struct DockerProvider {
     unreachable: Unreachable,
     hint: String,
     client: OnceCell<Docker>,
+    /// The engine runs on this machine and can bind-mount its folders.
+    local_folders: bool,
 }
 
 impl DockerProvider {
@@ -144,13 +146,21 @@ impl DockerProvider {
                 reason,
             })
         };
-        Self::with_connector(
+        // This machine's engine through its socket, where a bind mount of this machine's
+        // folders works: not on macOS (Docker Desktop shares only some folders) and not
+        // under SELinux (the engine's containers may not read them unrelabelled).
+        let local_folders = cfg!(target_os = "linux")
+            && endpoint.starts_with("unix://")
+            && std::fs::read_to_string("/sys/fs/selinux/enforce").map_or(true, |e| e.trim() != "1");
+        let mut p = Self::with_connector(
             options,
             endpoint,
             connect,
             unreachable,
             crate::UNREACHABLE_HINT.to_owned(),
-        )
+        )?;
+        p.local_folders = local_folders;
+        Ok(p)
     }
 
     /// A provider for any engine `connect` reaches: the same containers, volumes and
@@ -169,6 +179,7 @@ impl DockerProvider {
             unreachable,
             hint,
             client: OnceCell::new(),
+            local_folders: false,
         })
     }
 
@@ -319,6 +330,10 @@ fn split_image(image: &str) -> (&str, &str) {
 impl Provider for DockerProvider {
     fn unreachable_hint(&self) -> String {
         self.hint.clone()
+    }
+
+    fn mounts_local_folders(&self) -> bool {
+        self.local_folders
     }
 
     async fn connect(&self) -> Result<(), ProviderError> {

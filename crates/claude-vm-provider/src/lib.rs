@@ -169,6 +169,13 @@ pub trait Provider: Send + Sync {
     /// Check the backend answers. Errors with [`ProviderError::Unreachable`] otherwise.
     async fn ping(&self) -> Result<(), ProviderError>;
 
+    /// Whether workspaces can bind-mount folders of this machine ([`ExtraMount::bind`]):
+    /// the backend's engine runs here and can read them. claude-vm then shares its binary
+    /// with every workspace rather than copying it into each.
+    fn mounts_local_folders(&self) -> bool {
+        false
+    }
+
     /// The backend and its version ("Docker Engine 28.2.2, linux/amd64"), for `doctor`.
     async fn describe(&self) -> Result<String, ProviderError> {
         self.ping().await.map(|()| "reachable".to_owned())

@@ -84,16 +84,22 @@ fn init_retries_a_failed_restart_of_the_daemon() {
     let w = ctx.up(&[p.to_str().unwrap()]);
     let id = w["id"].as_str().unwrap().to_owned();
     let old_pid = health(&id)["pid"].as_u64().unwrap();
+    // The binary is this machine's copy, shared read-only (not copied into the workspace).
+    let mounts = dexec(&id, "cat /proc/mounts");
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some("/opt/claude-vm/bin") && l.contains(" ro,")),
+        "{mounts}"
+    );
+    let shared = ctx.home.path().join("runtime/claude-vm");
+    let aside = ctx.home.path().join("runtime/aside");
     // The binary is gone when the daemon dies: the restart fails, and no child is left to
     // wake PID 1 up again.
-    dexec(
-        &id,
-        &format!(
-            "cp -p /opt/claude-vm/bin/claude-vm /tmp/cvm && rm /opt/claude-vm/bin/claude-vm && kill -9 {old_pid}"
-        ),
-    );
+    std::fs::rename(&shared, &aside).unwrap();
+    dexec(&id, &format!("kill -9 {old_pid}"));
     std::thread::sleep(Duration::from_secs(2));
-    dexec(&id, "cp -p /tmp/cvm /opt/claude-vm/bin/claude-vm");
+    std::fs::rename(&aside, &shared).unwrap();
     // PID 1 keeps trying and starts it once the binary is back.
     let h = health(&id);
     assert_ne!(h["pid"].as_u64(), Some(old_pid));

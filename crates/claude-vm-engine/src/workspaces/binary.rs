@@ -19,15 +19,94 @@ use super::*;
 const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
 
 impl Engine {
+    /// Put `bin` in the workspace, unless it is there already (shared from this machine,
+    /// [`Engine::binary_mount`], or copied in before).
     pub(super) async fn install_binary(
         &self,
         provider: &dyn Provider,
         id: &WorkspaceId,
         bin: &SelfBinary,
     ) -> Result<()> {
+        if provider.mounts_local_folders() {
+            // Workspaces that share it see the current one from now on.
+            let _ = self.shared_binary(bin).await;
+        }
+        let there = provider
+            .stat(id, protocol::BINARY_PATH)
+            .await
+            .ok()
+            .flatten();
+        let same = there.is_some_and(|s| {
+            s.size == bin.size
+                && s.mtime
+                    .as_deref()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|t| t.as_second() == bin.mtime as i64)
+        });
+        if same {
+            return Ok(());
+        }
         let tar = pack::stream(None, vec![binary_extra(bin)], Arc::new(AtomicU64::new(0)));
         provider.upload(id, "/", tar).await?;
         Ok(())
+    }
+
+    /// The read-only mount of this machine's folder holding `bin` at the binary's place in
+    /// a workspace, when the provider can mount this machine's folders: no copy of the binary
+    /// (tens of MB) per workspace, and every workspace made so runs the current one after
+    /// its next start. `None` (the binary is copied in) otherwise, or when the folder
+    /// cannot be made.
+    pub(super) async fn binary_mount(
+        &self,
+        provider: &dyn Provider,
+        bin: &SelfBinary,
+    ) -> Option<claude_vm_provider::ExtraMount> {
+        if !provider.mounts_local_folders() {
+            return None;
+        }
+        match self.shared_binary(bin).await {
+            Ok(dir) => Some(claude_vm_provider::ExtraMount {
+                source: dir.display().to_string(),
+                target: protocol::BINARY_DIR.to_owned(),
+                read_only: true,
+                bind: true,
+            }),
+            Err(e) => {
+                tracing::warn!("the binary is copied into the workspace: {e}");
+                None
+            }
+        }
+    }
+
+    /// `$CLAUDE_VM_HOME/runtime/`, holding `bin` as `claude-vm` (same size and time, so the
+    /// same fingerprint): replaced at once (renamed into place) when it holds another.
+    async fn shared_binary(&self, bin: &SelfBinary) -> Result<std::path::PathBuf> {
+        let dir = self.home.root().join("runtime");
+        let (from, size, mtime) = (bin.path.clone(), bin.size, bin.mtime);
+        let target = dir.clone();
+        crate::off_worker(move || -> std::io::Result<()> {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let file = target.join("claude-vm");
+            if let Ok(m) = std::fs::metadata(&file)
+                && m.size() == size
+                && m.mtime() == mtime as i64
+            {
+                return Ok(());
+            }
+            std::fs::create_dir_all(&target)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+            let part = target.join(format!(".claude-vm.{}.part", std::process::id()));
+            std::fs::copy(&from, &part)?;
+            let f = std::fs::File::options().write(true).open(&part)?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+            f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime))?;
+            f.sync_all()?;
+            std::fs::rename(&part, &file)
+        })
+        .map_err(|e| {
+            EngineError::InvalidInput(format!("cannot keep the binary in {}: {e}", dir.display()))
+        })?;
+        Ok(dir)
     }
 
     pub(super) async fn exec_health(

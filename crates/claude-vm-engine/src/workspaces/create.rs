@@ -310,11 +310,17 @@ impl Engine {
         }
         check()?;
         let dir = project_dir(&w.project);
+        let shared_binary = self.binary_mount(provider, bin).await;
+        let mut spec = self.container_spec(w, &w.image, devcontainer);
+        spec.mounts.extend(shared_binary.clone());
         touched.store(true, Ordering::SeqCst);
-        provider
-            .create(&self.container_spec(w, &w.image, devcontainer))
-            .await?;
+        provider.create(&spec).await?;
         check()?;
+        // The binary travels with the rest unless the workspace shares this machine's.
+        let binary: Vec<Extra> = match shared_binary {
+            Some(_) => Vec::new(),
+            None => vec![binary_extra(bin)],
+        };
 
         if let Some(fill) = restore {
             // The volume as the snapshot holds it (project, state folder with the
@@ -336,8 +342,10 @@ impl Engine {
             reporter.progress(fill.total, fill.total);
             reporter.progress_end();
             check()?;
-            let tar = pack::stream(None, vec![binary_extra(bin)], Arc::new(AtomicU64::new(0)));
-            provider.upload(&w.id, "/", tar).await?;
+            if !binary.is_empty() {
+                let tar = pack::stream(None, binary, Arc::new(AtomicU64::new(0)));
+                provider.upload(&w.id, "/", tar).await?;
+            }
             check()?;
             reporter.step("starting the workspace");
             return self
@@ -349,8 +357,8 @@ impl Engine {
         // One archive: the binary, the state folder, and the project (or an empty folder
         // for a clone), extracted at / so it lands in the image and in the volume at once.
         let ws_root = protocol::WORKSPACE_ROOT.trim_start_matches('/');
-        let mut extras = vec![
-            binary_extra(bin),
+        let mut extras = binary;
+        extras.extend([
             Extra {
                 path: format!("{ws_root}/").into(),
                 content: ExtraContent::Dir,
@@ -369,7 +377,7 @@ impl Engine {
                 mode: 0o600,
                 mtime: bin.mtime,
             },
-        ];
+        ]);
         let counter = Arc::new(AtomicU64::new(0));
         let plan = match local_root {
             Some(root) => {

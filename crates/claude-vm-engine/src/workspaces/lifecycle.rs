@@ -153,11 +153,12 @@ impl Engine {
         provider.stop(&w.id, Duration::from_secs(10)).await?;
         provider.remove_container(&w.id).await?;
         let replaced = async {
-            provider
-                .create(&self.container_spec(&w, &prepared.image, Some(&prepared)))
-                .await?;
-            self.store(|s| s.set_image(&w.id, &prepared.image))?;
             let bin = self_binary()?;
+            let mut spec = self.container_spec(&w, &prepared.image, Some(&prepared));
+            spec.mounts
+                .extend(self.binary_mount(provider.as_ref(), &bin).await);
+            provider.create(&spec).await?;
+            self.store(|s| s.set_image(&w.id, &prepared.image))?;
             self.install_binary(provider.as_ref(), &w.id, &bin).await?;
             reporter.step("starting the workspace");
             self.start_verified(provider.as_ref(), &w, &bin, reporter, cancel)

@@ -236,16 +236,18 @@ fn observe(r: &WorkspaceRecord, live: &LiveState) -> Observed {
 struct SelfBinary {
     path: PathBuf,
     fingerprint: String,
+    size: u64,
     mtime: u64,
 }
 
 fn self_binary() -> Result<SelfBinary> {
-    let (fingerprint, path, _, mtime) = protocol::own_fingerprint().map_err(|e| {
+    let (fingerprint, path, size, mtime) = protocol::own_fingerprint().map_err(|e| {
         EngineError::InvalidInput(format!("cannot read the claude-vm executable: {e}"))
     })?;
     Ok(SelfBinary {
         path,
         fingerprint,
+        size,
         mtime: mtime.max(0) as u64,
     })
 }
