@@ -96,12 +96,18 @@ impl Engine {
             std::fs::create_dir_all(&target)?;
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
             let part = target.join(format!(".claude-vm.{}.part", std::process::id()));
-            std::fs::copy(&from, &part)?;
-            let f = std::fs::File::options().write(true).open(&part)?;
-            f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
-            f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime))?;
-            f.sync_all()?;
-            std::fs::rename(&part, &file)
+            let placed = (|| {
+                std::fs::copy(&from, &part)?;
+                let f = std::fs::File::options().write(true).open(&part)?;
+                f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+                f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime))?;
+                f.sync_all()?;
+                std::fs::rename(&part, &file)
+            })();
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&part);
+            }
+            placed
         })
         .map_err(|e| {
             EngineError::InvalidInput(format!("cannot keep the binary in {}: {e}", dir.display()))
