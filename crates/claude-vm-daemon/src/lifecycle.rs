@@ -98,6 +98,15 @@ pub struct Lifecycle {
     ready: AtomicBool,
 }
 
+/// The policy kept in `file` (the default when there is none or it cannot be read).
+pub fn saved_policy(file: &std::path::Path) -> LifecyclePolicy {
+    crate::state::read_private(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())
+        .unwrap_or_default()
+        .policy
+}
+
 impl Lifecycle {
     pub fn load(
         file: PathBuf,

@@ -244,6 +244,9 @@ pub async fn serve(
         fingerprint,
         pid: std::process::id(),
         started_at: jiff::Timestamp::now().to_string(),
+        lifecycle: Some(crate::lifecycle::saved_policy(
+            &paths.state_dir.join("lifecycle.json"),
+        )),
     };
     let mut ready = serde_json::to_value(&health).expect("health serializes");
     ready["event"] = "ready".into();

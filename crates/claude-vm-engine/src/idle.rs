@@ -78,6 +78,15 @@ impl Engine {
         let _ = self.store(|s| s.set_idle_since(&w.id, None));
         let applied = async {
             let policy = self.idle_policy(w)?;
+            // A daemon that just started with this very policy needs no link to be told it.
+            let started = self
+                .started_policy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(w.id.as_str());
+            if started == Some(policy) {
+                return Ok(());
+            }
             let (_, link) = self.link(w.id.as_str()).await?;
             link.set_lifecycle(&policy).await?;
             Ok::<_, EngineError>(())
@@ -88,6 +97,19 @@ impl Engine {
                 w.name
             ));
         }
+    }
+
+    /// What a daemon's ready line said about its policy, for the next
+    /// [`Engine::apply_idle_policy`] of that workspace.
+    pub(crate) fn daemon_started_with(
+        &self,
+        id: &claude_vm_core::WorkspaceId,
+        policy: claude_vm_protocol::api::LifecyclePolicy,
+    ) {
+        self.started_policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), policy);
     }
 
     /// `workspace set <ws> --idle-stop off|DURATION|default`: `None` goes back to

@@ -63,6 +63,9 @@ pub struct Engine {
     wake: Mutex<Wake>,
     /// The server's address, for the links in notifications.
     link_base: Mutex<Option<String>>,
+    /// The idle-stop policy each workspace's daemon said it started with, until the policy
+    /// is applied after that start.
+    started_policy: Mutex<HashMap<String, claude_vm_protocol::api::LifecyclePolicy>>,
     /// Wakes the server's notification sender.
     notify_kick: Arc<tokio::sync::Notify>,
 }
@@ -91,6 +94,7 @@ impl Engine {
             links: Mutex::new(HashMap::new()),
             wake: Mutex::new(Wake::Start(Arc::new(NullReporter))),
             link_base: Mutex::new(None),
+            started_policy: Mutex::new(HashMap::new()),
             notify_kick: Arc::new(tokio::sync::Notify::new()),
         })
     }

@@ -61,6 +61,10 @@ pub struct Health {
     pub pid: u32,
     /// RFC 3339 time the daemon started.
     pub started_at: String,
+    /// The idle-stop policy it started with (kept on the volume): the control side pushes
+    /// its own only when it differs. Absent from daemons that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<api::LifecyclePolicy>,
 }
 
 /// Identifies a build of the binary cheaply: version plus the executable's size and mtime.

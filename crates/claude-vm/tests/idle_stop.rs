@@ -414,3 +414,38 @@ fn a_message_for_a_workspace_that_cannot_start_is_kept_the_sender_told_why_and_d
     assert_eq!(users, 1, "{ev:#?}");
     drop(server);
 }
+
+#[test]
+fn a_policy_set_while_stopped_reaches_the_daemon_at_its_next_start() {
+    let ctx = common::Ctx::new();
+    let proj = ctx.path("lazy");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(proj.join("a.txt"), "a\n").unwrap();
+    let w = ctx.up(&[proj.to_str().unwrap(), "--name", "lazy"]);
+    let id = w["id"].as_str().unwrap().to_owned();
+    let kept = || -> serde_json::Value {
+        let text = common::dexec(
+            &id,
+            "cat /workspace/.claude-vm/lifecycle.json 2>/dev/null || echo '{}'",
+        );
+        serde_json::from_str(text.trim()).unwrap()
+    };
+    ctx.run(&["workspace", "down", "lazy"]).ok();
+    let set = ctx
+        .run(&["workspace", "set", "lazy", "--idle-stop", "45m", "--json"])
+        .ok()
+        .json();
+    assert_eq!(set["applied"], false, "{set}");
+    ctx.run(&["workspace", "up", "lazy"]).ok();
+    assert_eq!(kept()["policy"]["idle_stop_secs"], 2700, "{}", kept());
+    // Unchanged, the next start keeps it (the daemon said it started with it).
+    ctx.run(&["workspace", "down", "lazy"]).ok();
+    ctx.run(&["workspace", "up", "lazy"]).ok();
+    assert_eq!(kept()["policy"]["idle_stop_secs"], 2700, "{}", kept());
+    // And back to the default (config.yaml's, 30m) while stopped.
+    ctx.run(&["workspace", "down", "lazy"]).ok();
+    ctx.run(&["workspace", "set", "lazy", "--idle-stop", "default"])
+        .ok();
+    ctx.run(&["workspace", "up", "lazy"]).ok();
+    assert_eq!(kept()["policy"]["idle_stop_secs"], 1800, "{}", kept());
+}

@@ -184,6 +184,9 @@ impl Engine {
                 )));
             }
             if health.fingerprint == bin.fingerprint {
+                if let Some(policy) = health.lifecycle {
+                    self.daemon_started_with(&w.id, policy);
+                }
                 return Ok(());
             }
             if attempt == 1 {
