@@ -98,6 +98,8 @@ impl Engine {
             .enumerate()
             .map(|(i, c)| (c.display_name(i), c))
             .collect();
+        // Each outcome is recorded as soon as its attempt ends, not when the slowest of the
+        // round does: a server stopped meanwhile sends again only what was in flight.
         let attempts = due.iter().map(|p| {
             let channel = channels.get(&p.channel).copied();
             async move {
@@ -109,25 +111,27 @@ impl Engine {
                     (None, _) => Err("the channel is no longer in config.yaml".to_owned()),
                     (_, None) => Err("unreadable notification".to_owned()),
                 };
-                (p, result, channel.is_some())
+                let known = channel.is_some();
+                match result {
+                    Ok(()) => {
+                        let _ = self.store(|s| s.notify_delivered(&p.id));
+                        true
+                    }
+                    Err(e) => {
+                        let next = (known && p.attempts + 1 < MAX_ATTEMPTS)
+                            .then(|| unix_now() + backoff(p.attempts));
+                        tracing::warn!(channel = %p.channel, "notification not delivered: {e}");
+                        let _ = self.store(|s| s.notify_failed(&p.id, &e, next));
+                        false
+                    }
+                }
             }
         });
-        let mut delivered = 0;
-        for (p, result, known) in futures_util::future::join_all(attempts).await {
-            let _ = match result {
-                Ok(()) => {
-                    delivered += 1;
-                    self.store(|s| s.notify_delivered(&p.id))
-                }
-                Err(e) => {
-                    let next = (known && p.attempts + 1 < MAX_ATTEMPTS)
-                        .then(|| unix_now() + backoff(p.attempts));
-                    tracing::warn!(channel = %p.channel, "notification not delivered: {e}");
-                    self.store(|s| s.notify_failed(&p.id, &e, next))
-                }
-            };
-        }
-        delivered
+        futures_util::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
     }
 
     /// Forget notifications settled more than a week ago.

@@ -412,6 +412,23 @@ fn the_server_tells_every_channel_once_about_turns_approvals_and_keeps_trying_a_
             p.text()
         )
     };
+    // Once every channel but the dead one has nothing pending (what was sent is recorded).
+    let t = Instant::now();
+    loop {
+        let st = s.ctx.run(&["notify", "status", "--json"]).ok().json();
+        let pending: u64 = st
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["channel"] != "dead")
+            .map(|c| c["pending"].as_u64().unwrap_or(0))
+            .sum();
+        if pending == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{st:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let before: HashMap<&str, usize> = paths.into_iter().map(|p| (p, rx.at(p).len())).collect();
     server.kill();
     server.spawn();
