@@ -53,5 +53,5 @@ pub use hash::{ContentHash, IMAGE_PREFIX, content_hash};
 pub use mount::{Mount, MountKind};
 pub use ports::{ForwardPort, PortAttributes};
 pub use starter::{Stack, Starter, starter};
-pub use user::update_uid_dockerfile;
+pub use user::{is_user_name, update_uid_dockerfile};
 pub use vars::{Context, devcontainer_id};

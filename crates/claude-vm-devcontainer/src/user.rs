@@ -10,15 +10,22 @@
 
 use crate::Error;
 
-/// The user name, checked: a name or uid of the image's account files.
-fn checked_user(user: &str) -> Result<&str, Error> {
-    let ok = !user.is_empty()
-        && user.len() <= 32
+/// Whether `user` can be a user of an image's account files as a devcontainer.json names
+/// it (`remoteUser`, `containerUser`): a name or uid of letters, digits and `_.-`, starting
+/// with a letter, digit or `_`, at most 32 long; nothing a shell reads specially.
+pub fn is_user_name(user: &str) -> bool {
+    user.len() <= 32
+        && user
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && user
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && !user.starts_with('-');
-    if ok {
+}
+
+fn checked_user(user: &str) -> Result<&str, Error> {
+    if is_user_name(user) {
         Ok(user)
     } else {
         Err(Error::Dockerfile {

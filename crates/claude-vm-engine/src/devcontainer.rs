@@ -330,15 +330,7 @@ fn agent_user(config: &DevContainer, reporter: &dyn Reporter) -> Result<Option<S
         (None, Some(u)) => ("containerUser", u),
         (None, None) => return Ok(None),
     };
-    let name_ok = user.len() <= 32
-        && user
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !name_ok {
+    if !dc::is_user_name(user) {
         return Err(EngineError::InvalidInput(format!(
             "{property} {user:?} in devcontainer.json is not a user name"
         )));

@@ -210,12 +210,14 @@ impl Engine {
         }
     }
 
-    /// The container of workspace `w`, running `image`.
+    /// The container of workspace `w`, running `image`, with the shared binary mounted when
+    /// there is one ([`Engine::binary_mount`]).
     pub(super) fn container_spec(
         &self,
         w: &WorkspaceRecord,
         image: &str,
         devcontainer: Option<&crate::devcontainer::Prepared>,
+        shared_binary: Option<&claude_vm_provider::ExtraMount>,
     ) -> CreateSpec {
         let dir = project_dir(&w.project);
         let mut labels = BTreeMap::new();
@@ -241,6 +243,7 @@ impl Engine {
             resources = p.run_args.resources.clone();
             labels.extend(p.run_args.labels.clone());
         }
+        mounts.extend(shared_binary.cloned());
         CreateSpec {
             id: w.id.clone(),
             name: w.name.to_string(),
@@ -311,8 +314,7 @@ impl Engine {
         check()?;
         let dir = project_dir(&w.project);
         let shared_binary = self.binary_mount(provider, bin).await;
-        let mut spec = self.container_spec(w, &w.image, devcontainer);
-        spec.mounts.extend(shared_binary.clone());
+        let spec = self.container_spec(w, &w.image, devcontainer, shared_binary.as_ref());
         touched.store(true, Ordering::SeqCst);
         provider.create(&spec).await?;
         check()?;

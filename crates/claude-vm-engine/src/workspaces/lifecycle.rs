@@ -154,10 +154,10 @@ impl Engine {
         provider.remove_container(&w.id).await?;
         let replaced = async {
             let bin = self_binary()?;
-            let mut spec = self.container_spec(&w, &prepared.image, Some(&prepared));
-            spec.mounts
-                .extend(self.binary_mount(provider.as_ref(), &bin).await);
-            provider.create(&spec).await?;
+            let shared = self.binary_mount(provider.as_ref(), &bin).await;
+            provider
+                .create(&self.container_spec(&w, &prepared.image, Some(&prepared), shared.as_ref()))
+                .await?;
             self.store(|s| s.set_image(&w.id, &prepared.image))?;
             self.install_binary(provider.as_ref(), &w.id, &bin).await?;
             reporter.step("starting the workspace");
