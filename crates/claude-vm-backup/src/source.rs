@@ -11,7 +11,7 @@
 //! never opened is dropped once the archiver has walked past it, and a file opened but not
 //! fetched (or fetched after a failure) is read on its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -212,7 +212,8 @@ pub(crate) struct Prefetch {
 
 #[derive(Default)]
 struct Window {
-    fetched: HashMap<usize, Fetched>,
+    /// By place: ordered, so what the archiver passed over is dropped from the front.
+    fetched: BTreeMap<usize, Fetched>,
     bytes: usize,
     /// Every place before this one has been fetched (or given up on).
     next: usize,
@@ -347,16 +348,11 @@ impl Prefetch {
     }
 
     fn drop_before(w: &mut Window, place: usize) {
-        if w.fetched.keys().any(|k| *k < place) {
-            let mut freed = 0;
-            w.fetched.retain(|k, f| {
-                let keep = *k >= place;
-                if !keep {
-                    freed += size_of(f);
-                }
-                keep
-            });
-            w.bytes -= freed;
+        while let Some(entry) = w.fetched.first_entry() {
+            if *entry.key() >= place {
+                break;
+            }
+            w.bytes -= size_of(&entry.remove());
         }
     }
 
