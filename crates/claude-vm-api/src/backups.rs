@@ -83,3 +83,58 @@ pub struct Restore {
     #[serde(default)]
     pub image: Option<String>,
 }
+
+/// Query of `GET /api/v1/backups/export`: one snapshot as a portable archive (the file
+/// `claude-vm workspace export` writes), streamed with its length.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// The workspace (existing, or deleted: its old name or id).
+    pub workspace: String,
+    /// A snapshot id or unique prefix; default: the workspace's newest.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+/// Query of `POST /api/v1/backups/import`, whose body is an export archive
+/// (`application/x-tar`). The answer is the same as creating a workspace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// Name of the new workspace; default: the exported one's, when it is free.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+impl ImportQuery {
+    /// The query string (without `?`).
+    pub fn to_query(&self) -> String {
+        crate::encode::query([
+            ("name", self.name.as_deref()),
+            ("provider", self.provider.as_deref()),
+            ("image", self.image.as_deref()),
+        ])
+    }
+}
+
+/// `POST /api/v1/backups/purge`: every snapshot of a deleted workspace (its old name or
+/// id), and the data only they use, removed. A workspace that still exists is refused:
+/// `DELETE /api/v1/workspaces/{workspace}?purge=true` deletes it with its backups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purge {
+    pub workspace: String,
+}
+
+/// What `POST /api/v1/backups/purge` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    /// The deleted workspace's id.
+    pub workspace_id: String,
+    /// How many snapshots were removed.
+    pub purged: u64,
+}

@@ -16,7 +16,10 @@ mod workspaces;
 
 use serde::{Deserialize, Serialize};
 
-pub use backups::{BackupList, BackupsQuery, Forget, Forgotten, Restore, Snapshot};
+pub use backups::{
+    BackupList, BackupsQuery, ExportQuery, Forget, Forgotten, ImportQuery, Purge, Purged, Restore,
+    Snapshot,
+};
 pub use claude_vm_protocol::api::{
     Conversation, ConversationStatus, Decision, Diff, Event, FileInfo, PermissionMode, Sent,
 };
@@ -27,8 +30,8 @@ pub use conversations::{
 pub use exec::{Encoding, Exec, ExecLine, ExecQuery};
 pub use files::{DiffQuery, Listing, PathQuery};
 pub use workspaces::{
-    Agents, BackupTaken, CreateWorkspace, Down, IdleStopPolicy, Provider, SetIdleStop, Unreachable,
-    UpOutcome, UploadQuery, Workspace, WorkspaceList,
+    Agents, BackupTaken, CreateWorkspace, DeleteQuery, Down, IdleStopPolicy, Provider, SetIdleStop,
+    Unreachable, UpOutcome, UploadQuery, Workspace, WorkspaceList,
 };
 
 /// Every answer that is not 2xx: `{"error": "...", "hint": "..."}` (the daemon's error

@@ -183,6 +183,20 @@ pub struct Down {
     pub timeout: Option<u64>,
 }
 
+/// Query of `DELETE /api/v1/workspaces/{workspace}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Also remove every snapshot of it (and the data only they use); no final backup is
+    /// taken then.
+    #[serde(default)]
+    pub purge: bool,
+    /// Delete even when its final backup cannot be taken (what changed since its last
+    /// backup is lost).
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// One of `GET /api/v1/providers` (secret option values masked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provider {

@@ -54,7 +54,9 @@ pub enum BackupError {
     )]
     Incomplete { count: usize, example: String },
     #[error("the workspace's file list is not valid: {0}")]
-    BadScan(#[from] scan::BadScan),
+    BadScan(scan::BadScan),
+    #[error("the scan of the workspace's files was stopped: {0}")]
+    ScanStopped(String),
     #[error("invalid backup settings: {0}")]
     Config(String),
     #[error("{0}")]
@@ -686,4 +688,13 @@ fn same_entry(old: &Node, new: &Node) -> bool {
     a.atime = None;
     b.atime = None;
     old.name == new.name && old.node_type == new.node_type && a == b
+}
+
+impl From<scan::BadScan> for BackupError {
+    fn from(e: scan::BadScan) -> BackupError {
+        match e {
+            scan::BadScan::Stopped { reason } => BackupError::ScanStopped(reason),
+            other => BackupError::BadScan(other),
+        }
+    }
 }

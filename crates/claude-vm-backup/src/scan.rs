@@ -29,6 +29,11 @@ pub enum ScanLine {
     Error {
         error: String,
     },
+    /// The scan ended before its end, and why (the daemon's last line when it stops a scan
+    /// that made no progress): the backup fails.
+    Stopped {
+        stopped: String,
+    },
 }
 
 /// What to leave out of a scan.
@@ -158,6 +163,10 @@ pub enum BadScan {
     },
     #[error("line {line}: the node's name does not match path {path:?}")]
     Name { line: u64, path: PathBuf },
+    /// A [`ScanLine::Stopped`]: its reason, printable characters only (an agent may have
+    /// written it).
+    #[error("{reason}")]
+    Stopped { reason: String },
 }
 
 /// Checks a scan line by line: every path plain, absolute, strictly below `root`, in
@@ -188,6 +197,15 @@ impl Checker {
         })?;
         let (path, node) = match parsed {
             ScanLine::Error { error } => return Ok(Err(error)),
+            ScanLine::Stopped { stopped } => {
+                return Err(BadScan::Stopped {
+                    reason: stopped
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(500)
+                        .collect(),
+                });
+            }
             ScanLine::Entry { path, node } => (path, *node),
         };
         let plain = path.is_absolute()
@@ -255,7 +273,7 @@ mod tests {
             .into_iter()
             .filter_map(|l| match l {
                 ScanLine::Entry { path, .. } => Some(path.display().to_string()),
-                ScanLine::Error { .. } => None,
+                ScanLine::Error { .. } | ScanLine::Stopped { .. } => None,
             })
             .collect()
     }
@@ -343,5 +361,10 @@ mod tests {
                 .unwrap_err(),
             "permission denied"
         );
+        // A scan stopped early fails, with its reason in printable characters only.
+        match Checker::new(d.path()).check(br#"{"stopped":"no progress\u001b[2J\nfor 3s"}"#) {
+            Err(BadScan::Stopped { reason }) => assert_eq!(reason, "no progress[2Jfor 3s"),
+            other => panic!("{other:?}"),
+        }
     }
 }

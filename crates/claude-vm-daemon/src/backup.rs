@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use claude_vm_backup::scan::{self, ScanOptions};
@@ -35,8 +36,10 @@ const SCAN_MEMORY: u64 = 2 << 30;
 /// Largest body of a `read-many` request (its paths).
 const READ_MANY_BODY: u64 = 8 << 20;
 
-/// How long the scanning child may go without listing anything before it is stopped.
-const SCAN_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long the scanning child may go without listing anything before it is stopped,
+/// unless the request says otherwise (`stall_secs`, 1 to [`SCAN_STALL_MAX`]).
+const SCAN_STALL: Duration = Duration::from_secs(120);
+const SCAN_STALL_MAX: u64 = 3600;
 
 pub fn handles(segments: &[&str]) -> bool {
     matches!(segments, ["backup", "scan" | "read" | "read-many"])
@@ -56,7 +59,21 @@ pub async fn route(
             let flag = |k: &str| matches!(query.get(k).map(String::as_str), Some("1" | "true"));
             match query.get("part").map(String::as_str) {
                 Some("state") => scan_state(&state.root),
-                Some("agent") => scan_agent(&state.root, flag("include_ignored")).await,
+                Some("agent") => {
+                    let stall = match query.get("stall_secs").map(|s| s.parse::<u64>()) {
+                        None => SCAN_STALL,
+                        Some(Ok(s)) if (1..=SCAN_STALL_MAX).contains(&s) => Duration::from_secs(s),
+                        Some(_) => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                format!(
+                                    "stall_secs must be a whole number of seconds from 1 to {SCAN_STALL_MAX}"
+                                ),
+                            );
+                        }
+                    };
+                    scan_agent(&state.root, flag("include_ignored"), stall).await
+                }
                 _ => error(StatusCode::BAD_REQUEST, "part must be `state` or `agent`"),
             }
         }
@@ -146,7 +163,7 @@ impl std::io::Write for ChunkSender {
 /// The agent's part of the volume, scanned by a child with the agent's privileges; its
 /// output is passed on as it comes (the control side checks it). The child is killed if
 /// the client goes away.
-async fn scan_agent(root: &Path, include_ignored: bool) -> Response<Body> {
+async fn scan_agent(root: &Path, include_ignored: bool, stall: Duration) -> Response<Body> {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -201,21 +218,34 @@ async fn scan_agent(root: &Path, include_ignored: bool) -> Response<Body> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
+        // Why the scan ended early, told as its last line (the control side fails the
+        // backup on it and shows why); the child is killed when this task ends.
+        let stop = |why: String| {
+            let mut line = b"\n".to_vec();
+            serde_json::to_writer(&mut line, &scan::ScanLine::Stopped { stopped: why })
+                .expect("serializable");
+            line.push(b'\n');
+            Ok(Bytes::from(line))
+        };
         loop {
             tokio::select! {
-                n = tokio::time::timeout(SCAN_STALL, stdout.read(&mut buf)) => match n.unwrap_or_else(|_| Err(std::io::Error::other(format!(
-                    "the scan made no progress for {}s (a file it must read, such as a .gitignore, may be a FIFO); it was stopped",
-                    SCAN_STALL.as_secs()
-                )))) {
-                    Ok(0) => break,
-                    Ok(n) => {
+                n = tokio::time::timeout(stall, stdout.read(&mut buf)) => match n {
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => {
                         if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
                             // The client went away: kill_on_drop ends the child.
                             return;
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                    Ok(Err(e)) => {
+                        let _ = tx.send(stop(format!("reading the scan failed: {e}"))).await;
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = tx.send(stop(format!(
+                            "it made no progress for {}s (a file it must read, such as a .gitignore, may be a FIFO or otherwise endless)",
+                            stall.as_secs()
+                        ))).await;
                         return;
                     }
                 },
@@ -226,11 +256,13 @@ async fn scan_agent(root: &Path, include_ignored: bool) -> Response<Body> {
             Ok(s) if s.success() => {}
             Ok(s) => {
                 let _ = tx
-                    .send(Err(std::io::Error::other(format!("the scan failed ({s})"))))
+                    .send(stop(format!(
+                        "it failed ({s}; a file it must read, such as a .gitignore, may be endless)"
+                    )))
                     .await;
             }
             Err(e) => {
-                let _ = tx.send(Err(e)).await;
+                let _ = tx.send(stop(format!("waiting for it failed: {e}"))).await;
             }
         }
     });

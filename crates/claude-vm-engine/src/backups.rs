@@ -179,15 +179,17 @@ impl Engine {
         let scan = async {
             let ((state, state_errors), (agent, agent_errors)) = tokio::try_join!(
                 async {
-                    read_scan(link.backup_scan("state", false).await?, |p| {
+                    read_scan(link.backup_scan("state", false, None).await?, |p| {
                         p.starts_with(&state_dir)
                     })
                     .await
                 },
                 async {
-                    read_scan(link.backup_scan("agent", include_ignored).await?, |p| {
-                        !p.starts_with(&state_dir)
-                    })
+                    read_scan(
+                        link.backup_scan("agent", include_ignored, scan_stall_secs())
+                            .await?,
+                        |p| !p.starts_with(&state_dir),
+                    )
                     .await
                 },
             )
@@ -341,6 +343,24 @@ impl Engine {
         self.with_repo(None, move |repo| repo.purge(&id)).await
     }
 
+    /// Every backup of a deleted workspace (named by its old name or id) removed: its id and
+    /// how many snapshots went. A workspace that still exists is refused: `delete` with
+    /// `purge` removes it with its backups.
+    pub async fn purge_deleted(&self, target: &str) -> Result<(String, usize)> {
+        if let Ok(w) = self.find_workspace(target) {
+            return Err(EngineError::InvalidInput(format!(
+                "workspace {} still exists; `claude-vm workspace delete --purge {}` deletes it with its backups",
+                w.name, w.name
+            )));
+        }
+        let snaps = self.backups(Some(target)).await?;
+        let Some(id) = snaps.last().and_then(|s| s.workspace_id.clone()) else {
+            return Err(EngineError::NoBackups(target.to_owned()));
+        };
+        let n = self.purge_backups(&id).await?;
+        Ok((id, n))
+    }
+
     /// Does the repository (if it exists: this never creates one) hold snapshots of a
     /// deleted workspace called `name`? For the hint of `up <name>`.
     pub(crate) async fn deleted_with_backups(&self, name: &str) -> Option<SnapshotInfo> {
@@ -361,6 +381,17 @@ impl Engine {
             s.workspace_name.as_deref() == Some(name) || s.workspace_id.as_deref() == Some(name)
         })
     }
+}
+
+/// How long the agent's scan may list nothing before its daemon stops it:
+/// `CLAUDE_VM_SCAN_STALL_SECS` (1 to 3600; for diagnosis and the tests), else the daemon's
+/// default.
+fn scan_stall_secs() -> Option<u64> {
+    std::env::var("CLAUDE_VM_SCAN_STALL_SECS")
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|s| (1..=3600).contains(s))
 }
 
 /// Read a whole scan, checking each line; `allowed` says which paths this part may list.
@@ -850,7 +881,25 @@ fn manifest_of(s: &SnapshotInfo) -> ExportManifest {
     }
 }
 
-fn read_manifest(file: &Path) -> Result<ExportManifest> {
+/// An export archive read through to its end (blocking): its manifest and how many entries
+/// follow it. For an archive that arrived over the network, whose every entry must be there.
+pub fn inspect_export(file: &Path) -> Result<(ExportManifest, u64)> {
+    let manifest = read_manifest(file)?;
+    let bad = |e: std::io::Error| {
+        EngineError::InvalidInput(format!("{} is not a whole export: {e}", file.display()))
+    };
+    let f = std::fs::File::open(file).map_err(bad)?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
+    let mut entries = 0u64;
+    for entry in archive.entries().map_err(bad)? {
+        entry.map_err(bad)?;
+        entries += 1;
+    }
+    Ok((manifest, entries.saturating_sub(1)))
+}
+
+/// The manifest of an export archive (its first entry).
+pub fn read_manifest(file: &Path) -> Result<ExportManifest> {
     let bad = |why: String| {
         EngineError::InvalidInput(format!(
             "{} is not a claude-vm export: {why}",

@@ -32,7 +32,10 @@ use claude_vm_store::{Home, Store};
 
 pub use agents::{AgentView, mask};
 pub use backups::BackupOutcome;
-pub use backups::{ExportManifest, ExportOutcome, RestoreRequest};
+pub use backups::{
+    ExportManifest, ExportOutcome, RestoreRequest, inspect_export,
+    read_manifest as read_export_manifest,
+};
 pub use chats::{ChatView, SUPPORTED_AGENTS};
 pub use claude_vm_backup::{BackupError, BackupReport, SnapshotInfo};
 pub use claude_vm_link::{Events, ExecEvent, ExecInput, ExecSession, Link, LinkError};

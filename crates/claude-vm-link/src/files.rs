@@ -120,14 +120,20 @@ impl Link {
     }
 
     /// A scan of the workspace for a backup, as lines of JSON: `part` is `state` (the
-    /// daemon's state folder) or `agent` (everything else on the volume).
+    /// daemon's state folder) or `agent` (everything else on the volume). `stall_secs`:
+    /// how long the agent's scan may list nothing before the daemon stops it (its default,
+    /// 120 s, when `None`).
     pub async fn backup_scan(
         &self,
         part: &str,
         include_ignored: bool,
+        stall_secs: Option<u64>,
     ) -> Result<Download, LinkError> {
+        let stall = stall_secs
+            .map(|s| format!("&stall_secs={s}"))
+            .unwrap_or_default();
         self.download(format!(
-            "/v1/backup/scan?part={}&include_ignored={include_ignored}",
+            "/v1/backup/scan?part={}&include_ignored={include_ignored}{stall}",
             encode_query(part)
         ))
         .await

@@ -19,8 +19,8 @@ use claude_vm_api::{
 use claude_vm_core::Status;
 use claude_vm_engine::{
     BackupOutcome, BackupReport, CancellationToken, ChatView, DeleteOutcome, DeleteRequest,
-    DownRequest, Engine, EngineError, Events, FinalBackup, Link, Reporter, RestoreRequest,
-    SnapshotInfo, UpOutcome, UpRequest, WorkspaceView,
+    DownRequest, Engine, EngineError, Events, ExportOutcome, FinalBackup, Link, Reporter,
+    RestoreRequest, SnapshotInfo, UpOutcome, UpRequest, WorkspaceView,
 };
 use claude_vm_protocol::api::{Conversation, Decision, Diff, Event, PermissionMode, Sent};
 use claude_vm_store::Home;
@@ -199,14 +199,28 @@ impl Backend {
         match self {
             Backend::Local(e) => Ok(e.delete(req, reporter).await?),
             Backend::Remote(r) => {
-                if req.purge || req.force {
-                    return Err(self.unsupported("workspace delete --purge/--force"));
-                }
-                let gone: claude_vm_api::Workspace = r.delete(&ws_path(&req.target, "")).await?;
+                // What a purge removes, counted first (the server answers with the
+                // workspace only).
+                let purged = if req.purge {
+                    Some(self.backups(Some(&req.target)).await?.len())
+                } else {
+                    None
+                };
+                let q = claude_vm_api::encode::query([
+                    ("purge", req.purge.then_some("true")),
+                    ("force", req.force.then_some("true")),
+                ]);
+                let path = ws_path(&req.target, "");
+                let path = if q.is_empty() {
+                    path
+                } else {
+                    format!("{path}?{q}")
+                };
+                let gone: claude_vm_api::Workspace = r.delete(&path).await?;
                 Ok(DeleteOutcome {
                     workspace: view(&gone)?,
                     backup: FinalBackup::Skipped,
-                    purged: None,
+                    purged,
                     repository: None,
                 })
             }
@@ -308,6 +322,51 @@ impl Backend {
                     o = r.post_long("/api/v1/backups/restore", &body) => outcome(o?),
                     _ = cancel.cancelled() => Err(EngineError::Interrupted.into()),
                 }
+            }
+        }
+    }
+
+    /// `workspace export`: one archive of a snapshot, written to `file` here.
+    pub async fn export(
+        &self,
+        target: &str,
+        snapshot: Option<&str>,
+        file: &Path,
+        reporter: &dyn Reporter,
+    ) -> Result<ExportOutcome> {
+        match self {
+            Backend::Local(e) => Ok(e.export(target, snapshot, file, reporter).await?),
+            Backend::Remote(r) => remote_export(r, target, snapshot, file, reporter).await,
+        }
+    }
+
+    /// `workspace import`: a new workspace from an export archive here.
+    pub async fn import(
+        &self,
+        file: &Path,
+        req: &RestoreRequest,
+        reporter: &dyn Reporter,
+        cancel: &CancellationToken,
+    ) -> Result<UpOutcome> {
+        match self {
+            Backend::Local(e) => Ok(e.import(file, req, reporter, cancel).await?),
+            Backend::Remote(r) => tokio::select! {
+                o = remote_import(r, file, req, reporter) => o,
+                _ = cancel.cancelled() => Err(EngineError::Interrupted.into()),
+            },
+        }
+    }
+
+    /// `delete --purge` of a workspace deleted earlier: its id and how many snapshots went.
+    pub async fn purge_deleted(&self, target: &str) -> Result<(String, usize)> {
+        match self {
+            Backend::Local(e) => Ok(e.purge_deleted(target).await?),
+            Backend::Remote(r) => {
+                let body = claude_vm_api::Purge {
+                    workspace: target.to_owned(),
+                };
+                let p: claude_vm_api::Purged = r.post_long("/api/v1/backups/purge", &body).await?;
+                Ok((p.workspace_id, p.purged as usize))
             }
         }
     }
@@ -514,11 +573,35 @@ async fn upload(
     let tar =
         claude_vm_engine::pack::stream(Some((plan, PathBuf::from("."))), vec![], counter.clone());
     let path = format!("/api/v1/workspaces?{query}");
-    // Sending takes as long as the link needs; once all is sent, the server's `up` gets
-    // the long deadline of a use case.
+    send_tar(
+        r,
+        &path,
+        tar,
+        total,
+        counter,
+        reporter,
+        "creating the workspace",
+    )
+    .await
+}
+
+/// POST a tar stream (`total` bytes, `counter` counting what was read) whose answer is a
+/// new workspace: the upload's progress (started by the caller) shown while it is sent,
+/// then the long deadline for the server to do `then`.
+async fn send_tar(
+    r: &Remote,
+    path: &str,
+    tar: impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    total: u64,
+    counter: Arc<AtomicU64>,
+    reporter: &dyn Reporter,
+    then: &str,
+) -> Result<UpOutcome> {
+    // Sending takes as long as the link needs; once all is sent, the server's use case
+    // gets the long deadline.
     let send = r.request_untimed(
         Method::POST,
-        &path,
+        path,
         Some("application/x-tar"),
         &[],
         stream_body(tar),
@@ -530,7 +613,7 @@ async fn upload(
     tokio::pin!(answer_by);
     let timed_out = || {
         anyhow!(
-            "the server at {} did not finish creating the workspace within {}s",
+            "the server at {} did not finish {then} within {}s",
             r.url(),
             crate::remote::LONG_REQUEST_TIMEOUT.as_secs()
         )
@@ -547,7 +630,7 @@ async fn upload(
                 if done >= total {
                     uploading = false;
                     reporter.progress_end();
-                    reporter.step(&format!("creating the workspace on {}", r.url()));
+                    reporter.step(&format!("{then} on {}", r.url()));
                     answer_by.as_mut().reset(
                         tokio::time::Instant::now() + crate::remote::LONG_REQUEST_TIMEOUT,
                     );
@@ -566,6 +649,181 @@ async fn upload(
     let answer: claude_vm_api::UpOutcome = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow!("unexpected answer from {}: {e}", r.url()))?;
     outcome(answer)
+}
+
+/// `workspace import` against a server: the archive checked here, then sent.
+async fn remote_import(
+    r: &Remote,
+    file: &Path,
+    req: &RestoreRequest,
+    reporter: &dyn Reporter,
+) -> Result<UpOutcome> {
+    let path = file.to_owned();
+    let manifest =
+        tokio::task::spawn_blocking(move || claude_vm_engine::read_export_manifest(&path))
+            .await
+            .map_err(|e| anyhow!("reading {} failed: {e}", file.display()))??;
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?;
+    let total = f
+        .metadata()
+        .await
+        .map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?
+        .len();
+    let query = claude_vm_api::ImportQuery {
+        name: req.name.clone(),
+        provider: req.provider.clone(),
+        image: req.image.clone(),
+    }
+    .to_query();
+    reporter.progress_start(
+        &format!(
+            "uploading {} (snapshot {} of {}, {}) to {}",
+            file.display(),
+            &manifest.snapshot[..manifest.snapshot.len().min(8)],
+            manifest.workspace_name.as_deref().unwrap_or("a workspace"),
+            claude_vm_engine::human_bytes(total),
+            r.url()
+        ),
+        total,
+    );
+    let counter = Arc::new(AtomicU64::new(0));
+    let count = counter.clone();
+    let body = futures_util::stream::unfold(Some(f), move |f| {
+        let count = count.clone();
+        async move {
+            use tokio::io::AsyncReadExt;
+            let mut f = f?;
+            let mut buf = vec![0u8; 256 * 1024];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    count.fetch_add(n as u64, Ordering::Relaxed);
+                    Some((Ok(bytes::Bytes::from(buf)), Some(f)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    });
+    send_tar(
+        r,
+        &format!("/api/v1/backups/import?{query}"),
+        body,
+        total,
+        counter,
+        reporter,
+        "creating the workspace",
+    )
+    .await
+}
+
+/// `workspace export` against a server: it makes the archive, then sends it with its
+/// length; written beside `file` and renamed into place only when whole.
+async fn remote_export(
+    r: &Remote,
+    target: &str,
+    snapshot: Option<&str>,
+    file: &Path,
+    reporter: &dyn Reporter,
+) -> Result<ExportOutcome> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let file = std::path::absolute(file).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let dir = file.parent().unwrap_or(Path::new("/")).to_owned();
+    reporter.step(&format!(
+        "the server at {} is making the archive of {target}",
+        r.url()
+    ));
+    let path = format!(
+        "/api/v1/backups/export?{}",
+        query([("workspace", Some(target)), ("snapshot", snapshot)])
+    );
+    let resp = r
+        .request(
+            Method::GET,
+            &path,
+            None,
+            &[],
+            crate::remote::empty_body(),
+            crate::remote::Deadline::Long,
+        )
+        .await?;
+    let total = resp
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "the server at {} sent the archive without its length",
+                r.url()
+            )
+        })?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir)
+        .map_err(|e| anyhow!("cannot write in {}: {e}", dir.display()))?;
+    let mut out = tokio::fs::File::from_std(
+        tmp.as_file()
+            .try_clone()
+            .map_err(|e| anyhow!("cannot write in {}: {e}", dir.display()))?,
+    );
+    reporter.progress_start(
+        &format!(
+            "downloading the archive ({})",
+            claude_vm_engine::human_bytes(total)
+        ),
+        total,
+    );
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    let broke = |got: u64, why: String| {
+        anyhow!(
+            "the archive from {} broke off after {got} of {total} bytes ({why}); nothing was written",
+            r.url()
+        )
+    };
+    let result = async {
+        loop {
+            let frame = match tokio::time::timeout(crate::remote::SILENCE_LIMIT, body.frame()).await
+            {
+                Err(_) => return Err(broke(got, "the server went silent".into())),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(broke(got, e.to_string())),
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Ok(data) = frame.into_data() {
+                got += data.len() as u64;
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| anyhow!("writing {} failed: {e}", file.display()))?;
+                reporter.progress(got, total);
+            }
+        }
+        if got != total {
+            return Err(broke(got, "it ended early".into()));
+        }
+        out.sync_all()
+            .await
+            .map_err(|e| anyhow!("writing {} failed: {e}", file.display()))?;
+        Ok(())
+    }
+    .await;
+    reporter.progress_end();
+    result?;
+    let check = tmp.path().to_owned();
+    let (manifest, entries) =
+        tokio::task::spawn_blocking(move || claude_vm_engine::inspect_export(&check))
+            .await
+            .map_err(|e| anyhow!("checking the archive failed: {e}"))??;
+    tmp.persist(&file)
+        .map_err(|e| anyhow!("cannot write {}: {}", file.display(), e.error))?;
+    Ok(ExportOutcome {
+        file,
+        bytes: total,
+        entries,
+        manifest,
+    })
 }
 
 /// A conversation, local or on the server.

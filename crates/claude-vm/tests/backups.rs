@@ -857,6 +857,51 @@ fn a_hostile_agent_cannot_make_a_backup_read_for_it_or_take_the_daemon_down() {
         "alive"
     );
     assert!(common::daemon_pid(&id).is_some());
+    // A .gitignore that is a FIFO no one writes to: the scan blocks opening it, lists
+    // nothing more, and is stopped after the stall limit (made 3 s here; 120 s by default).
+    ctx.run(&[
+        "exec",
+        "hostile",
+        "--",
+        "sh",
+        "-c",
+        "rm sub/.gitignore && mkfifo sub/.gitignore",
+    ])
+    .ok();
+    let started = Instant::now();
+    let stalled = common::Run::from(
+        ctx.command(&["workspace", "backup", "hostile"])
+            .env("CLAUDE_VM_SCAN_STALL_SECS", "3")
+            .output()
+            .unwrap(),
+    )
+    .fails();
+    let took = started.elapsed();
+    assert!(
+        stalled.stderr.contains("made no progress for 3s") && stalled.stderr.contains("FIFO"),
+        "{}",
+        stalled.stderr
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "the stalled scan took {took:?}"
+    );
+    // The stopped scan left no process behind, and the daemon answers.
+    let procs = dexec(
+        &id,
+        "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; true",
+    );
+    assert!(
+        !procs.contains("backup-scan"),
+        "a scan child is left: {procs}"
+    );
+    assert_eq!(
+        ctx.run(&["exec", "hostile", "--", "echo", "alive"])
+            .ok()
+            .stdout
+            .trim(),
+        "alive"
+    );
     // Without the endless file the backup works, and holds the links as links.
     ctx.run(&["exec", "hostile", "--", "rm", "sub/.gitignore"])
         .ok();

@@ -591,6 +591,108 @@ fn a_logged_in_cli_backs_up_lists_forgets_and_restores_on_the_server() {
         "{}",
         unknown.stderr
     );
+
+    // Carried out as an archive and back in, both through the server.
+    client.run(&["workspace", "backup", "back"]).ok();
+    let archive = client.path("back.tar");
+    let exported = client
+        .run(&[
+            "workspace",
+            "export",
+            "back",
+            "-o",
+            archive.to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    let size = std::fs::metadata(&archive).unwrap().len();
+    assert_eq!(exported["bytes"], size, "{exported}");
+    assert_eq!(exported["workspace_name"], "back", "{exported}");
+    assert!(exported["entries"].as_u64().unwrap() > 3, "{exported}");
+    let leftovers: Vec<_> = std::fs::read_dir(client.path(""))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let imported = client
+        .run(&[
+            "workspace",
+            "import",
+            archive.to_str().unwrap(),
+            "--name",
+            "again",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(imported["workspace"]["name"], "again", "{imported}");
+    let again_id = imported["workspace"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        client
+            .run(&["exec", "again", "--", "cat", "later.txt"])
+            .ok()
+            .stdout,
+        "second\n"
+    );
+    // Not an export: refused on this side, before anything is sent.
+    let junk = client.path("junk.tar");
+    std::fs::write(&junk, b"not an archive").unwrap();
+    let bad = client
+        .run(&["workspace", "import", junk.to_str().unwrap()])
+        .fails();
+    assert!(
+        bad.stderr.contains("not a claude-vm export"),
+        "{}",
+        bad.stderr
+    );
+    let unknown = client
+        .run(&[
+            "workspace",
+            "export",
+            "nosuch",
+            "-o",
+            junk.to_str().unwrap(),
+        ])
+        .fails();
+    assert!(unknown.stderr.contains("nosuch"), "{}", unknown.stderr);
+    assert_eq!(std::fs::read(&junk).unwrap(), b"not an archive");
+
+    // --purge on the server: the workspace and every snapshot of it go.
+    client.run(&["workspace", "backup", "again"]).ok();
+    let purged = client
+        .run(&["workspace", "delete", "again", "--purge", "-y", "--json"])
+        .ok()
+        .json();
+    assert!(purged["purged"].as_u64().unwrap() >= 1, "{purged}");
+    let of = |id: &str| -> usize {
+        client
+            .run(&["backup", "list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["workspace_id"] == id)
+            .count()
+    };
+    assert_eq!(of(&again_id), 0);
+
+    // Deleted earlier with its backups kept, then purged by its old name.
+    let back_id = restored["workspace"]["id"].as_str().unwrap().to_owned();
     client.run(&["workspace", "delete", "back", "-y"]).ok();
+    assert!(of(&back_id) > 0);
+    let refused = client
+        .run(&["workspace", "delete", "back", "--purge"])
+        .fails();
+    assert!(refused.stderr.contains("-y"), "{}", refused.stderr);
+    let gone = client
+        .run(&["workspace", "delete", "back", "--purge", "-y", "--json"])
+        .ok()
+        .json();
+    assert_eq!(gone["workspace_id"], back_id.as_str(), "{gone}");
+    assert_eq!(of(&back_id), 0);
     server.kill();
 }

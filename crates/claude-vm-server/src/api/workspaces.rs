@@ -9,8 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use claude_vm_api::{
-    Agents, BackupTaken, CreateWorkspace, Down, Provider, Unreachable, UpOutcome, UploadQuery,
-    Workspace, WorkspaceList,
+    Agents, BackupTaken, CreateWorkspace, DeleteQuery, Down, Provider, Unreachable, UpOutcome,
+    UploadQuery, Workspace, WorkspaceList,
 };
 use claude_vm_engine::{CancellationToken, DeleteRequest, DownRequest, NullReporter, UpRequest};
 use futures_util::StreamExt;
@@ -184,35 +184,7 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
         )));
     }
     let idle_stop = idle_stop(q.idle_stop.as_deref())?;
-    let scratch = tempfile::Builder::new()
-        .prefix("claude-vm-upload-")
-        .tempdir()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let tar_path = scratch.path().join("upload.tar");
-    let mut file = tokio::fs::File::create(&tar_path)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut stream = body.into_data_stream();
-    let mut total = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
-        total += chunk.len() as u64;
-        if total > MAX_UPLOAD {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the upload is larger than {}",
-                    claude_vm_engine::human_bytes(MAX_UPLOAD)
-                ),
-            ));
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
-    }
-    file.flush().await.ok();
-    drop(file);
+    let (scratch, tar_path) = receive(body, "claude-vm-upload-", "upload.tar").await?;
     let engine = s.engine.clone();
     let result = detached(async move {
         let project_dir = scratch.path().join(&q.project);
@@ -244,6 +216,50 @@ async fn create_from_upload(s: AppState, q: UploadQuery, body: Body) -> ApiResul
     })
     .await;
     outcome_response(result?)
+}
+
+/// A private scratch folder of the server's.
+pub(super) fn scratch_dir(prefix: &str) -> ApiResult<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A request body (at most [`MAX_UPLOAD`]) written to `name` in a new scratch folder.
+pub(super) async fn receive(
+    body: Body,
+    prefix: &str,
+    name: &str,
+) -> ApiResult<(tempfile::TempDir, std::path::PathBuf)> {
+    let scratch = scratch_dir(prefix)?;
+    let path = scratch.path().join(name);
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+        total += chunk.len() as u64;
+        if total > MAX_UPLOAD {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the upload is larger than {}",
+                    claude_vm_engine::human_bytes(MAX_UPLOAD)
+                ),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+    Ok((scratch, path))
 }
 
 /// Unpack an uploaded tar into `to` (made here), refusing entries that would land outside.
@@ -340,12 +356,14 @@ pub async fn backup(
 pub async fn remove(
     State(s): State<AppState>,
     Path(ws): Path<String>,
+    q: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Workspace>> {
+    let Query(q) = q?;
     let engine = s.engine.clone();
     let req = DeleteRequest {
         target: ws,
-        purge: false,
-        force: false,
+        purge: q.purge,
+        force: q.force,
     };
     let out = detached(async move { Ok(engine.delete(&req, &NullReporter).await?) }).await?;
     Ok(Json(typed(&out.workspace)?))

@@ -106,14 +106,8 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             yes,
             json,
         } => {
-            if *purge
-                && let Backend::Local(e) = engine
-                && matches!(
-                    e.find_workspace(workspace),
-                    Err(EngineError::UnknownWorkspace(_))
-                )
-            {
-                return purge_deleted(&rt, e, workspace, *yes, *json, quiet);
+            if *purge && !exists(&rt, engine, workspace)? {
+                return purge_deleted(&rt, engine, workspace, *yes, *json, quiet);
             }
             if !yes {
                 let (name, id) = rt.block_on(engine.find_workspace(workspace))?;
@@ -247,8 +241,8 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             snapshot,
             json,
         } => {
-            let e = engine.engine("workspace export")?;
-            let out = rt.block_on(e.export(workspace, snapshot.as_deref(), file, &reporter))?;
+            let out =
+                rt.block_on(engine.export(workspace, snapshot.as_deref(), file, &reporter))?;
             if *json {
                 print_json(&out)?;
             } else if !quiet {
@@ -273,9 +267,9 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
             image,
             json,
         } => {
-            let e = engine.engine("workspace import")?;
             let req = restore_request("", &None, name, provider, image);
-            let out = rt.block_on(e.import(file, &req, &reporter, &cancel_on_signals_in(&rt)))?;
+            let out =
+                rt.block_on(engine.import(file, &req, &reporter, &cancel_on_signals_in(&rt)))?;
             created(&out, *json, &reporter, "imported")
         }
     }
@@ -285,13 +279,13 @@ pub fn run(engine: &Backend, cmd: &WorkspaceCommand, quiet: bool) -> Result<Exit
 /// name or id) goes.
 fn purge_deleted(
     rt: &tokio::runtime::Runtime,
-    e: &claude_vm_engine::Engine,
+    engine: &Backend,
     target: &str,
     yes: bool,
     json: bool,
     quiet: bool,
 ) -> Result<ExitCode> {
-    let snaps = rt.block_on(e.backups(Some(target)))?;
+    let snaps = rt.block_on(engine.backups(Some(target)))?;
     let Some(id) = snaps.last().and_then(|s| s.workspace_id.clone()) else {
         return Err(EngineError::NoBackups(target.to_owned()).into());
     };
@@ -310,7 +304,7 @@ fn purge_deleted(
             }
         }
     }
-    let n = rt.block_on(e.purge_backups(&id))?;
+    let (id, n) = rt.block_on(engine.purge_deleted(&id))?;
     if json {
         print_json(&serde_json::json!({"workspace": null, "workspace_id": id, "purged": n}))?;
     } else if !quiet {
@@ -320,6 +314,27 @@ fn purge_deleted(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Does `target` name an existing workspace (here or on the server)?
+fn exists(rt: &tokio::runtime::Runtime, engine: &Backend, target: &str) -> Result<bool> {
+    match engine {
+        Backend::Local(e) => match e.find_workspace(target) {
+            Ok(_) => Ok(true),
+            Err(EngineError::UnknownWorkspace(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        },
+        Backend::Remote(_) => match rt.block_on(engine.find_workspace(target)) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.downcast_ref::<crate::remote::RemoteError>()
+                    .is_some_and(|r| r.status == Some(404)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        },
+    }
 }
 
 fn restore_request(
