@@ -326,6 +326,63 @@ fn a_workspace_survives_delete_through_its_backup_and_restic_reads_it() {
 }
 
 #[test]
+fn long_backups_and_restores_show_their_progress_on_a_terminal() {
+    let ctx = Ctx::new();
+    configure(&ctx, "");
+    let proj = git_project(&ctx);
+    ctx.up(&[proj.to_str().unwrap(), "--name", "slow"]);
+    // 200 MB of bytes that do not compress: seconds of work on either side.
+    ctx.run(&[
+        "exec",
+        "slow",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4; do head -c 50000000 /dev/urandom > data$i.bin; done",
+    ])
+    .ok();
+    let shell = |args: &str| {
+        format!(
+            "CLAUDE_VM_HOME={} NO_COLOR=1 {} {args}; echo exit=$?; sleep 60",
+            ctx.home.path().display(),
+            ctx.bin.display()
+        )
+    };
+    // The bar: bytes done of the total, throughput; the line above it names the files.
+    let term =
+        common::chat::Tmux::start("backup-progress", 160, 30, &shell("workspace backup slow"));
+    let during = term.wait_for("B/s", Duration::from_secs(120));
+    assert!(during.contains("files, "), "{during}");
+    // Bytes done of the total (which is in MiB: the bar may still count KiB done).
+    assert!(during.contains(" MiB"), "{during}");
+    let after = term.wait_for("exit=0", Duration::from_secs(300));
+    assert!(after.contains("backed up slow"), "{after}");
+    // A finished bar is cleared, not left behind.
+    assert!(!after.contains("B/s"), "{after}");
+    drop(term);
+    let term = common::chat::Tmux::start(
+        "restore-progress",
+        160,
+        30,
+        &shell("workspace restore slow --name slow-again"),
+    );
+    let during = term.wait_for("B/s", Duration::from_secs(120));
+    assert!(during.contains("restor"), "{during}");
+    let after = term.wait_for("exit=0", Duration::from_secs(300));
+    assert!(!after.contains("B/s"), "{after}");
+    drop(term);
+    // Not on a terminal (and with -q): no bar at all.
+    let plain = ctx.run(&["workspace", "backup", "slow"]).ok();
+    assert!(!plain.stderr.contains("B/s"), "{}", plain.stderr);
+    assert!(
+        ctx.run(&["workspace", "backup", "slow", "-q"])
+            .ok()
+            .stderr
+            .is_empty()
+    );
+}
+
+#[test]
 fn twenty_change_and_backup_cycles_restore_first_and_last_and_forget_keeps_the_newest() {
     let ctx = Ctx::new();
     configure(&ctx, "");
