@@ -109,6 +109,9 @@ pub struct DockerProvider {
     client: OnceCell<Docker>,
     /// The engine runs on this machine and can bind-mount its folders.
     local_folders: bool,
+    /// Labels every workspace's container and volume get besides their own (the machine of
+    /// a devpod provider).
+    pub(crate) extra_labels: BTreeMap<String, String>,
 }
 
 impl DockerProvider {
@@ -180,6 +183,7 @@ impl DockerProvider {
             hint,
             client: OnceCell::new(),
             local_folders: false,
+            extra_labels: BTreeMap::new(),
         })
     }
 
@@ -531,6 +535,7 @@ impl Provider for DockerProvider {
         labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
         labels.insert(LABEL_WORKSPACE.to_owned(), spec.id.to_string());
         labels.insert(LABEL_NAME.to_owned(), spec.name.clone());
+        labels.extend(self.extra_labels.clone());
         docker
             .create_volume(VolumeCreateRequest {
                 name: Some(name.clone()),

@@ -37,6 +37,16 @@ pub enum ProviderError {
         /// The build's last output lines (at most 20).
         tail: Vec<String>,
     },
+    /// A DevPod provider's command for a machine failed or said something unexpected.
+    #[error("{provider}: {what}: {reason}")]
+    Machine {
+        /// The claude-vm provider's name.
+        provider: String,
+        /// What was being done (`creating machine cvm-1a2b`).
+        what: String,
+        reason: String,
+        hint: Option<String>,
+    },
     /// The remote host cannot run this claude-vm binary.
     #[error(
         "{destination} is a {remote} machine, but this claude-vm is built for {local}: it cannot run there"
@@ -117,6 +127,7 @@ impl ProviderError {
                 "claude-vm copies itself to the host and into its workspaces: use a {local} host, \
                  or run a claude-vm built for the host's architecture"
             )),
+            ProviderError::Machine { hint, .. } => hint.clone(),
             _ => None,
         }
     }

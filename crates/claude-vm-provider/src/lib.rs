@@ -6,8 +6,10 @@
 //! [`Provider`] trait is object-safe so the engine holds `Arc<dyn Provider>` and never sees
 //! a provider SDK type: bollard stays inside [`docker`].
 
+pub mod devpod;
 pub mod docker;
 mod error;
+mod remote;
 pub mod ssh;
 
 use std::collections::{BTreeMap, HashMap};
@@ -150,6 +152,15 @@ pub struct FileStat {
     pub mtime: Option<String>,
 }
 
+/// The machine a workspace runs on, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MachineInfo {
+    /// The provider's id of the machine (`cvm-1a2b3c4d5e6f`).
+    pub id: String,
+    /// `Running`, `Busy`, `Stopped`, `NotFound`, or why it could not be asked.
+    pub state: String,
+}
+
 /// Where workspaces run. Implementations must be idempotent where noted: lifecycle calls
 /// are retried after partial failures.
 #[async_trait]
@@ -158,6 +169,28 @@ pub trait Provider: Send + Sync {
     /// their own [`ProviderError::hint`]).
     fn unreachable_hint(&self) -> String {
         UNREACHABLE_HINT.to_owned()
+    }
+
+    /// The provider that holds workspace `id`'s resources, ready for them: a provider that
+    /// creates machines makes (or picks, or starts) the workspace's machine here, telling
+    /// each step to `step`, and answers the provider of that machine. `None`: this provider
+    /// itself. The engine calls it before creating a workspace and before calls that name
+    /// no workspace (images, builds) for one.
+    async fn place(
+        &self,
+        id: &WorkspaceId,
+        step: OutputFn<'_>,
+    ) -> Result<Option<std::sync::Arc<dyn Provider>>, ProviderError> {
+        let _ = (id, step);
+        Ok(None)
+    }
+
+    /// The state of the machine workspace `id` runs on, as its provider last reported it
+    /// (`Running`, `Stopped`, `Busy`, `NotFound`), where the provider creates machines;
+    /// `None` elsewhere or when not yet known. Cheap: [`Provider::states`] fills it.
+    fn machine_state(&self, id: &WorkspaceId) -> Option<MachineInfo> {
+        let _ = id;
+        None
     }
 
     /// Connect to the backend, doing any one-time setup first (for `ssh`: checking the host
