@@ -40,6 +40,7 @@ schemas = {
         "backup_error": {"type": ["string", "null"], "description": "why the last backup attempt failed"},
         "idle_since": {"type": ["string", "null"], "description": "RFC 3339: a workspace that stopped itself for idleness had been idle since then"},
         "ports": {**arr(S), "description": "the ports its devcontainer.json forwards (`3000`, `db:5432`, `3000 (web)`); absent when none"},
+        "machine": {**obj({"id": S, "state": {"type": "string", "description": "Running, Busy, Stopped, NotFound or unknown"}}, ["id", "state"]), "description": "the machine it runs on, for a provider that creates machines (devpod); absent elsewhere"},
     }, ["id", "name", "status", "status_reason", "provider", "source", "project", "project_dir", "image", "branch", "created_at", "updated_at", "last_activity", "last_backup", "backup_error", "idle_since"]),
     "WorkspaceList": obj({
         "workspaces": arr(ref("Workspace")),

@@ -30,8 +30,8 @@ pub use conversations::{
 pub use exec::{Encoding, Exec, ExecLine, ExecQuery};
 pub use files::{DiffQuery, Listing, PathQuery};
 pub use workspaces::{
-    Agents, BackupTaken, CreateWorkspace, DeleteQuery, Down, IdleStopPolicy, Provider, SetIdleStop,
-    Unreachable, UpOutcome, UploadQuery, Workspace, WorkspaceList,
+    Agents, BackupTaken, CreateWorkspace, DeleteQuery, Down, IdleStopPolicy, Machine, Provider,
+    SetIdleStop, Unreachable, UpOutcome, UploadQuery, Workspace, WorkspaceList,
 };
 
 /// Every answer that is not 2xx: `{"error": "...", "hint": "..."}` (the daemon's error

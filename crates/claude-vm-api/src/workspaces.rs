@@ -42,6 +42,17 @@ pub struct Workspace {
     /// label); absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// The machine it runs on, for a provider that creates machines; absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
+}
+
+/// The machine a workspace runs on (a devpod provider's VM).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub id: String,
+    /// `Running`, `Busy`, `Stopped`, `NotFound`, or `unknown`.
+    pub state: String,
 }
 
 /// What `up` did (`POST /api/v1/workspaces`, `POST .../up`): `201` when it created the

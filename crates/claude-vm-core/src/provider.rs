@@ -19,15 +19,23 @@ pub enum ProviderKind {
     /// Containers on the Docker Engine of a remote Linux host, every byte over the user's
     /// SSH connection (the system OpenSSH client).
     Ssh,
+    /// Containers on machines (cloud VMs) that a DevPod provider.yaml creates, starts, stops
+    /// and deletes, or on the one host its `exec.command` reaches.
+    Devpod,
 }
 
 impl ProviderKind {
-    pub const ALL: &[ProviderKind] = &[ProviderKind::Docker, ProviderKind::Ssh];
+    pub const ALL: &[ProviderKind] = &[
+        ProviderKind::Docker,
+        ProviderKind::Ssh,
+        ProviderKind::Devpod,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Docker => "docker",
             ProviderKind::Ssh => "ssh",
+            ProviderKind::Devpod => "devpod",
         }
     }
 
@@ -36,6 +44,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Docker => DOCKER_OPTIONS,
             ProviderKind::Ssh => SSH_OPTIONS,
+            ProviderKind::Devpod => DEVPOD_OPTIONS,
         }
     }
 }
@@ -47,7 +56,7 @@ impl fmt::Display for ProviderKind {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown provider type {0:?}; known types: docker, ssh")]
+#[error("unknown provider type {0:?}; known types: docker, ssh, devpod")]
 pub struct UnknownKind(pub String);
 
 impl FromStr for ProviderKind {
@@ -56,6 +65,7 @@ impl FromStr for ProviderKind {
         match s {
             "docker" => Ok(ProviderKind::Docker),
             "ssh" => Ok(ProviderKind::Ssh),
+            "devpod" => Ok(ProviderKind::Devpod),
             _ => Err(UnknownKind(s.to_owned())),
         }
     }
@@ -81,6 +91,10 @@ pub enum ValueKind {
     LocalPath,
     /// An absolute path on the remote host.
     RemotePath,
+    /// `true` or `false`.
+    Bool,
+    /// A duration: a number and a unit, `s`, `m` or `h` (`90s`, `30m`, `1h30m`).
+    Duration,
 }
 
 /// One option a provider kind accepts.
@@ -207,6 +221,82 @@ const SSH_OPTIONS: &[OptionSpec] = with_container_options![
     },
 ];
 
+const DEVPOD_OPTIONS: &[OptionSpec] = with_container_options![
+    OptionSpec {
+        key: "source",
+        help: "where the provider.yaml is: a file, an https URL, or a GitHub repository (owner/name[@version]) whose releases carry it",
+        value: ValueKind::Text,
+        secret: false,
+        required: true,
+    },
+    OptionSpec {
+        key: "machine_reuse",
+        help: "true: workspaces share one machine; false (default): one machine per workspace",
+        value: ValueKind::Bool,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "machine_idle_stop",
+        help: "a machine shuts itself down when no workspace has run on it this long (default: the provider.yaml's agent.inactivityTimeout, else 30m; 0 never)",
+        value: ValueKind::Duration,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "machine_timeout",
+        help: "how long a machine may take to be created or started and answer (default: 10m)",
+        value: ValueKind::Duration,
+        secret: false,
+        required: false,
+    },
+    OptionSpec {
+        key: "docker_socket",
+        help: "the Docker socket on the machines (default: /var/run/docker.sock)",
+        value: ValueKind::RemotePath,
+        secret: false,
+        required: false,
+    },
+];
+
+/// Whether `key` names an option of a DevPod provider.yaml (`DIGITALOCEAN_TOKEN`, `REGION`):
+/// upper-case letters, digits and `_`, as provider.yaml requires. Checked against the
+/// provider.yaml itself when the provider is added.
+pub fn is_manifest_option(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Parse `90s`, `30m`, `1h30m`, `0` (a sequence of numbers with the units `s`, `m`, `h`).
+pub fn parse_duration_secs(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut any = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().ok()?;
+        digits.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        any = true;
+    }
+    (digits.is_empty() && any).then_some(total)
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OptionError {
     #[error("option {0:?} is not of the form key=value")]
@@ -241,6 +331,17 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), OptionError> {
 /// Check one option against the kind's schema. An empty value is allowed: it removes the
 /// option in `set-options`.
 pub fn validate_option(kind: ProviderKind, key: &str, value: &str) -> Result<(), OptionError> {
+    if kind == ProviderKind::Devpod && is_manifest_option(key) {
+        return if value.chars().any(|c| c.is_control() && c != '\n') {
+            Err(OptionError::BadValue {
+                key: key.to_owned(),
+                value: value.to_owned(),
+                why: "control characters are not allowed",
+            })
+        } else {
+            Ok(())
+        };
+    }
     let Some(spec) = kind.options().iter().find(|o| o.key == key) else {
         let known = kind
             .options()
@@ -248,6 +349,11 @@ pub fn validate_option(kind: ProviderKind, key: &str, value: &str) -> Result<(),
             .map(|o| o.key)
             .collect::<Vec<_>>()
             .join(", ");
+        let known = if kind == ProviderKind::Devpod {
+            format!("{known}, and the provider.yaml's own options (UPPER_CASE names)")
+        } else {
+            known
+        };
         return Err(OptionError::UnknownKey {
             key: key.to_owned(),
             kind,
@@ -324,6 +430,14 @@ pub fn validate_option(kind: ProviderKind, key: &str, value: &str) -> Result<(),
                 Ok(())
             }
         }
+        ValueKind::Bool => match value {
+            "true" | "false" => Ok(()),
+            _ => bad("expected true or false"),
+        },
+        ValueKind::Duration => match parse_duration_secs(value) {
+            Some(_) => Ok(()),
+            None => bad("expected a duration such as 90s, 30m or 1h30m (0: never)"),
+        },
     }
 }
 
@@ -417,6 +531,35 @@ pub fn validate_provider_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_devpod_options_are_checked() {
+        for (text, secs) in [
+            ("0", Some(0)),
+            ("90s", Some(90)),
+            ("30m", Some(1800)),
+            ("1h30m", Some(5400)),
+            ("2h", Some(7200)),
+        ] {
+            assert_eq!(parse_duration_secs(text), secs, "{text}");
+        }
+        for bad in ["", "30", "m", "1x", "-5m", "1h30", "1.5h"] {
+            assert_eq!(parse_duration_secs(bad), None, "{bad}");
+        }
+        let kind = ProviderKind::Devpod;
+        assert!(validate_option(kind, "source", "./provider.yaml").is_ok());
+        assert!(validate_option(kind, "DIGITALOCEAN_TOKEN", "dop_v1_x").is_ok());
+        assert!(validate_option(kind, "REGION", "bad\u{1}value").is_err());
+        assert!(validate_option(kind, "machine_reuse", "yes").is_err());
+        assert!(validate_option(kind, "machine_idle_stop", "10m").is_ok());
+        assert!(validate_option(kind, "machine_idle_stop", "soon").is_err());
+        let unknown = validate_option(kind, "Region", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("UPPER_CASE"), "{unknown}");
+        assert_eq!("devpod".parse::<ProviderKind>(), Ok(ProviderKind::Devpod));
+        assert!(check_required(kind, &BTreeMap::new()).is_err());
+    }
 
     #[test]
     fn docker_option_validation() {
@@ -518,7 +661,7 @@ mod tests {
         }
         assert_eq!(
             "fly".parse::<ProviderKind>().unwrap_err().to_string(),
-            "unknown provider type \"fly\"; known types: docker, ssh"
+            "unknown provider type \"fly\"; known types: docker, ssh, devpod"
         );
     }
 

@@ -43,7 +43,7 @@ pub use doctor::{Check, Verdict};
 pub use error::{EngineError, Result};
 pub use idle::{IdleStopSet, Wake};
 pub use notify::TestOutcome;
-pub use providers::ProviderView;
+pub use providers::{AddDialog, MachineView, MissingOption, ProviderView};
 pub use report::{NullReporter, Reporter};
 pub use tokio_util::sync::CancellationToken;
 pub use workspaces::{
@@ -172,6 +172,13 @@ impl Engine {
             claude_vm_core::provider::ProviderKind::Ssh => Arc::new(
                 claude_vm_provider::ssh::provider(&record.options, self.home.root())?,
             ),
+            claude_vm_core::provider::ProviderKind::Devpod => {
+                Arc::new(claude_vm_provider::devpod::DevpodProvider::new(
+                    name,
+                    &record.options,
+                    &self.provider_folder(name),
+                )?)
+            }
         };
         self.providers
             .lock()

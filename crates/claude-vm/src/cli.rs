@@ -300,7 +300,7 @@ pub enum TokenCommand {
 pub enum ProviderCommand {
     /// Add a provider
     #[command(
-        after_help = "Examples:\n  claude-vm provider add gpu-box --type docker --option host=tcp://10.0.0.5:2375 --option cpus=8\n  claude-vm provider add small --type docker --option memory=2g\n  claude-vm provider add box --type ssh --option host=build.example.com --option user=dev\n  claude-vm provider add lab --type ssh --option host=10.0.0.7 --option port=2222 --option identity=~/.ssh/id_ed25519\n\nDocker options: host, network, cpus, memory, image, registry_user, registry_password.\nSSH options: host (required), user, port, identity, known_hosts, ssh_config, docker_socket, and the Docker ones but host.\n\nAn ssh provider runs workspaces as Docker containers on a remote Linux host, all traffic over your SSH connection (your ssh config, agent, keys and known_hosts apply; claude-vm never prompts and never accepts an unknown host key). Adding it logs in, checks the host and installs claude-vm there."
+        after_help = "Examples:\n  claude-vm provider add gpu-box --type docker --option host=tcp://10.0.0.5:2375 --option cpus=8\n  claude-vm provider add small --type docker --option memory=2g\n  claude-vm provider add box --type ssh --option host=build.example.com --option user=dev\n  claude-vm provider add lab --type ssh --option host=10.0.0.7 --option port=2222 --option identity=~/.ssh/id_ed25519\n\nDocker options: host, network, cpus, memory, image, registry_user, registry_password.\nSSH options: host (required), user, port, identity, known_hosts, ssh_config, docker_socket, and the Docker ones but host.\n\nAn ssh provider runs workspaces as Docker containers on a remote Linux host, all traffic over your SSH connection (your ssh config, agent, keys and known_hosts apply; claude-vm never prompts and never accepts an unknown host key). Adding it logs in, checks the host and installs claude-vm there.\n\nA devpod provider uses a DevPod provider.yaml: workspaces run on machines (cloud VMs) it creates, stops with the last workspace on them, starts again and deletes with the last workspace:\n  claude-vm provider add digitalocean            # the published provider; asks for its required options\n  claude-vm provider add aws --option AWS_REGION=eu-west-1\n  claude-vm provider add mine --type devpod --option source=./provider.yaml\n  claude-vm provider add hz --type devpod --option source=mrsimonemms/devpod-provider-hetzner@v0.2.0\nShortcuts: digitalocean, aws, gcloud, azure, hetzner (their published provider.yaml). The provider.yaml's options are UPPER_CASE; claude-vm's own: source, machine_reuse, machine_idle_stop, machine_timeout, docker_socket and the Docker ones but host."
     )]
     Add {
         /// Name to refer to it by
@@ -311,10 +311,21 @@ pub enum ProviderCommand {
         /// Set an option (repeatable)
         #[arg(long = "option", short = 'o', value_name = "KEY=VALUE")]
         options: Vec<String>,
-        /// Add it without connecting first (an ssh provider is otherwise checked)
+        /// Add it without connecting first (an ssh provider is otherwise checked; a devpod
+        /// provider's init command is otherwise run)
         #[arg(long)]
         no_check: bool,
+        /// Never ask for options: fail naming the required ones that are missing
+        #[arg(long)]
+        no_input: bool,
         /// Print the provider as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the machines a devpod provider made, with their state; flags the unused ones
+    Machines {
+        name: String,
+        /// Print JSON
         #[arg(long)]
         json: bool,
     },
@@ -787,6 +798,25 @@ pub enum AgentCommand {
         /// The Docker socket
         #[arg(long, default_value = "/var/run/docker.sock")]
         socket: std::path::PathBuf,
+    },
+    /// Stop a devpod provider's machine when no workspace has run on it for a while (run
+    /// on the machine, detached)
+    MachineWatch {
+        /// The machine's id (its workspaces' containers carry it as a label)
+        #[arg(long)]
+        machine: String,
+        /// Seconds without a running workspace before the shutdown script runs
+        #[arg(long)]
+        idle: u64,
+        /// Seconds between checks
+        #[arg(long, default_value_t = 60)]
+        every: u64,
+        /// The Docker socket
+        #[arg(long, default_value = "/var/run/docker.sock")]
+        socket: std::path::PathBuf,
+        /// The shutdown script (owner-only)
+        #[arg(long)]
+        script: std::path::PathBuf,
     },
     /// SFTP server on stdin/stdout (the SSH server's sftp subsystem)
     SftpServer,

@@ -293,6 +293,17 @@ impl Engine {
                 Ok(())
             }
         };
+        // A provider that makes machines makes (or starts) this workspace's here; the rest
+        // of the steps talk to that machine.
+        touched.store(true, Ordering::SeqCst);
+        let placed = provider
+            .place(&w.id, &|line: &str| reporter.step(line))
+            .await?;
+        if placed.is_none() {
+            touched.store(false, Ordering::SeqCst);
+        }
+        let provider: &dyn Provider = placed.as_deref().unwrap_or(provider);
+        check()?;
         provider.ping().await?;
         let progress = |p: claude_vm_provider::Progress| {
             if p.total > 0 {

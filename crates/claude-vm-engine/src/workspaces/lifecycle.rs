@@ -138,9 +138,16 @@ impl Engine {
                 ))
             })?;
         let provider = self.provider_client(&w.provider)?;
-        provider.ping().await?;
+        let placed = provider
+            .place(&w.id, &|line: &str| reporter.step(line))
+            .await?;
+        placed
+            .as_deref()
+            .unwrap_or(provider.as_ref())
+            .ping()
+            .await?;
         tokio::select! {
-            r = self.devcontainer_image(provider.as_ref(), &prepared, reporter) => r?,
+            r = self.devcontainer_image(placed.as_deref().unwrap_or(provider.as_ref()), &prepared, reporter) => r?,
             _ = cancel.cancelled() => return Err(EngineError::Interrupted),
         }
         if cancel.is_cancelled() {

@@ -123,6 +123,10 @@ impl Engine {
                 view.idle_since = self.store(|s| s.idle_since(&r.id))?;
             }
             view.ports = self.devcontainer_ports(r);
+            view.machine = self
+                .provider_client(&r.provider)
+                .ok()
+                .and_then(|p| p.machine_state(&r.id));
             views.push(view);
         }
         Ok((views, unreachable))

@@ -185,6 +185,9 @@ pub struct WorkspaceView {
     /// `3000 (web)`): reachable with `ssh -L`. Absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// The machine it runs on, for a provider that creates machines (devpod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<claude_vm_provider::MachineInfo>,
 }
 
 impl WorkspaceView {
@@ -207,6 +210,7 @@ impl WorkspaceView {
             backup_error: None,
             idle_since: None,
             ports: Vec::new(),
+            machine: None,
         }
     }
 }
@@ -291,7 +295,7 @@ enum Target {
 }
 
 impl Engine {
-    fn all_workspaces(&self) -> Result<Vec<WorkspaceRecord>> {
+    pub(crate) fn all_workspaces(&self) -> Result<Vec<WorkspaceRecord>> {
         self.store(Store::workspaces)
     }
 

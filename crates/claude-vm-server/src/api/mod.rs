@@ -232,6 +232,10 @@ mod tests {
             backup_error: Some("cannot reach the backup repository".into()),
             idle_since: Some("2025-01-02T03:04:07Z".into()),
             ports: vec!["3000 (web)".into(), "db:5432".into()],
+            machine: Some(claude_vm_provider::MachineInfo {
+                id: "cvm-0123456789ab".into(),
+                state: "Running".into(),
+            }),
         };
         same::<claude_vm_api::Workspace>(&w);
         same::<claude_vm_api::UpOutcome>(&UpOutcome::AlreadyRunning(w.clone()));

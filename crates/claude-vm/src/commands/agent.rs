@@ -64,6 +64,23 @@ pub fn run(cmd: &AgentCommand) -> Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
+        AgentCommand::MachineWatch {
+            machine,
+            idle,
+            every,
+            socket,
+            script,
+        } => {
+            let options = claude_vm_provider::devpod::WatchOptions {
+                machine: machine.clone(),
+                idle: Duration::from_secs(*idle),
+                every: Duration::from_secs((*every).max(1)),
+                socket: socket.clone(),
+                script: script.clone(),
+            };
+            super::runtime()?.block_on(claude_vm_provider::devpod::watch_machine(options))?;
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCommand::DialDocker { socket } => {
             // The host's Docker socket: missing is a configuration error, said at once.
             super::runtime()?

@@ -18,6 +18,7 @@ pub fn run(engine: &Engine, cmd: &ProviderCommand) -> Result<ExitCode> {
             kind,
             options,
             no_check,
+            no_input,
             json,
         } => {
             let kind = match kind {
@@ -28,8 +29,25 @@ pub fn run(engine: &Engine, cmd: &ProviderCommand) -> Result<ExitCode> {
                 {
                     name.clone()
                 }
-                None => bail!("--type is required (known types: docker, ssh)"),
+                None if claude_vm_devpod::published(name).is_some() => "devpod".to_owned(),
+                None => bail!(
+                    "--type is required (known types: docker, ssh, devpod; shortcuts: digitalocean, aws, gcloud, azure, hetzner)"
+                ),
             };
+            if kind == "devpod" {
+                let view = add_devpod(engine, name, options, *no_check, *no_input)?;
+                if *json {
+                    print_json(&view)?;
+                } else {
+                    eprintln!(
+                        "{} added provider {} ({})",
+                        output::paint("✓", Style::Good),
+                        view.name,
+                        view.kind
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let view = engine.provider_add(name, &kind, options)?;
             // A remote provider is checked before it is kept: a typo in the host, a missing
             // key or a host without Docker shows now, not at the first `up`.
@@ -56,6 +74,33 @@ pub fn run(engine: &Engine, cmd: &ProviderCommand) -> Result<ExitCode> {
                 );
             }
         }
+        ProviderCommand::Machines { name, json } => {
+            let machines = super::runtime()?.block_on(engine.provider_machines(name))?;
+            if *json {
+                print_json(&machines)?;
+            } else if machines.is_empty() {
+                eprintln!("provider {name} has no machines");
+            } else {
+                let rows: Vec<Vec<String>> = machines
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.id.clone(),
+                            m.state.clone(),
+                            if m.unused {
+                                output::paint("none (unused)", Style::Warn)
+                            } else {
+                                m.workspaces.join(", ")
+                            },
+                            output::ago(&m.created_at),
+                        ]
+                    })
+                    .collect();
+                std::io::stdout().lock().write_all(
+                    output::table(&["MACHINE", "STATE", "WORKSPACES", "CREATED"], &rows).as_bytes(),
+                )?;
+            }
+        }
         ProviderCommand::List { verbose, json } => {
             let views = engine.provider_list()?;
             if *json {
@@ -69,7 +114,7 @@ pub fn run(engine: &Engine, cmd: &ProviderCommand) -> Result<ExitCode> {
             options,
             json,
         } => {
-            let view = engine.provider_set_options(name, options)?;
+            let view = super::runtime()?.block_on(engine.provider_set_options(name, options))?;
             if *json {
                 print_json(&view)?;
             } else {
@@ -137,4 +182,51 @@ fn print_table(views: &[ProviderView], verbose: bool) -> Result<()> {
         .lock()
         .write_all(output::table(&header, &rows).as_bytes())?;
     Ok(())
+}
+
+/// `provider add` of a devpod provider: required options asked for on a terminal.
+fn add_devpod(
+    engine: &Engine,
+    name: &str,
+    options: &[String],
+    no_check: bool,
+    no_input: bool,
+) -> Result<ProviderView> {
+    use std::io::{BufRead, IsTerminal};
+    let terminal = !no_input && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let ask = move |m: &claude_vm_engine::MissingOption| -> Option<String> {
+        if !terminal {
+            return None;
+        }
+        let mut question = m.key.clone();
+        if !m.description.is_empty() {
+            question.push_str(&format!(" ({})", m.description.trim()));
+        }
+        if !m.suggestions.is_empty() {
+            question.push_str(&format!(
+                " [e.g. {}]",
+                m.suggestions
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        eprint!("{question}: ");
+        let mut line = String::new();
+        {
+            let _quiet = m.secret.then(super::login::NoEcho::enable);
+            std::io::stdin().lock().read_line(&mut line).ok()?;
+        }
+        Some(line.trim().to_owned()).filter(|v| !v.is_empty())
+    };
+    let note = |line: &str| eprintln!("{line}");
+    let dialog = claude_vm_engine::AddDialog {
+        ask: &ask,
+        note: &note,
+        check: !no_check,
+    };
+    let view = super::runtime()?.block_on(engine.devpod_add(name, options, &dialog))?;
+    Ok(view)
 }

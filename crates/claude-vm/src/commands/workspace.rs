@@ -581,6 +581,12 @@ fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {
                     (None, None) => "-".into(),
                 };
                 row.push(backup);
+                row.push(
+                    v.machine
+                        .as_ref()
+                        .map(|m| format!("{} {}", m.id, m.state))
+                        .unwrap_or_else(|| "-".into()),
+                );
                 row.push(if v.ports.is_empty() {
                     "-".into()
                 } else {
@@ -601,6 +607,7 @@ fn print_table(views: &[WorkspaceView], long: bool) -> Result<()> {
             "SOURCE",
             "LAST ACTIVITY",
             "LAST BACKUP",
+            "MACHINE",
             "PORTS",
             "REASON",
         ]);
