@@ -35,7 +35,8 @@ case "$1" in
     [ "$MACHINE_PREFIX" != "fail" ] || { echo "quota exceeded: no more machines in region $REGION" >&2; exit 2; }
     docker run -d --name "$name" --label "dev.claude-vm.test-machine=$MACHINE_PREFIX" \
       -v /var/run/docker.sock:/var/run/docker.sock "$MACHINE_IMAGE" \
-      sh -c 'trap "exit 0" TERM; while :; do sleep 1; done' >/dev/null ;;
+      sh -c 'trap "exit 0" TERM; while :; do sleep 1; done' >/dev/null
+    sleep "$CREATE_DELAY" ;;
   delete)
     docker rm -f "$name" >/dev/null 2>&1 || true
     for c in $(docker ps -aq --filter "label=dev.claude-vm.machine=$MACHINE_ID"); do docker rm -f "$c" >/dev/null; done
@@ -99,6 +100,9 @@ options:
     description: computed from this machine
     command: uname -m
     hidden: true
+  CREATE_DELAY:
+    description: seconds a create takes after the machine exists
+    default: "0"
   FUTURE_THING:
     description: an option of a newer DevPod
     default: x
@@ -541,6 +545,63 @@ fn devpod_machines_are_shared_with_machine_reuse_and_faults_leave_nothing_behind
         garbled.stderr.contains("I am a teapot"),
         "{}",
         garbled.stderr
+    );
+    assert!(ctx.list().is_empty());
+
+    // An up killed while its machine is being created: the machine was recorded first, so
+    // provider machines lists it with its workspace, and deleting the workspace deletes it.
+    add("slow", &prefix, &["-o", "CREATE_DELAY=30"]).ok();
+    let mut child = ctx
+        .command(&[
+            "workspace",
+            "up",
+            project.to_str().unwrap(),
+            "--provider",
+            "slow",
+            "--name",
+            "killed",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let slow_calls = ctx.home.path().join("providers/slow/calls.log");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&slow_calls)
+        .unwrap_or_default()
+        .contains("create")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "create never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let made = ctx
+        .run(&["provider", "machines", "slow", "--json"])
+        .ok()
+        .json();
+    assert_eq!(made.as_array().unwrap().len(), 1, "{made}");
+    let killed_id = workspace(&ctx.list(), "killed")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(made[0]["workspaces"][0], killed_id.as_str(), "{made}");
+    assert_eq!(made[0]["unused"], false, "{made}");
+    let slow_machine = format!("{prefix}-{}", made[0]["id"].as_str().unwrap());
+    assert_eq!(machine_state(&slow_machine), "running");
+    ctx.run(&["workspace", "delete", "killed", "-y", "--force"])
+        .ok();
+    assert_eq!(machine_state(&slow_machine), "gone");
+    assert_eq!(
+        ctx.run(&["provider", "machines", "slow", "--json"])
+            .ok()
+            .stdout
+            .trim(),
+        "[]"
     );
     assert!(ctx.list().is_empty());
 
