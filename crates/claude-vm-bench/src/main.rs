@@ -23,6 +23,9 @@
 //!   one local feature): with its image built before, against `docker run` of that image +
 //!   `docker cp`; with `--rebuild`, against a classic `docker build` of one equivalent
 //!   Dockerfile (layers cached on both sides) + `docker run` + `docker cp`.
+//! - `machine`: `workspace up` / `down` / resume on a DevPod machine provider (a stand-in
+//!   cloud whose machines are containers) against the same steps by hand with the
+//!   provider's own commands, counting the provider commands each side runs.
 //!
 //! Ours and the baseline alternate within each iteration (and swap order every iteration)
 //! so that drift in the machine's load hits both alike.
@@ -35,6 +38,7 @@ mod execs;
 mod files;
 mod fixture;
 mod inside;
+mod machines;
 mod report;
 mod server;
 mod sshs;
@@ -87,6 +91,9 @@ enum Group {
     /// `workspace up` of a devcontainer.json project (image built before, and `--rebuild`)
     /// vs docker run + cp of the same image, and docker build + run + cp
     Devcontainer,
+    /// Workspace up / down / resume on a DevPod machine provider vs the provider's own
+    /// create + command + docker run + copy, stop, start done by hand
+    Machine,
 }
 
 impl Group {
@@ -124,7 +131,11 @@ impl Group {
         "             workspace up of a project with a devcontainer.json (Dockerfile + one\n",
         "             local feature), image built before, vs docker run -d IMG + docker cp;\n",
         "             workspace up --rebuild vs docker build (classic, cached) of one\n",
-        "             equivalent Dockerfile + docker run -d + docker cp\n\n",
+        "             equivalent Dockerfile + docker run -d + docker cp\n",
+        "  machine    workspace up / down / up on a DevPod machine provider (stand-in:\n",
+        "             containers as machines) vs by hand: create + status + command\n",
+        "             docker run + docker cp; command docker stop + stop; start + status\n",
+        "             + command docker start; provider commands counted on both sides\n\n",
         "Build the binaries under test first:\n",
         "  cargo build --release -p claude-vm -p claude-vm-bench\n",
         "Everything created is removed at the end, also after a failure or Ctrl-C."
@@ -188,6 +199,9 @@ struct Args {
     /// Measured `workspace up`s of the devcontainer project, and as many with `--rebuild`
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     devcontainer_repetitions: u32,
+    /// Measured up / down / resume cycles on the machine provider (a new machine each)
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    machine_repetitions: u32,
     /// Measured repetitions of each backup operation
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     backup_repetitions: u32,
@@ -816,6 +830,61 @@ fn bench(args: &Args) -> Result<Report> {
             Summary::of(&d.rebuild.ours),
             Summary::of(&d.rebuild.baseline),
             Target::MaxRatio { ratio: 1.2 },
+        ));
+    }
+    if args.runs(Group::Machine) {
+        let m = machines::machines(
+            &tools,
+            repo_dir.path(),
+            &args.image,
+            &run_id,
+            args.machine_repetitions as usize,
+            warmup,
+        )?;
+        let files = machines::FILES;
+        let calls = |key: &str| {
+            let (ours, hand) = &m.calls[key];
+            format!(
+                "provider commands per run: ours {}; by hand {}",
+                machines::per_sample(ours, m.measured),
+                machines::per_sample(hand, m.measured)
+            )
+        };
+        for key in ["up", "down", "resume"] {
+            eprintln!("machine {key}: {}", calls(key));
+        }
+        results.push(OpResult::new(
+            "machine_up",
+            format!("up on a new machine ({files} files; {})", calls("up")),
+            "claude-vm workspace up --json --provider P --name NAME FOLDER (devpod provider: create, status until Running, claude-vm installed on the machine through exec.command, the workspace made there)",
+            format!(
+                "by hand: TOOL create + TOOL status until Running + TOOL command 'docker run -d --init -w /workspace {} sleep infinity' + tar c FOLDER | TOOL command 'docker cp - CTR:/workspace/'",
+                args.image
+            ),
+            Summary::of(&m.up.ours),
+            Summary::of(&m.up.baseline),
+            Target::MaxRatio { ratio: 1.3 },
+        ));
+        results.push(OpResult::new(
+            "machine_down",
+            format!("down, then its machine ({})", calls("down")),
+            "claude-vm workspace down NAME --no-backup -q",
+            "by hand: TOOL command 'docker stop CTR' + TOOL stop",
+            Summary::of(&m.down.ours),
+            Summary::of(&m.down.baseline),
+            Target::None,
+        ));
+        results.push(OpResult::new(
+            "machine_resume",
+            format!(
+                "up of a stopped one: machine, then workspace ({})",
+                calls("resume")
+            ),
+            "claude-vm workspace up --json NAME",
+            "by hand: TOOL start + TOOL status until Running + TOOL command 'docker start CTR'",
+            Summary::of(&m.resume.ours),
+            Summary::of(&m.resume.baseline),
+            Target::MaxRatio { ratio: 1.3 },
         ));
     }
     if args.runs(Group::Backup) {
