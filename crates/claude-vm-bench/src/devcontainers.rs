@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::exec::{Tools, run, run_cleanup, timed};
+use crate::fixture;
 use crate::{BASELINE_LABEL, Samples, ms, pair};
 
-/// Number of text files in the project, besides its `.devcontainer` folder.
-pub const FILES: usize = 300;
 /// The local feature's id and folder (under `.devcontainer/`).
 const FEATURE: &str = "bench-tool";
 /// The label claude-vm puts on the images it builds for a devcontainer.json.
@@ -46,19 +45,10 @@ printf '#!/bin/sh\\necho \"%s\"\\n' \"$GREETING\" > /usr/local/bin/bench-tool\n\
 chmod +x /usr/local/bin/bench-tool\n\
 echo installed > /etc/bench-tool-installed\n";
 
-/// Write the project: [`FILES`] text files of ~1.5 KiB in 10 folders, and a
-/// `.devcontainer/` with a Dockerfile `FROM image`, the feature, and the devcontainer.json.
+/// Write the project: [`fixture::TEXT_FILES`] text files, and a `.devcontainer/` with a
+/// Dockerfile `FROM image`, the feature, and the devcontainer.json.
 fn project(dir: &Path, image: &str) -> Result<()> {
-    for i in 0..FILES {
-        let path = dir
-            .join(format!("src/part{:02}", i % 10))
-            .join(format!("file{i:03}.txt"));
-        fs::create_dir_all(path.parent().expect("a file in a folder"))?;
-        let body: String = (0..30)
-            .map(|line| format!("file {i}, line {line}: a little text for the project\n"))
-            .collect();
-        fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
-    }
+    fixture::text_files(dir)?;
     let dc = dir.join(".devcontainer");
     let feature = dc.join(FEATURE);
     fs::create_dir_all(&feature)?;

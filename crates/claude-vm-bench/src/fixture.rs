@@ -51,3 +51,21 @@ pub fn small_repo(dir: &Path) -> Result<()> {
     fs::write(dir.join("NOTES.untracked.txt"), "not committed yet\n")?;
     Ok(())
 }
+
+/// Number of files [`text_files`] writes.
+pub const TEXT_FILES: usize = 300;
+
+/// Fill `dir` with [`TEXT_FILES`] text files of ~1.5 KiB in 10 folders (no git).
+pub fn text_files(dir: &Path) -> Result<()> {
+    for i in 0..TEXT_FILES {
+        let path = dir
+            .join(format!("src/part{:02}", i % 10))
+            .join(format!("file{i:03}.txt"));
+        fs::create_dir_all(path.parent().expect("a file in a folder"))?;
+        let body: String = (0..30)
+            .map(|line| format!("file {i}, line {line}: a little text for the project\n"))
+            .collect();
+        fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -27,10 +27,9 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::exec::{Tools, run, run_cleanup, timed};
-use crate::{BASELINE_LABEL, Samples, ms, pair};
+use crate::fixture;
+use crate::{BASELINE_LABEL, Samples, pair};
 
-/// Text files in the project.
-pub const FILES: usize = 300;
 /// The provider's name in the benchmark's home.
 const PROVIDER: &str = "bench-cloud";
 /// Workspace names of this group start with this.
@@ -203,21 +202,6 @@ exec:
     )
 }
 
-/// Write the project: [`FILES`] text files of ~1.5 KiB in 10 folders.
-fn project(dir: &Path) -> Result<()> {
-    for i in 0..FILES {
-        let path = dir
-            .join(format!("src/part{:02}", i % 10))
-            .join(format!("file{i:03}.txt"));
-        fs::create_dir_all(path.parent().expect("a file in a folder"))?;
-        let body: String = (0..30)
-            .map(|line| format!("file {i}, line {line}: a little text for the project\n"))
-            .collect();
-        fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
 /// The project as a tar stream into `docker cp - CTR:/workspace/` on the machine.
 fn copy_in(cloud: &Cloud, machine: &str, ctr: &str, project: &Path) -> Result<Duration> {
     let start = Instant::now();
@@ -318,7 +302,7 @@ pub fn machines(
     let project_dir = work.join("machine-project");
     fs::create_dir_all(&dir)?;
     fs::create_dir_all(&project_dir)?;
-    project(&project_dir)?;
+    fixture::text_files(&project_dir)?;
     let tool = dir.join("machine-tool.sh");
     fs::write(&tool, TOOL)?;
     fs::set_permissions(&tool, fs::Permissions::from_mode(0o755))?;
@@ -457,15 +441,7 @@ pub fn machines(
         } else {
             format!("warm-up {}/{warmup}", i + 1)
         };
-        eprintln!(
-            "machine {tag}: up {} vs {} ms, down {} vs {} ms, resume {} vs {} ms",
-            ms(u.0),
-            ms(u.1),
-            ms(d.0),
-            ms(d.1),
-            ms(r.0),
-            ms(r.1)
-        );
+        crate::cycle_line("machine", &tag, u, d, r);
         if measured {
             s.up.push(u);
             s.down.push(d);

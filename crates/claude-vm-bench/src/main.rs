@@ -349,6 +349,25 @@ fn pair(
     }
 }
 
+/// The progress line of one up / down / resume cycle: ours vs the baseline for each.
+fn cycle_line(
+    group: &str,
+    tag: &str,
+    u: (Duration, Duration),
+    d: (Duration, Duration),
+    r: (Duration, Duration),
+) {
+    eprintln!(
+        "{group} {tag}: up {} vs {} ms, down {} vs {} ms, resume {} vs {} ms",
+        ms(u.0),
+        ms(u.1),
+        ms(d.0),
+        ms(d.1),
+        ms(r.0),
+        ms(r.1)
+    );
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e3)
 }
@@ -803,7 +822,7 @@ fn bench(args: &Args) -> Result<Report> {
             args.devcontainer_repetitions as usize,
             warmup,
         )?;
-        let files = devcontainers::FILES;
+        let files = fixture::TEXT_FILES;
         results.push(OpResult::new(
             "devcontainer_up",
             format!("up, devcontainer image built before ({files} files + .devcontainer)"),
@@ -841,7 +860,7 @@ fn bench(args: &Args) -> Result<Report> {
             args.machine_repetitions as usize,
             warmup,
         )?;
-        let files = machines::FILES;
+        let files = fixture::TEXT_FILES;
         let calls = |key: &str| {
             let (ours, hand) = &m.calls[key];
             format!(
@@ -1091,15 +1110,7 @@ fn lifecycle(
         } else {
             format!("warm-up {}/{}", i + 1, warmup)
         };
-        eprintln!(
-            "lifecycle {tag}: up {} vs {} ms, down {} vs {} ms, resume {} vs {} ms",
-            ms(u.0),
-            ms(u.1),
-            ms(d.0),
-            ms(d.1),
-            ms(r.0),
-            ms(r.1)
-        );
+        cycle_line("lifecycle", &tag, u, d, r);
         run(tools.cvm(["workspace", "delete", &ws, "-y", "-q"]))?;
         run(tools.docker(["rm", "-f", &ctr]))?;
         if measured {

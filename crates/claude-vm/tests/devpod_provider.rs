@@ -209,6 +209,49 @@ fn machine_state(name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `provider add NAME --type devpod` of `yaml` with a token, `prefix` and `extra` options.
+fn add_cloud(ctx: &Ctx, name: &str, yaml: &Path, prefix: &str, extra: &[&str]) -> common::Run {
+    let source = format!("source={}", yaml.display());
+    let prefix = format!("MACHINE_PREFIX={prefix}");
+    let mut args = vec![
+        "provider",
+        "add",
+        name,
+        "--type",
+        "devpod",
+        "-o",
+        &source,
+        "-o",
+        "SECRET_TOKEN=tok",
+        "-o",
+        &prefix,
+        "--no-input",
+    ];
+    args.extend_from_slice(extra);
+    ctx.run(&args)
+}
+
+/// `provider machines NAME --json`, trimmed.
+fn machines_json(ctx: &Ctx, provider: &str) -> String {
+    ctx.run(&["provider", "machines", provider, "--json"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+/// `workspace up PROJECT --provider P`, which must fail.
+fn up_fails(ctx: &Ctx, project: &Path, provider: &str) -> common::Run {
+    ctx.run(&[
+        "workspace",
+        "up",
+        project.to_str().unwrap(),
+        "--provider",
+        provider,
+    ])
+    .fails()
+}
+
 /// Runs the provider's downloaded machine tool by hand, as a cloud's console would act.
 fn machine_tool(
     ctx: &Ctx,
@@ -400,13 +443,7 @@ fn a_devpod_machine_provider_makes_stops_starts_and_deletes_the_machine_of_a_wor
     ctx.run(&["workspace", "delete", "m1", "-y", "--force"])
         .ok();
     assert_eq!(machine_state(&machine), "gone");
-    assert!(
-        ctx.run(&["provider", "machines", "cloud", "--json"])
-            .ok()
-            .stdout
-            .trim()
-            == "[]"
-    );
+    assert!(machines_json(&ctx, "cloud") == "[]");
     assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());
     let log = calls();
     for op in [
@@ -431,26 +468,8 @@ fn devpod_machines_are_shared_with_machine_reuse_and_faults_leave_nothing_behind
     let prefix = format!("r{}", std::process::id());
     let machines = Machines(prefix.clone());
     let yaml = provider_yaml(ctx.work.path(), None);
-    let source = format!("source={}", yaml.display());
-    let add = |name: &str, prefix: &str, extra: &[&str]| {
-        let p = format!("MACHINE_PREFIX={prefix}");
-        let mut args = vec![
-            "provider",
-            "add",
-            name,
-            "--type",
-            "devpod",
-            "-o",
-            &source,
-            "-o",
-            "SECRET_TOKEN=tok",
-            "-o",
-            &p,
-            "--no-input",
-        ];
-        args.extend_from_slice(extra);
-        ctx.run(&args)
-    };
+    let add =
+        |name: &str, prefix: &str, extra: &[&str]| add_cloud(&ctx, name, &yaml, prefix, extra);
 
     // A binary whose checksum does not match is refused and never run.
     let bad_dir = ctx.path("bad");
@@ -530,15 +549,7 @@ fn devpod_machines_are_shared_with_machine_reuse_and_faults_leave_nothing_behind
 
     // create failing: its words are shown and nothing is left.
     add("failing", "fail", &[]).ok();
-    let failed = ctx
-        .run(&[
-            "workspace",
-            "up",
-            project.to_str().unwrap(),
-            "--provider",
-            "failing",
-        ])
-        .fails();
+    let failed = up_fails(&ctx, &project, "failing");
     assert!(
         failed
             .stderr
@@ -546,26 +557,12 @@ fn devpod_machines_are_shared_with_machine_reuse_and_faults_leave_nothing_behind
         "{}",
         failed.stderr
     );
-    assert_eq!(
-        ctx.run(&["provider", "machines", "failing", "--json"])
-            .ok()
-            .stdout
-            .trim(),
-        "[]"
-    );
+    assert_eq!(machines_json(&ctx, "failing"), "[]");
     assert!(ctx.list().is_empty());
 
     // A status that is none of DevPod's four words: named, nothing left.
     add("garbled", "garbage", &["-o", "machine_timeout=10s"]).ok();
-    let garbled = ctx
-        .run(&[
-            "workspace",
-            "up",
-            project.to_str().unwrap(),
-            "--provider",
-            "garbled",
-        ])
-        .fails();
+    let garbled = up_fails(&ctx, &project, "garbled");
     assert!(
         garbled.stderr.contains("I am a teapot"),
         "{}",
@@ -621,39 +618,19 @@ fn devpod_machines_are_shared_with_machine_reuse_and_faults_leave_nothing_behind
     ctx.run(&["workspace", "delete", "killed", "-y", "--force"])
         .ok();
     assert_eq!(machine_state(&slow_machine), "gone");
-    assert_eq!(
-        ctx.run(&["provider", "machines", "slow", "--json"])
-            .ok()
-            .stdout
-            .trim(),
-        "[]"
-    );
+    assert_eq!(machines_json(&ctx, "slow"), "[]");
     assert!(ctx.list().is_empty());
 
     // A machine its command cannot reach: given up after machine_timeout, machine deleted.
     let leftover = Machines("mute".to_owned());
     add("mute", "mute", &["-o", "machine_timeout=5s"]).ok();
-    let unreachable = ctx
-        .run(&[
-            "workspace",
-            "up",
-            project.to_str().unwrap(),
-            "--provider",
-            "mute",
-        ])
-        .fails();
+    let unreachable = up_fails(&ctx, &project, "mute");
     assert!(
         unreachable.stderr.contains("cvm-") && unreachable.stderr.contains("connection timed out"),
         "{}",
         unreachable.stderr
     );
-    assert_eq!(
-        ctx.run(&["provider", "machines", "mute", "--json"])
-            .ok()
-            .stdout
-            .trim(),
-        "[]"
-    );
+    assert_eq!(machines_json(&ctx, "mute"), "[]");
     assert!(ctx.list().is_empty());
     assert!(leftover.names().is_empty(), "{:?}", leftover.names());
     assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());
@@ -665,21 +642,13 @@ fn a_devpod_machine_shuts_itself_down_when_no_workspace_has_run_on_it() {
     let prefix = format!("i{}", std::process::id());
     let machines = Machines(prefix.clone());
     let yaml = provider_yaml(ctx.work.path(), None);
-    ctx.run(&[
-        "provider",
-        "add",
+    add_cloud(
+        &ctx,
         "idle",
-        "--type",
-        "devpod",
-        "-o",
-        &format!("source={}", yaml.display()),
-        "-o",
-        "SECRET_TOKEN=tok",
-        "-o",
-        &format!("MACHINE_PREFIX={prefix}"),
-        "-o",
-        "machine_idle_stop=3s",
-    ])
+        &yaml,
+        &prefix,
+        &["-o", "machine_idle_stop=3s"],
+    )
     .ok();
     let project = ctx.path("proj");
     std::fs::create_dir_all(&project).unwrap();
@@ -755,22 +724,7 @@ fn a_claude_code_conversation_on_a_devpod_machine_resumes_after_the_machine_stop
     let machines = Machines(prefix.clone());
     let yaml = provider_yaml(ctx.work.path(), None);
     // The workspace shares the network of the engine's host to reach the scripted model.
-    ctx.run(&[
-        "provider",
-        "add",
-        "cloud",
-        "--type",
-        "devpod",
-        "-o",
-        &format!("source={}", yaml.display()),
-        "-o",
-        "SECRET_TOKEN=tok",
-        "-o",
-        &format!("MACHINE_PREFIX={prefix}"),
-        "-o",
-        "network=host",
-    ])
-    .ok();
+    add_cloud(&ctx, "cloud", &yaml, &prefix, &["-o", "network=host"]).ok();
     let proj = git_project(&ctx);
     let w = ctx.up(&[
         proj.to_str().unwrap(),
@@ -901,32 +855,12 @@ fn a_provider_yaml_without_machines_and_a_machine_deleted_behind_claude_vms_back
     ctx.run(&["workspace", "delete", "h1", "-y", "--force"])
         .ok();
     assert_eq!(machine_state(&host), "running");
-    assert_eq!(
-        ctx.run(&["provider", "machines", "hosted", "--json"])
-            .ok()
-            .stdout
-            .trim(),
-        "[]"
-    );
+    assert_eq!(machines_json(&ctx, "hosted"), "[]");
     assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());
 
     // set-options runs exec.init again: a token it refuses is not kept.
     let machine_yaml = provider_yaml(ctx.work.path(), None);
-    ctx.run(&[
-        "provider",
-        "add",
-        "vanish",
-        "--type",
-        "devpod",
-        "-o",
-        &format!("source={}", machine_yaml.display()),
-        "-o",
-        "SECRET_TOKEN=tok",
-        "-o",
-        &format!("MACHINE_PREFIX={prefix}"),
-        "--no-input",
-    ])
-    .ok();
+    add_cloud(&ctx, "vanish", &machine_yaml, &prefix, &[]).ok();
     let refused = ctx
         .run(&[
             "provider",
@@ -993,13 +927,7 @@ fn a_provider_yaml_without_machines_and_a_machine_deleted_behind_claude_vms_back
     ctx.run(&["workspace", "delete", "v1", "-y", "--force"])
         .ok();
     assert!(ctx.list().is_empty());
-    assert_eq!(
-        ctx.run(&["provider", "machines", "vanish", "--json"])
-            .ok()
-            .stdout
-            .trim(),
-        "[]"
-    );
+    assert_eq!(machines_json(&ctx, "vanish"), "[]");
     ctx.run(&["provider", "delete", "vanish", "-y"]).ok();
     drop(machines);
     assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());

@@ -34,10 +34,9 @@ pub fn run(engine: &Engine, cmd: &ProviderCommand) -> Result<ExitCode> {
                     "--type is required (known types: docker, ssh, devpod; shortcuts: digitalocean, aws, gcloud, azure, hetzner)"
                 ),
             };
-            if kind == "devpod" {
-                let view = add_devpod(engine, name, options, *no_check, *no_input)?;
+            let added = |view: &ProviderView| -> Result<()> {
                 if *json {
-                    print_json(&view)?;
+                    print_json(view)?;
                 } else {
                     eprintln!(
                         "{} added provider {} ({})",
@@ -46,6 +45,10 @@ pub fn run(engine: &Engine, cmd: &ProviderCommand) -> Result<ExitCode> {
                         view.kind
                     );
                 }
+                Ok(())
+            };
+            if kind == "devpod" {
+                added(&add_devpod(engine, name, options, *no_check, *no_input)?)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let view = engine.provider_add(name, &kind, options)?;
@@ -63,16 +66,7 @@ pub fn run(engine: &Engine, cmd: &ProviderCommand) -> Result<ExitCode> {
                     )));
                 }
             }
-            if *json {
-                print_json(&view)?;
-            } else {
-                eprintln!(
-                    "{} added provider {} ({})",
-                    output::paint("✓", Style::Good),
-                    view.name,
-                    view.kind
-                );
-            }
+            added(&view)?;
         }
         ProviderCommand::Machines { name, json } => {
             let machines = super::runtime()?.block_on(engine.provider_machines(name))?;
