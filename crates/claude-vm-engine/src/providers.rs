@@ -104,27 +104,11 @@ async fn fetch_manifest(
             .ok_or_else(|| bad(format!("{source} names no provider.yaml to fetch")))?,
     };
     note(&format!("fetching {url}"));
-    let resp = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .build()
-        .map_err(|e| bad(e.to_string()))?
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| bad(format!("cannot fetch {url}: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(bad(format!("fetching {url} answered {}", resp.status())));
-    }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| bad(format!("cannot fetch {url}: {e}")))?;
-    if bytes.len() > 1 << 20 {
-        return Err(bad(format!(
-            "{url} is larger than 1 MiB: not a provider.yaml"
-        )));
-    }
-    let text = String::from_utf8(bytes.to_vec())
+    let bytes =
+        claude_vm_provider::devpod::download(&url, 1 << 20, std::time::Duration::from_secs(60))
+            .await
+            .map_err(bad)?;
+    let text = String::from_utf8(bytes)
         .map_err(|_| bad(format!("{url} is not text: not a provider.yaml")))?;
     Ok((text, source.to_owned()))
 }

@@ -299,57 +299,52 @@ impl DevpodProvider {
             .filter(|n| !n.is_empty() && n != "." && n != "..")
             .unwrap_or_else(|| var.to_ascii_lowercase());
         let dest = dir.join(&file_name);
-        if !checksum.is_empty() && dest.is_file() {
+        if !checksum.is_empty() && tokio::fs::metadata(&dest).await.is_ok_and(|m| m.is_file()) {
             return Ok(dest);
         }
         let bytes: Vec<u8> = if is_url(&b.path) {
-            let resp = reqwest::Client::builder()
-                .timeout(Duration::from_secs(600))
-                .build()
-                .map_err(|e| self.error(what.clone(), e.to_string()))?
-                .get(&b.path)
-                .send()
+            download(&b.path, MAX_BINARY_BYTES, Duration::from_secs(600))
                 .await
-                .and_then(|r| r.error_for_status())
-                .map_err(|e| self.error(what.clone(), e.to_string()))?;
-            resp.bytes()
-                .await
-                .map_err(|e| self.error(what.clone(), e.to_string()))?
-                .to_vec()
+                .map_err(|e| self.error(what.clone(), e))?
         } else {
             let path = self.local_path(&b.path);
             tokio::fs::read(&path)
                 .await
                 .map_err(|e| self.error(what.clone(), format!("{}: {e}", path.display())))?
         };
-        if !checksum.is_empty() {
-            let got = hex(&Sha256::digest(&bytes));
-            if got != checksum {
-                return Err(ProviderError::Machine {
-                    provider: self.name.clone(),
-                    what,
-                    reason: format!(
-                        "its sha256 is {got}, but the provider.yaml says {checksum}; nothing was run"
-                    ),
-                    hint: Some(
-                        "the download was altered or the provider.yaml is wrong: check its source"
-                            .to_owned(),
-                    ),
-                });
-            }
-        }
-        let content = match b.archive_path.as_deref().filter(|p| !p.is_empty()) {
-            Some(inner) => {
-                extract(&bytes, &b.path, inner).map_err(|e| self.error(what.clone(), e))?
-            }
-            None => bytes,
-        };
+        // Hashing, unpacking and writing tens of MB: off the async workers.
+        let (name, inner) = (b.path.clone(), b.archive_path.clone());
         let (dir2, dest2) = (dir.clone(), dest.clone());
-        tokio::task::spawn_blocking(move || write_executable(&dir2, &dest2, &content))
-            .await
-            .map_err(|e| self.error(what.clone(), e.to_string()))?
-            .map_err(|e| self.error(what, e.to_string()))?;
-        Ok(dest)
+        let placed = tokio::task::spawn_blocking(move || -> Result<(), Placing> {
+            if !checksum.is_empty() {
+                let got = hex(&Sha256::digest(&bytes));
+                if got != checksum {
+                    return Err(Placing::Checksum { got, checksum });
+                }
+            }
+            let content = match inner.as_deref().filter(|p| !p.is_empty()) {
+                Some(inner) => extract(&bytes, &name, inner).map_err(Placing::Other)?,
+                None => bytes,
+            };
+            write_executable(&dir2, &dest2, &content).map_err(|e| Placing::Other(e.to_string()))
+        })
+        .await
+        .map_err(|e| self.error(what.clone(), e.to_string()))?;
+        match placed {
+            Ok(()) => Ok(dest),
+            Err(Placing::Checksum { got, checksum }) => Err(ProviderError::Machine {
+                provider: self.name.clone(),
+                what,
+                reason: format!(
+                    "its sha256 is {got}, but the provider.yaml says {checksum}; nothing was run"
+                ),
+                hint: Some(
+                    "the download was altered or the provider.yaml is wrong: check its source"
+                        .to_owned(),
+                ),
+            }),
+            Err(Placing::Other(e)) => Err(self.error(what, e)),
+        }
     }
 
     /// A local path of the provider.yaml, relative to the folder its source was in.
@@ -847,7 +842,6 @@ impl Provider for DevpodProvider {
             }
             step(&format!("connecting to machine {machine}"));
             let docker = self.connect_machine(&machine).await?;
-            self.start_idle_watch(&machine, &docker).await;
             Ok::<_, ProviderError>(docker)
         };
         match made.await {
@@ -935,7 +929,16 @@ impl Provider for DevpodProvider {
 
     async fn start(&self, id: &WorkspaceId) -> Result<(), ProviderError> {
         let docker = self.running_docker(id).await?;
-        docker.start(id).await
+        docker.start(id).await?;
+        self.started(id).await;
+        Ok(())
+    }
+
+    async fn started(&self, id: &WorkspaceId) {
+        match self.machine_of(id).await {
+            Ok(machine) => self.start_idle_watch(&machine).await,
+            Err(e) => tracing::warn!("no idle watcher for workspace {id}: {e}"),
+        }
     }
 
     async fn start_and_wait(
@@ -949,8 +952,11 @@ impl Provider for DevpodProvider {
                 .await?;
         }
         let docker = self.connect_machine(&machine).await?;
-        self.start_idle_watch(&machine, &docker).await;
-        docker.start_and_wait(id, timeout).await
+        let ready = docker.start_and_wait(id, timeout).await?;
+        // Only once a workspace runs there: a watcher started before would count the time
+        // the workspace takes to be made as idle time.
+        self.start_idle_watch(&machine).await;
+        Ok(ready)
     }
 
     async fn stopped_itself(
@@ -1158,7 +1164,7 @@ impl DevpodProvider {
     /// machine), that runs the provider.yaml's `agent.exec.shutdown` with the provider's
     /// options (else `shutdown -h now`). A failure to start it is logged, not fatal: the
     /// workspace works, the machine just does not stop by itself.
-    async fn start_idle_watch(&self, machine: &str, _docker: &DockerProvider) {
+    async fn start_idle_watch(&self, machine: &str) {
         if !self.is_machine_provider() || self.settings.idle_stop_secs == 0 {
             return;
         }
@@ -1500,6 +1506,53 @@ fn extract(bytes: &[u8], name: &str, inner: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Write an executable file atomically (a temporary file in the same folder, then a rename).
+/// Why a downloaded binary was not put in place.
+enum Placing {
+    Checksum { got: String, checksum: String },
+    Other(String),
+}
+
+/// A provider's binary is at most this large (DevPod's published ones are tens of MB).
+const MAX_BINARY_BYTES: u64 = 1 << 30;
+
+/// GET `url` over HTTPS (or HTTP), at most `limit` bytes in `timeout`; the error says what
+/// went wrong in words ("invalid peer certificate: UnknownIssuer", "404 Not Found").
+pub async fn download(url: &str, limit: u64, timeout: Duration) -> Result<Vec<u8>, String> {
+    let fail = |e: reqwest::Error| {
+        if e.is_timeout() {
+            format!("no answer from {url} within {}s", timeout.as_secs())
+        } else {
+            format!(
+                "cannot fetch {url}: {}",
+                crate::docker::error_text(&e.without_url())
+            )
+        }
+    };
+    let mut resp = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(fail)?
+        .get(url)
+        .send()
+        .await
+        .map_err(fail)?;
+    if !resp.status().is_success() {
+        return Err(format!("fetching {url} answered {}", resp.status()));
+    }
+    let too_large = || format!("{url} is larger than {} MiB", limit >> 20);
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(fail)? {
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 fn write_executable(dir: &Path, dest: &Path, content: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;

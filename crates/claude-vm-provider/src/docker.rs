@@ -224,7 +224,7 @@ impl DockerProvider {
 }
 
 /// The innermost message of an error chain: "connection refused" rather than "client error".
-fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {

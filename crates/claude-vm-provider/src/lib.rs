@@ -171,6 +171,11 @@ pub trait Provider: Send + Sync {
         UNREACHABLE_HINT.to_owned()
     }
 
+    /// Workspace `id` was made and runs (on the provider [`Provider::place`] answered): a
+    /// provider that creates machines starts watching its machine for idleness from now
+    /// on (the time a workspace takes to be made is not idle time). Never fails the caller.
+    async fn started(&self, _id: &WorkspaceId) {}
+
     /// The provider that holds workspace `id`'s resources, ready for them: a provider that
     /// creates machines makes (or picks, or starts) the workspace's machine here, telling
     /// each step to `step`, and answers the provider of that machine. `None`: this provider

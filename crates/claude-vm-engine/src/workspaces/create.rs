@@ -177,9 +177,12 @@ impl Engine {
         // Cancellation is honoured between steps and during long waits inside them, never
         // in the middle of a provider call that creates something (its result would leak).
         match steps.await {
-            Ok(note) => Ok(UpOutcome::Created(
-                self.now_running(record, note, reporter).await?,
-            )),
+            Ok(note) => {
+                provider.started(&record.id).await;
+                Ok(UpOutcome::Created(
+                    self.now_running(record, note, reporter).await?,
+                ))
+            }
             Err(e) if !touched.load(Ordering::SeqCst) => {
                 // Nothing exists on the provider yet: forgetting the record is enough.
                 self.store(|s| s.delete_workspace(&record.id))?;
