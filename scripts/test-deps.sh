@@ -17,7 +17,7 @@
 #     image made from it (scripts/machine-image.sh)
 set -euo pipefail
 
-APT_PACKAGES=(debootstrap git tmux jq openssh-server openssh-client rsync chromium chromium-driver restic bzip2)
+APT_PACKAGES=(debootstrap git tmux jq openssh-server openssh-client openssl rsync chromium chromium-driver restic bzip2)
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 

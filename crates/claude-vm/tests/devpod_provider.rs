@@ -91,6 +91,11 @@ fn sha256(bytes: &[u8]) -> String {
 
 /// A provider.yaml with the tool as its binary (`checksum` None: the tool's real one).
 fn provider_yaml(dir: &Path, checksum: Option<&str>) -> PathBuf {
+    provider_yaml_at(dir, checksum, "./machine-tool.sh")
+}
+
+/// The same, its binary at `binary` (a path relative to the provider.yaml, or a URL).
+fn provider_yaml_at(dir: &Path, checksum: Option<&str>, binary: &str) -> PathBuf {
     let tool = dir.join("machine-tool.sh");
     std::fs::write(&tool, TOOL).unwrap();
     let sum = checksum.map_or_else(|| sha256(TOOL.as_bytes()), str::to_owned);
@@ -142,11 +147,11 @@ binaries:
   MACHINE_TOOL:
     - os: linux
       arch: amd64
-      path: ./machine-tool.sh
+      path: {binary}
       checksum: {sum}
     - os: linux
       arch: arm64
-      path: ./machine-tool.sh
+      path: {binary}
       checksum: {sum}
 exec:
   init: ${{MACHINE_TOOL}} init
@@ -931,4 +936,251 @@ fn a_provider_yaml_without_machines_and_a_machine_deleted_behind_claude_vms_back
     ctx.run(&["provider", "delete", "vanish", "-y"]).ok();
     drop(machines);
     assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A static HTTPS site on loopback serving `dir` (Python's http.server behind TLS), with a
+/// certificate for 127.0.0.1 signed by a CA of its own (made with the openssl CLI); every
+/// request is logged.
+struct Https {
+    child: std::process::Child,
+    port: u16,
+    /// The CA's certificate: what `SSL_CERT_FILE` must name to trust the site.
+    ca: PathBuf,
+    log: PathBuf,
+}
+
+impl Https {
+    fn start(dir: &Path, tls: &Path) -> Https {
+        std::fs::create_dir_all(tls).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(tls)
+                .output()
+                .expect("the openssl CLI (Debian's openssl package)");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=test ca",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "site.key",
+                    "-out",
+                    "site.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            tls.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "site.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "site.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let script = tls.join("serve.py");
+        std::fs::write(
+            &script,
+            "import functools, http.server, ssl, sys\n\
+             handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\n\
+             srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)\n\
+             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+             ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+             srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+             print(srv.server_address[1], flush=True)\n\
+             srv.serve_forever()\n",
+        )
+        .unwrap();
+        let log = tls.join("requests.log");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(dir)
+            .arg(tls.join("site.pem"))
+            .arg(tls.join("site.key"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the site said {line:?}"));
+        Https {
+            child,
+            port,
+            ca: tls.join("ca.pem"),
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// How many GETs of `path` the site answered.
+    fn gets(&self, path: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(&format!("\"GET /{path} "))
+            .count()
+    }
+}
+
+impl Drop for Https {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_provider_yaml_and_its_binary_fetched_over_https_are_verified_and_fetched_once() {
+    let ctx = Ctx::new();
+    let prefix = format!("w{}", std::process::id());
+    let machines = Machines(prefix.clone());
+    let site_dir = ctx.path("site");
+    std::fs::create_dir_all(&site_dir).unwrap();
+    let site = Https::start(&site_dir, &ctx.path("tls"));
+    provider_yaml_at(&site_dir, None, &site.url("machine-tool.sh"));
+    let bad_dir = site_dir.join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    provider_yaml_at(
+        &bad_dir,
+        Some(&"f".repeat(64)),
+        &site.url("machine-tool.sh"),
+    );
+    let trusted = |args: &[&str]| {
+        common::Run::from(
+            ctx.command(args)
+                .env("SSL_CERT_FILE", &site.ca)
+                .output()
+                .unwrap(),
+        )
+    };
+    let add = |name: &str, yaml: &str| {
+        let source = format!("source={}", site.url(yaml));
+        let prefix = format!("MACHINE_PREFIX={prefix}");
+        vec![
+            "provider".to_owned(),
+            "add".to_owned(),
+            name.to_owned(),
+            "--type".to_owned(),
+            "devpod".to_owned(),
+            "-o".to_owned(),
+            source,
+            "-o".to_owned(),
+            "SECRET_TOKEN=tok".to_owned(),
+            "-o".to_owned(),
+            prefix,
+            "--no-input".to_owned(),
+        ]
+    };
+
+    // A site whose certificate nothing here trusts: refused, saying why.
+    let untrusted = ctx.run(&strs(&add("web", "provider.yaml"))).fails();
+    assert!(
+        untrusted.stderr.contains("invalid peer certificate"),
+        "{}",
+        untrusted.stderr
+    );
+    // A provider.yaml that is not there: the answer's status.
+    let missing = trusted(&strs(&add("web", "nothing.yaml"))).fails();
+    assert!(missing.stderr.contains("404"), "{}", missing.stderr);
+    // A binary whose download does not match its checksum: refused, never run.
+    let altered = trusted(&strs(&add("web", "bad/provider.yaml"))).fails();
+    assert!(
+        altered.stderr.contains("sha256") && altered.stderr.contains("nothing was run"),
+        "{}",
+        altered.stderr
+    );
+    assert!(!ctx.home.path().join("providers/web").exists());
+
+    // Trusted: the provider.yaml and its binary come over HTTPS; init runs with the binary.
+    trusted(&strs(&add("web", "provider.yaml"))).ok();
+    let calls = || {
+        std::fs::read_to_string(ctx.home.path().join("providers/web/calls.log")).unwrap_or_default()
+    };
+    assert!(calls().starts_with("init"), "{}", calls());
+    let project = ctx.path("proj");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("w.txt"), "over https\n").unwrap();
+    ctx.up(&[
+        project.to_str().unwrap(),
+        "--provider",
+        "web",
+        "--name",
+        "w1",
+    ]);
+    assert_eq!(
+        ctx.run(&["exec", "w1", "--", "cat", "w.txt"]).ok().stdout,
+        "over https\n"
+    );
+    ctx.run(&["workspace", "delete", "w1", "-y", "--force"])
+        .ok();
+    assert!(machines.names().is_empty(), "{:?}", machines.names());
+    // The binary was downloaded for the add and kept: one good GET (and the altered one).
+    assert_eq!(
+        site.gets("machine-tool.sh"),
+        2,
+        "{}",
+        std::fs::read_to_string(&site.log).unwrap()
+    );
+    assert!(
+        calls().contains("create cvm-") && calls().contains("delete cvm-"),
+        "{}",
+        calls()
+    );
 }
