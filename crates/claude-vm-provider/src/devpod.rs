@@ -1497,15 +1497,24 @@ fn extract(bytes: &[u8], name: &str, inner: &str) -> Result<Vec<u8>, String> {
             .display()
             .to_string();
         if path.trim_start_matches("./") == inner {
+            // Unpacked, it is held to the download's limit too.
             let mut out = Vec::new();
-            entry.read_to_end(&mut out).map_err(|e| e.to_string())?;
+            (&mut entry)
+                .take(MAX_BINARY_BYTES + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| e.to_string())?;
+            if out.len() as u64 > MAX_BINARY_BYTES {
+                return Err(format!(
+                    "{inner} in the archive is larger than {} MiB",
+                    MAX_BINARY_BYTES >> 20
+                ));
+            }
             return Ok(out);
         }
     }
     Err(format!("the archive has no {inner}"))
 }
 
-/// Write an executable file atomically (a temporary file in the same folder, then a rename).
 /// Why a downloaded binary was not put in place.
 enum Placing {
     Checksum { got: String, checksum: String },
@@ -1553,6 +1562,7 @@ pub async fn download(url: &str, limit: u64, timeout: Duration) -> Result<Vec<u8
     Ok(out)
 }
 
+/// Write an executable file atomically (a temporary file in the same folder, then a rename).
 fn write_executable(dir: &Path, dest: &Path, content: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
@@ -1601,4 +1611,58 @@ fn write_record(dir: &Path, r: &MachineRecord) -> std::io::Result<()> {
     let mut f = atomic_write_file::AtomicWriteFile::open(folder.join("machine.json"))?;
     f.write_all(&serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?)?;
     f.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, body) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o755);
+            h.set_cksum();
+            b.append_data(&mut h, name, *body).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_binary_is_taken_out_of_its_tar_gz_or_tar_and_a_zip_is_refused() {
+        let tar = tar_of(&[
+            ("README", b"read me"),
+            ("bin/tool", b"#!/bin/sh\necho hi\n"),
+        ]);
+        let tgz = gz(&tar);
+        assert_eq!(
+            extract(
+                &tgz,
+                "https://e.invalid/tool_linux_amd64.tar.gz",
+                "./bin/tool"
+            )
+            .unwrap(),
+            b"#!/bin/sh\necho hi\n"
+        );
+        // Gzip is known by its magic bytes too, whatever the name says.
+        assert_eq!(
+            extract(&tgz, "tool.bin", "bin/tool").unwrap(),
+            b"#!/bin/sh\necho hi\n"
+        );
+        assert_eq!(extract(&tar, "tool.tar", "README").unwrap(), b"read me");
+        let missing = extract(&tgz, "t.tgz", "bin/other").unwrap_err();
+        assert!(missing.contains("no bin/other"), "{missing}");
+        let zip = extract(b"PK\x03\x04", "tool.zip", "tool").unwrap_err();
+        assert!(zip.contains("zip archives are not supported"), "{zip}");
+        let garbage = extract(&[0x1f, 0x8b, 1, 2, 3], "t.tgz", "tool");
+        assert!(garbage.is_err());
+    }
 }
