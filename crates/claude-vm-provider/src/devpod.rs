@@ -84,6 +84,9 @@ pub struct DevpodProvider {
     settings: Settings,
     /// Provider-scope environment of every command, made once.
     env: tokio::sync::OnceCell<Arc<BTreeMap<String, String>>>,
+    /// Each machine's environment (its `local` options worked out once, not at every
+    /// status poll or command).
+    machine_envs: tokio::sync::Mutex<HashMap<String, Arc<BTreeMap<String, String>>>>,
     dockers: tokio::sync::Mutex<HashMap<String, Arc<DockerProvider>>>,
     /// Machine of each workspace as [`Provider::states`] last saw it.
     seen: Mutex<HashMap<WorkspaceId, MachineInfo>>,
@@ -149,6 +152,7 @@ impl DevpodProvider {
             container_options,
             settings,
             env: tokio::sync::OnceCell::new(),
+            machine_envs: tokio::sync::Mutex::new(HashMap::new()),
             dockers: tokio::sync::Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
         })
@@ -437,7 +441,13 @@ impl DevpodProvider {
 
     /// The environment of `machine`'s commands: the provider's, DevPod's machine
     /// variables, and the options resolved per machine (`local: true`).
-    async fn machine_env(&self, machine: &str) -> Result<BTreeMap<String, String>, ProviderError> {
+    async fn machine_env(
+        &self,
+        machine: &str,
+    ) -> Result<Arc<BTreeMap<String, String>>, ProviderError> {
+        if let Some(env) = self.machine_envs.lock().await.get(machine) {
+            return Ok(env.clone());
+        }
         let mut env = (*self.env().await?).clone();
         let folder = self.machines_dir().join(machine);
         env.insert("MACHINE_ID".to_owned(), machine.to_owned());
@@ -446,6 +456,11 @@ impl DevpodProvider {
         env.insert("MACHINE_PROVIDER".to_owned(), self.name.clone());
         let local = self.resolve(env.clone(), Scope::Machine).await?;
         env.extend(local);
+        let env = Arc::new(env);
+        self.machine_envs
+            .lock()
+            .await
+            .insert(machine.to_owned(), env.clone());
         Ok(env)
     }
 
@@ -529,7 +544,7 @@ impl DevpodProvider {
         let env = if self.is_machine_provider() {
             self.machine_env(machine).await?
         } else {
-            (*self.env().await?).clone()
+            self.env().await?
         };
         let argv = self.manifest.exec.command.argv();
         let remote: Arc<dyn Remote> = Arc::new(MachineRemote {
@@ -1024,9 +1039,9 @@ impl Provider for DevpodProvider {
             .is_none_or(|r| r.workspaces.iter().all(|w| *w == id_s));
         match status {
             MachineStatus::NotFound => {
-                self.with_records(forget).await?;
                 self.with_records(move |rs| {
-                    rs.retain(|r| !(r.id == machine && r.workspaces.is_empty()))
+                    forget(rs);
+                    rs.retain(|r| !(r.id == machine && r.workspaces.is_empty()));
                 })
                 .await
             }
@@ -1342,7 +1357,7 @@ struct MachineRemote {
     provider: String,
     machine: String,
     argv: Vec<String>,
-    env: BTreeMap<String, String>,
+    env: Arc<BTreeMap<String, String>>,
     socket: String,
     dir: PathBuf,
 }
@@ -1355,7 +1370,7 @@ impl Remote for MachineRemote {
             .map_or(("false", &[][..]), |(p, a)| (p.as_str(), a));
         let mut c = Command::new(program);
         c.args(args)
-            .envs(&self.env)
+            .envs(self.env.iter())
             .env("COMMAND", remote)
             .current_dir(&self.dir)
             .stdin(Stdio::piped())
