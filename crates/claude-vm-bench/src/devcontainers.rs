@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::exec::{Tools, run, run_cleanup, timed};
+use crate::exec::{Tools, delete_workspaces_named, run, run_cleanup, timed};
 use crate::fixture;
 use crate::{BASELINE_LABEL, Samples, ms, pair};
 
@@ -111,16 +111,7 @@ struct Leftovers<'a> {
 impl Drop for Leftovers<'_> {
     fn drop(&mut self) {
         let t = self.tools;
-        if let Some(out) = run_cleanup(t.cvm(["workspace", "list", "--json"])) {
-            let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-            for w in list {
-                if let Some(name) = w["name"].as_str()
-                    && name.starts_with(WS_PREFIX)
-                {
-                    run_cleanup(t.cvm(["workspace", "delete", name, "-y", "-q"]));
-                }
-            }
-        }
+        delete_workspaces_named(t, WS_PREFIX);
         let label = format!("label={BASELINE_LABEL}={}", self.run_id);
         let name = format!("name=claude-vm-bench-dc-{}", self.run_id);
         if let Some(out) =

@@ -155,3 +155,19 @@ pub fn run_cleanup(mut cmd: Command) -> Option<String> {
         }
     }
 }
+
+/// Delete, as a cleanup, every workspace of the benchmark's home whose name starts with
+/// `prefix` (`--force`: without waiting for a final backup).
+pub fn delete_workspaces_named(tools: &Tools, prefix: &str) {
+    let Some(out) = run_cleanup(tools.cvm(["workspace", "list", "--json"])) else {
+        return;
+    };
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    for w in list {
+        if let Some(name) = w["name"].as_str()
+            && name.starts_with(prefix)
+        {
+            run_cleanup(tools.cvm(["workspace", "delete", name, "-y", "-q", "--force"]));
+        }
+    }
+}

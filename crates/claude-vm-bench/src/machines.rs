@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::exec::{Tools, run, run_cleanup, timed};
+use crate::exec::{Tools, delete_workspaces_named, run, run_cleanup, timed};
 use crate::fixture;
 use crate::{BASELINE_LABEL, Samples, pair};
 
@@ -271,16 +271,7 @@ struct Leftovers<'a> {
 impl Drop for Leftovers<'_> {
     fn drop(&mut self) {
         let t = self.tools;
-        if let Some(out) = run_cleanup(t.cvm(["workspace", "list", "--json"])) {
-            let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-            for w in list {
-                if let Some(name) = w["name"].as_str()
-                    && name.starts_with(WS_PREFIX)
-                {
-                    run_cleanup(t.cvm(["workspace", "delete", name, "-y", "-q", "--force"]));
-                }
-            }
-        }
+        delete_workspaces_named(t, WS_PREFIX);
         let filter = format!("label={}", self.label);
         if let Some(out) = run_cleanup(t.docker(["ps", "-aq", "--filter", &filter])) {
             for id in out.split_whitespace() {
