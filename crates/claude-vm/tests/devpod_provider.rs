@@ -933,6 +933,31 @@ fn a_provider_yaml_without_machines_and_a_machine_deleted_behind_claude_vms_back
         .ok();
     assert!(ctx.list().is_empty());
     assert_eq!(machines_json(&ctx, "vanish"), "[]");
+    // A machine record no workspace of this home uses (left by a home whose workspace
+    // record went another way): flagged, and the provider is not deleted while it exists.
+    let ghost = ctx.home.path().join("providers/vanish/machines/cvm-ghost");
+    std::fs::create_dir_all(&ghost).unwrap();
+    std::fs::write(
+        ghost.join("machine.json"),
+        r#"{"id": "cvm-ghost", "workspaces": ["0123456789ab"], "created_at": "2026-12-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let listed = ctx
+        .run(&["provider", "machines", "vanish", "--json"])
+        .ok()
+        .json();
+    assert_eq!(listed[0]["id"], "cvm-ghost", "{listed}");
+    assert_eq!(listed[0]["unused"], true, "{listed}");
+    assert_eq!(listed[0]["state"], "NotFound", "{listed}");
+    let table = ctx.run(&["provider", "machines", "vanish"]).ok().stdout;
+    assert!(table.contains("none (unused)"), "{table}");
+    let kept = ctx.run(&["provider", "delete", "vanish", "-y"]).fails();
+    assert!(
+        kept.stderr.contains("still has 1 machine"),
+        "{}",
+        kept.stderr
+    );
+    std::fs::remove_dir_all(&ghost).unwrap();
     ctx.run(&["provider", "delete", "vanish", "-y"]).ok();
     drop(machines);
     assert!(ctx.docker_debris().is_empty(), "{:?}", ctx.docker_debris());
